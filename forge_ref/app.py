@@ -1,0 +1,186 @@
+"""The composition root: the one place toggles are read and every dependency is built.
+
+``build_gateway(settings)`` wires store, crypto, caches, services, models, adapters and the
+invalidator together; ``make_app(gw)`` turns that into a Tornado application; ``serve``
+binds, forks (``--processes N``), and runs. Tests build the same objects the server runs.
+"""
+
+from __future__ import annotations
+
+import asyncio
+import logging
+import os
+import signal
+import time
+from dataclasses import dataclass
+from typing import Callable
+
+import tornado.web
+from tornado.httpserver import HTTPServer
+from tornado.ioloop import PeriodicCallback
+
+from . import crypto as crypto_mod
+from . import store as store_mod
+from .adapters import AdapterRegistry
+from .auth import Authenticator
+from .cache import make_cache
+from .counters import SharedCounters
+from .crypto import Crypto
+from .handlers import NotFoundHandler, routes
+from .invalidation import InvalidationPoller, Invalidator
+from .models import ModelLister
+from .services import ServiceRegistry
+from .settings import Settings
+from .store import Store
+from .upstream import UpstreamClient, make_upstream
+from .usage import UsageRecorder
+
+log = logging.getLogger("forge_ref")
+
+
+class StartupError(Exception):
+    """The gateway cannot start with this configuration (the message says why and what to do)."""
+
+
+@dataclass
+class Gateway:
+    settings: Settings
+    layers: dict[str, bool]
+    counters: SharedCounters
+    store: Store
+    crypto: Crypto
+    auth: Authenticator
+    services: ServiceRegistry
+    models: ModelLister
+    adapters: AdapterRegistry
+    invalidator: Invalidator
+    usage: UsageRecorder
+    upstream: UpstreamClient
+    requests_slot: int
+    upstream_slot: int
+    poller: InvalidationPoller | None = None
+
+    def close(self) -> None:
+        self.usage.flush()
+        if self.poller is not None:
+            self.poller.stop()
+        self.upstream.close()
+
+
+def prepare_storage(settings: Settings) -> list[str]:
+    """Create the schema and settle the encryption key. Run once, before any fork."""
+    db = store_mod.connect(settings.db, counters=None)
+    store_mod.create_schema(db)
+    existing = Store(db).any_encrypted_key()
+    if not settings.encryption_key and existing is not None and not crypto_mod.key_file_for(settings.db).exists():
+        raise StartupError(
+            f"{settings.db} holds encrypted provider keys but neither FORGE_ENCRYPTION_KEY nor the key file "
+            f"{crypto_mod.key_file_for(settings.db)} is there; refusing to generate a new key, which would make "
+            "them unreadable. Restore the key file or set FORGE_ENCRYPTION_KEY.")
+    keys = crypto_mod.load_keys(settings.encryption_key, settings.db)
+    check = Crypto(keys, SharedCounters(1))
+    if existing is not None and not check.can_decrypt(existing):
+        raise StartupError(
+            f"the configured encryption key cannot decrypt the provider keys stored in {settings.db}; "
+            "set FORGE_ENCRYPTION_KEY to the key they were encrypted with (several, comma-separated, during rotation)")
+    db.conn.close()
+    return keys
+
+
+def build_gateway(settings: Settings, *, keys: list[str], counters: SharedCounters | None = None,
+                  timer: Callable[[], float] = time.monotonic, multi_process: bool = False) -> Gateway:
+    counters = counters or SharedCounters(1)
+    layers = settings.layers()  # the toggles, read here and nowhere else
+    store = Store(store_mod.connect(settings.db, counters=counters))
+    crypto = Crypto(keys, counters)
+
+    def cache(name: str, on: bool, maxsize: int, ttl: float):
+        return make_cache(name, enabled=on, maxsize=maxsize, ttl=ttl, counters=counters,
+                          coalesce=settings.coalesce, timer=timer)
+
+    def new_upstream() -> UpstreamClient:
+        return make_upstream(settings.upstream_client, max_connections=settings.upstream_max_connections,
+                             connect_timeout=settings.connect_timeout, read_timeout=settings.read_timeout)
+
+    upstream = new_upstream()
+    auth = Authenticator(store, cache("user", layers["user"], settings.user_max, settings.user_ttl))
+    services = ServiceRegistry(store, crypto, cache("service", layers["service"], settings.service_max,
+                                                    settings.service_ttl), counters, lazy_keys=layers["keys"])
+    adapters = AdapterRegistry(shared=layers["adapters"], upstream=upstream,
+                               make_upstream=lambda: make_upstream(
+                                   settings.upstream_client, max_connections=1,
+                                   connect_timeout=settings.connect_timeout, read_timeout=settings.read_timeout),
+                               counters=counters)
+    models = ModelLister(
+        cache("models", layers["models"], settings.models_max, settings.models_ttl),
+        # Remembering failures is resilience, not a cache layer under test: on unless its TTL is 0.
+        cache("models_failures", True, settings.models_max, settings.models_failure_ttl),
+        adapters, counters, timeout=settings.models_timeout, concurrency=settings.models_concurrency)
+    invalidator = Invalidator(auth, services, models, counters, log_store=store if multi_process else None)
+    gw = Gateway(settings=settings, layers=layers, counters=counters, store=store, crypto=crypto, auth=auth,
+                 services=services, models=models, adapters=adapters, invalidator=invalidator,
+                 usage=UsageRecorder(store, max_rows=settings.usage_flush_rows), upstream=upstream,
+                 requests_slot=counters.slot("requests"), upstream_slot=counters.slot("upstream_requests"))
+    if multi_process:
+        background = Store(store_mod.connect(settings.db, counters=counters, counter="db_background_queries"))
+        gw.poller = InvalidationPoller(invalidator, background, settings.invalidation_poll)
+    return gw
+
+
+def _quiet_access_log(handler: tornado.web.RequestHandler) -> None:
+    # One line per request at debug level only: at thousands of requests/s, logging is the bottleneck.
+    if handler.get_status() >= 500:
+        log.warning("%d %s %s %.1fms", handler.get_status(), handler.request.method, handler.request.path,
+                    1000 * handler.request.request_time())
+    elif log.isEnabledFor(logging.DEBUG):
+        log.debug("%d %s %s %.1fms", handler.get_status(), handler.request.method, handler.request.path,
+                  1000 * handler.request.request_time())
+
+
+def make_app(gw: Gateway) -> tornado.web.Application:
+    return tornado.web.Application(
+        routes(gw), default_handler_class=NotFoundHandler, default_handler_args={"gw": gw},
+        log_function=_quiet_access_log, compress_response=False, xheaders=False,
+    )
+
+
+def start_background(gw: Gateway) -> list[PeriodicCallback]:
+    flusher = PeriodicCallback(gw.usage.flush, gw.settings.usage_flush_interval * 1000)
+    flusher.start()
+    if gw.poller is not None:
+        gw.poller.start()
+    return [flusher]
+
+
+def serve(settings: Settings, *, ready: Callable[[str], None] | None = None) -> None:
+    """Bind, fork into ``settings.processes`` workers if asked, and serve until SIGTERM/SIGINT."""
+    from tornado import netutil, process
+
+    keys = prepare_storage(settings)
+    sockets = netutil.bind_sockets(settings.port, settings.host)
+    port = sockets[0].getsockname()[1]
+    n = settings.processes if settings.processes > 0 else (os.cpu_count() or 1)
+    counters = SharedCounters(n)  # shared memory, mapped before fork so every worker sees every row
+    if ready is not None:
+        ready(f"forge-ref listening on http://{settings.host}:{port} ({n} process{'es' if n > 1 else ''}, "
+              f"caches: {settings.caches})")
+    task_id = process.fork_processes(n, max_restarts=100) if n > 1 else 0
+    counters.bind(task_id or 0)
+    asyncio.run(_run(settings, keys, counters, sockets, multi_process=n > 1))
+
+
+async def _run(settings: Settings, keys: list[str], counters: SharedCounters, sockets, *, multi_process: bool) -> None:
+    gw = build_gateway(settings, keys=keys, counters=counters, multi_process=multi_process)
+    server = HTTPServer(make_app(gw), max_body_size=max(settings.max_body_bytes * 4, 64 * 1024 * 1024),
+                        idle_connection_timeout=300)
+    server.add_sockets(sockets)
+    timers = start_background(gw)
+    stop = asyncio.Event()
+    loop = asyncio.get_running_loop()
+    for sig in (signal.SIGTERM, signal.SIGINT):
+        loop.add_signal_handler(sig, stop.set)
+    await stop.wait()
+    server.stop()
+    for t in timers:
+        t.stop()
+    gw.close()

@@ -1,0 +1,202 @@
+"""Bounded TTL+LRU caches with hit/miss/eviction stats, single-flight loads, and a null twin.
+
+Storage is ``cachetools.TTLCache`` (LRU within a TTL, O(1), injectable timer): well kept and
+fast enough that a hit costs about a microsecond. Around it this module adds what the gateway
+needs and cachetools does not have: counted stats, exact invalidation, and per-key
+coalescing of concurrent misses. A layer that is off gets a ``NullCache`` with the same
+interface, so the request path is identical and every lookup is still counted as a miss.
+"""
+
+from __future__ import annotations
+
+import asyncio
+import inspect
+import time
+from typing import Any, Callable, Hashable
+
+import cachetools
+
+from .counters import SharedCounters
+
+MISSING: Any = object()
+Loader = Callable[[], Any]  # returns a value or an awaitable of one
+
+
+class _CountingTTLCache(cachetools.TTLCache):
+    """TTLCache that reports LRU evictions and TTL expirations as they happen."""
+
+    def __init__(self, maxsize: int, ttl: float, timer: Callable[[], float], stats: "Cache") -> None:
+        super().__init__(maxsize, ttl, timer=timer)
+        self._stats = stats
+
+    def popitem(self):  # cachetools calls this only to make room: an LRU eviction
+        item = super().popitem()
+        self._stats._count("evictions")
+        return item
+
+    def expire(self, time=None):
+        expired = super().expire(time)
+        if expired:
+            self._stats._count("expirations", len(expired))
+        return expired
+
+
+class Cache:
+    """One cache layer. ``get`` is synchronous (the hot path); ``load`` handles a miss."""
+
+    enabled = True
+
+    def __init__(
+        self,
+        name: str,
+        *,
+        maxsize: int,
+        ttl: float,
+        counters: SharedCounters,
+        coalesce: bool = True,
+        timer: Callable[[], float] = time.monotonic,
+    ) -> None:
+        self.name = name
+        self.ttl = ttl
+        self.coalesce = coalesce
+        self._counters = counters
+        self._mine = counters._mine
+        self._hit = counters.slot(f"cache.{name}.hits")
+        self._miss = counters.slot(f"cache.{name}.misses")
+        self._size = counters.slot(f"cache.{name}.size")
+        self._data = _CountingTTLCache(maxsize, ttl, timer, self)
+        # key -> future of the load in flight. A load whose entry was invalidated (popped) while
+        # it ran must not store its now-stale result; identity of the future tells.
+        self._inflight: dict[Hashable, asyncio.Future] = {}
+
+    def _count(self, stat: str, n: int = 1) -> None:
+        self._counters.incr(f"cache.{self.name}.{stat}", n)
+
+    def _sync_size(self) -> None:
+        self._mine[self._size] = len(self._data)
+
+    def __len__(self) -> int:
+        return len(self._data)
+
+    def get(self, key: Hashable) -> Any:
+        value = self._data.get(key, MISSING)
+        if value is MISSING:
+            self._mine[self._miss] += 1
+            self._data.expire()  # expired entries are removed, not only skipped
+            self._sync_size()
+        else:
+            self._mine[self._hit] += 1
+        return value
+
+    def set(self, key: Hashable, value: Any) -> None:
+        self._data[key] = value
+        self._sync_size()
+
+    async def load(self, key: Hashable, loader: Loader) -> Any:
+        """After a miss: run ``loader`` once per key however many callers wait, then store."""
+        if self.coalesce:
+            pending = self._inflight.get(key)
+            if pending is not None:
+                self._counters.incr("coalesced_waits")
+                return await asyncio.shield(pending)
+        result = loader()
+        if not inspect.isawaitable(result):
+            # Synchronous loaders (SQLite) cannot interleave with other requests: store directly.
+            if result is not None:
+                self.set(key, result)
+            return result
+        fut = asyncio.get_running_loop().create_future()
+        if self.coalesce:
+            self._inflight[key] = fut
+        try:
+            value = await result
+        except BaseException as exc:
+            # A failed load is not cached; waiters get the same error, later callers retry.
+            if not fut.done():
+                fut.set_exception(exc)
+                fut.exception()  # mark retrieved: no "never retrieved" warning without waiters
+            raise
+        finally:
+            if self._inflight.get(key) is fut:
+                del self._inflight[key]
+                stale = False
+            else:
+                stale = self.coalesce
+        if not stale and value is not None:  # None = "not found": never cached (bad keys can't fill it)
+            self.set(key, value)
+        fut.set_result(value)
+        return value
+
+    async def get_or_load(self, key: Hashable, loader: Loader) -> Any:
+        value = self.get(key)
+        if value is MISSING:
+            value = await self.load(key, loader)
+        return value
+
+    def invalidate(self, key: Hashable) -> bool:
+        self._inflight.pop(key, None)
+        found = self._data.pop(key, MISSING) is not MISSING
+        self._sync_size()
+        return found
+
+    def invalidate_where(self, predicate: Callable[[Hashable], bool]) -> int:
+        """Drop every entry whose key matches. O(entries): only writes pay it, never reads."""
+        for key in [k for k in self._inflight if predicate(k)]:
+            del self._inflight[key]
+        doomed = [k for k in list(self._data.keys()) if predicate(k)]
+        for key in doomed:
+            self._data.pop(key, None)
+        self._sync_size()
+        return len(doomed)
+
+    def clear(self) -> None:
+        self._inflight.clear()
+        self._data.clear()
+        self._sync_size()
+
+
+class NullCache(Cache):
+    """A layer that is off: same interface, never stores, every lookup a counted miss."""
+
+    enabled = False
+
+    def __init__(self, name: str, *, counters: SharedCounters, **_: Any) -> None:
+        self.name = name
+        self.ttl = 0.0
+        self.coalesce = False
+        self._counters = counters
+        self._mine = counters._mine
+        self._miss = counters.slot(f"cache.{name}.misses")
+
+    def __len__(self) -> int:
+        return 0
+
+    def get(self, key: Hashable) -> Any:
+        self._mine[self._miss] += 1
+        return MISSING
+
+    def set(self, key: Hashable, value: Any) -> None:
+        pass
+
+    async def load(self, key: Hashable, loader: Loader) -> Any:
+        result = loader()
+        if inspect.isawaitable(result):
+            result = await result
+        return result
+
+    def invalidate(self, key: Hashable) -> bool:
+        return False
+
+    def invalidate_where(self, predicate: Callable[[Hashable], bool]) -> int:
+        return 0
+
+    def clear(self) -> None:
+        pass
+
+
+def make_cache(name: str, *, enabled: bool, maxsize: int, ttl: float, counters: SharedCounters,
+               coalesce: bool = True, timer: Callable[[], float] = time.monotonic) -> Cache:
+    if not enabled or ttl <= 0 or maxsize <= 0:
+        return NullCache(name, counters=counters)
+    return Cache(name, maxsize=maxsize, ttl=ttl, counters=counters, coalesce=coalesce, timer=timer)
+

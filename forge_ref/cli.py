@@ -1,0 +1,139 @@
+"""The ``forge-ref`` command: serve, mock-provider, users create, provider-keys add.
+
+Flags are generated from the settings table, so every option is a flag, an environment
+variable and a README row at once.
+"""
+
+from __future__ import annotations
+
+import argparse
+import asyncio
+import logging
+import sys
+
+from . import settings as settings_mod
+from .app import StartupError, prepare_storage, serve
+from .auth import display_prefix, hash_key, new_key
+from .counters import SharedCounters
+from .crypto import Crypto
+from .errors import ForgeError
+from .store import Store, connect
+
+
+def _add_setting_flags(parser: argparse.ArgumentParser, names: list[str] | None = None) -> None:
+    for f in settings_mod.options():
+        if not f.metadata["cli"] or (names is not None and f.name not in names):
+            continue
+        flag = "--" + f.name.replace("_", "-")
+        help_text = f"{f.metadata['help']} (env {f.metadata['env']}, default {f.default})"
+        if f.type in (bool, "bool"):
+            parser.add_argument(flag, dest=f.name, action=argparse.BooleanOptionalAction, default=None, help=help_text)
+        else:
+            kind = {"int": int, "float": float}.get(f.type if isinstance(f.type, str) else f.type.__name__, str)
+            parser.add_argument(flag, dest=f.name, type=kind, default=None, help=help_text)
+
+
+def _settings(args: argparse.Namespace) -> settings_mod.Settings:
+    names = {f.name for f in settings_mod.options()}
+    try:
+        return settings_mod.from_env(**{k: v for k, v in vars(args).items() if k in names})
+    except ValueError as exc:
+        raise SystemExit(f"forge-ref: {exc}") from None
+
+
+def _cmd_serve(args: argparse.Namespace) -> None:
+    s = _settings(args)
+    logging.basicConfig(level=s.log_level.upper(), format="%(asctime)s %(levelname)s %(name)s %(message)s")
+    try:
+        serve(s, ready=lambda line: print(line, flush=True))
+    except StartupError as exc:
+        raise SystemExit(f"forge-ref: {exc}") from None
+
+
+def _cmd_mock(args: argparse.Namespace) -> None:
+    from . import mock_provider
+
+    argv = ["--host", args.host, "--port", str(args.port), "--latency-ms", str(args.latency_ms)]
+    if args.chunks is not None:
+        argv += ["--chunks", str(args.chunks)]
+    if args.chunk_delay_ms is not None:
+        argv += ["--chunk-delay-ms", str(args.chunk_delay_ms)]
+    mock_provider.main(argv)
+
+
+def _open(args: argparse.Namespace) -> tuple[Store, Crypto]:
+    s = _settings(args)
+    try:
+        keys = prepare_storage(s)
+    except StartupError as exc:
+        raise SystemExit(f"forge-ref: {exc}") from None
+    return Store(connect(s.db, counters=None)), Crypto(keys, SharedCounters(1))
+
+
+def _cmd_users_create(args: argparse.Namespace) -> None:
+    store, _ = _open(args)
+    key = new_key()
+    store.create_user(args.name, hash_key(key), display_prefix(key))
+    print(key)  # alone on stdout: scripts capture it
+
+
+def _cmd_provider_keys_add(args: argparse.Namespace) -> None:
+    from . import validation
+
+    store, crypto = _open(args)
+    user = store.user_by_key_hash(hash_key(args.forge_key))
+    if user is None:
+        raise SystemExit("forge-ref: no user has that Forge key")
+    body = {"provider": args.provider, "api_key": args.api_key, "base_url": args.base_url, "kind": args.kind}
+    body = {k: v for k, v in body.items() if v is not None}
+    try:
+        allow = settings_mod.from_env().allow_private_upstreams
+        spec = asyncio.run(validation.new_provider_key(body, allow))
+        store.add_provider_key(user.id, spec.provider, spec.kind, crypto.encrypt(spec.api_key), spec.base_url,
+                               spec.model_mapping)
+    except ForgeError as exc:
+        raise SystemExit(f"forge-ref: {exc.message}") from None
+    print(f"added provider {spec.provider} ({spec.kind}) at {spec.base_url}")
+
+
+def parser() -> argparse.ArgumentParser:
+    p = argparse.ArgumentParser(prog="forge-ref", description="OpenAI-compatible LLM gateway with measurable caches")
+    sub = p.add_subparsers(dest="command", required=True)
+
+    s = sub.add_parser("serve", help="run the gateway")
+    _add_setting_flags(s)
+    s.set_defaults(func=_cmd_serve)
+
+    m = sub.add_parser("mock-provider", help="run the fake OpenAI/Anthropic/Gemini upstream")
+    m.add_argument("--host", default="127.0.0.1")
+    m.add_argument("--port", type=int, default=8001)
+    m.add_argument("--latency-ms", type=float, default=0.0)
+    m.add_argument("--chunks", type=int, default=None)
+    m.add_argument("--chunk-delay-ms", type=float, default=None)
+    m.set_defaults(func=_cmd_mock)
+
+    users = sub.add_parser("users", help="manage users").add_subparsers(dest="users_command", required=True)
+    uc = users.add_parser("create", help="create a user; prints its Forge API key")
+    uc.add_argument("name")
+    _add_setting_flags(uc, ["db"])
+    uc.set_defaults(func=_cmd_users_create)
+
+    pk = sub.add_parser("provider-keys", help="manage provider keys").add_subparsers(dest="pk_command", required=True)
+    pa = pk.add_parser("add", help="store a provider key for the user of a Forge key")
+    pa.add_argument("--forge-key", required=True)
+    pa.add_argument("--provider", required=True)
+    pa.add_argument("--api-key", required=True)
+    pa.add_argument("--base-url")
+    pa.add_argument("--kind")
+    _add_setting_flags(pa, ["db"])
+    pa.set_defaults(func=_cmd_provider_keys_add)
+    return p
+
+
+def main(argv: list[str] | None = None) -> None:
+    args = parser().parse_args(argv)
+    args.func(args)
+
+
+if __name__ == "__main__":
+    main(sys.argv[1:])

@@ -1,0 +1,388 @@
+"""Tornado handlers: thin. Authentication in ``prepare``, one ``write_error`` for every error.
+
+Handlers receive the composed ``Gateway`` through ``initialize`` (never globals). Bodies are
+streamed in (``stream_request_body``) so an oversized request is refused with 413 as soon as
+its size is known, in the OpenAI error shape, instead of Tornado's bare 400.
+"""
+
+from __future__ import annotations
+
+import hmac
+import logging
+import time
+from typing import TYPE_CHECKING, Any
+
+import orjson
+from tornado.iostream import StreamClosedError
+from tornado.web import HTTPError, RequestHandler, stream_request_body
+
+from . import validation
+from .adapters.base import DONE_FRAME, Target, error_frame
+from .auth import display_prefix, hash_key, new_key
+from .counters import snapshot
+from .crypto import mask
+from .errors import BadRequest, Forbidden, ForgeError, NotFound, PayloadTooLarge, UpstreamError, error_body
+from .store import User
+
+if TYPE_CHECKING:
+    from .app import Gateway
+
+log = logging.getLogger("forge_ref.handlers")
+
+
+@stream_request_body
+class BaseHandler(RequestHandler):
+    counted = True  # API requests count in ``requests``; /health, /_stats, /metrics do not
+
+    def initialize(self, gw: "Gateway") -> None:
+        self.gw = gw
+        self._chunks: list[bytes] = []
+        self._size = 0
+        self._too_large = False
+
+    def set_default_headers(self) -> None:
+        self.set_header("Content-Type", "application/json")
+
+    def prepare(self) -> None:
+        if self.counted:
+            self.gw.counters._mine[self.gw.requests_slot] += 1
+        length = self.request.headers.get("Content-Length")
+        if length is not None and length.isdigit() and int(length) > self.gw.settings.max_body_bytes:
+            raise PayloadTooLarge(f"request body is {length} bytes; the limit is {self.gw.settings.max_body_bytes}")
+
+    def data_received(self, chunk: bytes) -> None:
+        self._size += len(chunk)
+        if self._size > self.gw.settings.max_body_bytes:
+            self._too_large = True
+            self._chunks = []
+        elif not self._too_large:
+            self._chunks.append(chunk)
+
+    def body(self) -> bytes:
+        if self._too_large:
+            raise PayloadTooLarge(f"request body exceeds the limit of {self.gw.settings.max_body_bytes} bytes")
+        return b"".join(self._chunks)
+
+    def json_body(self) -> dict:
+        raw = self.body()
+        if not raw:
+            raise BadRequest("request body is empty; send a JSON object", code="invalid_json")
+        try:
+            value = orjson.loads(raw)
+        except orjson.JSONDecodeError:
+            raise BadRequest("request body is not valid JSON", code="invalid_json") from None
+        if not isinstance(value, dict):
+            raise BadRequest("request body must be a JSON object", code="invalid_json")
+        return value
+
+    def api_key(self) -> str | None:
+        auth = self.request.headers.get("Authorization")
+        if auth:
+            scheme, _, token = auth.partition(" ")
+            if scheme.lower() == "bearer":
+                return token.strip() or None
+        return self.request.headers.get("X-API-Key") or None
+
+    async def user(self) -> User:
+        return await self.gw.auth.user(self.api_key())
+
+    def require_admin(self) -> None:
+        token = self.gw.settings.admin_token
+        if not token:
+            raise Forbidden("admin endpoints are disabled: set FORGE_ADMIN_TOKEN", code="admin_disabled")
+        given = self.api_key() or ""
+        if not hmac.compare_digest(given.encode(), token.encode()):
+            raise Forbidden("admin token required", code="admin_required")
+
+    def send_json(self, obj: Any, status: int = 200) -> None:
+        self.set_status(status)
+        self.finish(orjson.dumps(obj))
+
+    def write_error(self, status_code: int, **kwargs: Any) -> None:
+        exc = kwargs.get("exc_info", (None, None, None))[1]
+        if isinstance(exc, ForgeError):
+            for name, value in exc.headers.items():
+                self.set_header(name, value)
+            body = exc.body()
+        elif isinstance(exc, HTTPError) and status_code < 500:
+            body = error_body(exc.log_message or self._reason, "invalid_request_error", None)
+        else:
+            body = error_body("internal error", "server_error", "internal_error")  # never a traceback
+        self.set_header("Content-Type", "application/json")
+        self.finish(body)
+
+    def send_error(self, status_code: int = 500, **kwargs: Any) -> None:
+        exc = kwargs.get("exc_info", (None, None, None))[1]
+        if isinstance(exc, ForgeError):
+            status_code = exc.status
+        super().send_error(status_code, **kwargs)
+
+    def log_exception(self, typ, value, tb) -> None:
+        if isinstance(value, ForgeError):
+            return  # expected client or upstream errors: the access log line is enough
+        super().log_exception(typ, value, tb)
+
+    def on_connection_close(self) -> None:
+        self.client_gone = True
+
+
+class NotFoundHandler(BaseHandler):
+    counted = False
+
+    def prepare(self) -> None:
+        raise NotFound(f"no route for {self.request.method} {self.request.path}", code="unknown_route")
+
+
+class HealthHandler(BaseHandler):
+    counted = False
+
+    def get(self) -> None:
+        self.send_json({"status": "ok"})
+
+
+class StatsHandler(BaseHandler):
+    counted = False
+
+    def get(self) -> None:
+        self.require_admin()
+        self.send_json(snapshot(self.gw.counters, self.gw.layers))
+
+    def delete(self) -> None:
+        self.require_admin()
+        self.gw.counters.reset()
+        self.send_json(snapshot(self.gw.counters, self.gw.layers))
+
+
+class MetricsHandler(BaseHandler):
+    counted = False
+
+    def get(self) -> None:
+        from .metrics import render
+
+        self.require_admin()
+        self.set_header("Content-Type", "text/plain; version=0.0.4; charset=utf-8")
+        self.finish(render(snapshot(self.gw.counters, self.gw.layers)))
+
+
+# --- users --------------------------------------------------------------------------------------
+
+
+def _user_json(user: User) -> dict:
+    return {"id": user.id, "name": user.name, "key_prefix": user.key_prefix}
+
+
+class UsersHandler(BaseHandler):
+    def post(self) -> None:
+        self.require_admin()
+        name = validation.user_name(self.json_body())
+        key = new_key()
+        user = self.gw.store.create_user(name, hash_key(key), display_prefix(key))
+        self.send_json(dict(_user_json(user), api_key=key), status=201)
+
+
+class MeHandler(BaseHandler):
+    async def get(self) -> None:
+        self.send_json(_user_json(await self.user()))
+
+    async def patch(self) -> None:
+        user = await self.user()
+        name = validation.user_name(self.json_body())
+        updated = self.gw.store.update_user(user.id, name)
+        if updated is None:
+            raise NotFound("user no longer exists")
+        self.gw.invalidator.user_updated(user.id, user.key_hash)
+        self.send_json(_user_json(updated))
+
+    async def delete(self) -> None:
+        user = await self.user()
+        self.gw.store.delete_user(user.id)
+        self.gw.invalidator.user_deleted(user.id, user.key_hash)
+        self.set_status(204)
+        self.finish()
+
+
+class ResetKeyHandler(BaseHandler):
+    async def post(self) -> None:
+        user = await self.user()
+        key = new_key()
+        updated = self.gw.store.reset_user_key(user.id, hash_key(key), display_prefix(key))
+        if updated is None:
+            raise NotFound("user no longer exists")
+        self.gw.invalidator.user_key_reset(user.key_hash)
+        self.send_json(dict(_user_json(updated), api_key=key))
+
+
+# --- provider keys ------------------------------------------------------------------------------
+
+
+class ProviderKeysHandler(BaseHandler):
+    async def get(self) -> None:
+        user = await self.user()
+        rows = self.gw.store.provider_keys(user.id)
+        # Masking needs the plaintext; this listing is rare and not on the proxy path.
+        data = [validation.provider_json(row, mask(self.gw.crypto.decrypt(row.encrypted_key).reveal())) for row in rows]
+        self.send_json({"object": "list", "data": data})
+
+    async def post(self) -> None:
+        user = await self.user()
+        spec = await validation.new_provider_key(self.json_body(), self.gw.settings.allow_private_upstreams)
+        row = self.gw.store.add_provider_key(user.id, spec.provider, spec.kind, self.gw.crypto.encrypt(spec.api_key),
+                                             spec.base_url, spec.model_mapping)
+        self.gw.invalidator.provider_keys_changed(user.id)
+        self.send_json(validation.provider_json(row, mask(spec.api_key)), status=201)
+
+
+class ProviderKeyHandler(BaseHandler):
+    async def put(self, provider: str) -> None:
+        user = await self.user()
+        provider = provider.lower()
+        changes, api_key = await validation.provider_key_changes(self.json_body(), self.gw.settings.allow_private_upstreams)
+        if api_key is not None:
+            changes["encrypted_key"] = self.gw.crypto.encrypt(api_key)
+        row = self.gw.store.update_provider_key(user.id, provider, changes)
+        if row is None:
+            raise NotFound(f"no provider key named {provider!r}", code="provider_not_found")
+        self.gw.invalidator.provider_keys_changed(user.id)
+        shown = mask(api_key) if api_key is not None else mask(self.gw.crypto.decrypt(row.encrypted_key).reveal())
+        self.send_json(validation.provider_json(row, shown))
+
+    async def delete(self, provider: str) -> None:
+        user = await self.user()
+        if not self.gw.store.delete_provider_key(user.id, provider.lower()):
+            raise NotFound(f"no provider key named {provider!r}", code="provider_not_found")
+        self.gw.invalidator.provider_keys_changed(user.id)
+        self.set_status(204)
+        self.finish()
+
+
+# --- the proxy ----------------------------------------------------------------------------------
+
+
+class ModelsHandler(BaseHandler):
+    async def get(self) -> None:
+        user = await self.user()
+        service = await self.gw.services.get(user.id)
+        self.send_json({"object": "list", "data": await self.gw.models.list(service)})
+
+
+class ProxyHandler(BaseHandler):
+    """Shared by chat and embeddings: authenticate, route, decrypt, translate, forward."""
+
+    client_gone = False
+
+    async def _target(self, body: dict) -> tuple[User, Any, Target]:
+        user = await self.user()
+        model = body.get("model")
+        if not isinstance(model, str) or not model.strip():
+            raise BadRequest("'model' is required: a string such as 'openai/gpt-4o-mini'", param="model",
+                             code="missing_model")
+        service = await self.gw.services.get(user.id)
+        row, upstream_model = service.route(model)
+        target = Target(row.base_url, service.key(row).reveal(), upstream_model, model)
+        return user, row, target
+
+    def _record(self, user: User, row: Any, target: Target, status: int, started: float,
+                prompt: int | None = None, completion: int | None = None) -> None:
+        self.gw.usage.record(user.id, row.provider, target.model, status, prompt, completion,
+                             (time.perf_counter() - started) * 1000)
+
+
+class ChatHandler(ProxyHandler):
+    async def post(self) -> None:
+        started = time.perf_counter()
+        body = validation.chat_body(self.json_body())
+        user, row, target = await self._target(body)
+        adapter, client, owned = self.gw.adapters.get(row.kind)
+        try:
+            if body.get("stream"):
+                await self._stream(adapter, client, body, user, row, target, started)
+            else:
+                req = adapter.chat_request(target, body)
+                self.gw.counters._mine[self.gw.upstream_slot] += 1
+                resp = await client.send(req)
+                if resp.status >= 400:
+                    self._record(user, row, target, resp.status, started)
+                    raise adapter.error(resp.status, resp.body, resp.headers)
+                out = adapter.chat_response(target, resp.body)
+                usage = out.get("usage") if isinstance(out.get("usage"), dict) else {}
+                self._record(user, row, target, 200, started, usage.get("prompt_tokens"), usage.get("completion_tokens"))
+                self.finish(orjson.dumps(out))
+        finally:
+            if owned:
+                client.close()
+
+    async def _stream(self, adapter, client, body, user, row, target, started) -> None:
+        translator = adapter.chat_stream(target, body)
+        req = adapter.chat_request(target, body)
+        self.gw.counters._mine[self.gw.upstream_slot] += 1
+        stream = await client.open_stream(req)
+        if stream.status >= 400:
+            data = await stream.read_all()
+            self._record(user, row, target, stream.status, started)
+            raise adapter.error(stream.status, data, stream.headers)
+        self.set_header("Content-Type", "text/event-stream")
+        self.set_header("Cache-Control", "no-cache")
+        self.set_header("X-Accel-Buffering", "no")
+        status = 200
+        try:
+            async for chunk in stream:
+                frames = translator.feed(chunk)
+                if frames:
+                    self.write(b"".join(frames))
+                    await self.flush()
+                if self.client_gone:
+                    break
+            else:
+                self.write(b"".join(translator.close()))
+        except UpstreamError as exc:
+            # Headers are sent: the failure travels inside the stream, then the stream ends cleanly.
+            status = exc.status
+            self.write(error_frame(exc) + DONE_FRAME)
+        except StreamClosedError:
+            self.client_gone = True
+        if self.client_gone:
+            stream.close()  # stop reading (and paying for) a generation nobody receives
+            status = 499
+        result = translator.result
+        self._record(user, row, target, status, started, result.prompt_tokens, result.completion_tokens)
+        if not self.client_gone:
+            self.finish()
+
+
+class EmbeddingsHandler(ProxyHandler):
+    async def post(self) -> None:
+        started = time.perf_counter()
+        body = validation.embeddings_body(self.json_body())
+        user, row, target = await self._target(body)
+        adapter, client, owned = self.gw.adapters.get(row.kind)
+        try:
+            req = adapter.embeddings_request(target, body)
+            self.gw.counters._mine[self.gw.upstream_slot] += 1
+            resp = await client.send(req)
+            if resp.status >= 400:
+                self._record(user, row, target, resp.status, started)
+                raise adapter.error(resp.status, resp.body, resp.headers)
+            out = adapter.embeddings_response(target, resp.body, body)
+            usage = out.get("usage") if isinstance(out.get("usage"), dict) else {}
+            self._record(user, row, target, 200, started, usage.get("prompt_tokens"), None)
+            self.finish(orjson.dumps(out))
+        finally:
+            if owned:
+                client.close()
+
+
+def routes(gw: "Gateway") -> list:
+    kw = {"gw": gw}
+    return [
+        (r"/v1/chat/completions", ChatHandler, kw),
+        (r"/v1/embeddings", EmbeddingsHandler, kw),
+        (r"/v1/models", ModelsHandler, kw),
+        (r"/v1/users", UsersHandler, kw),
+        (r"/v1/users/me", MeHandler, kw),
+        (r"/v1/users/me/reset-key", ResetKeyHandler, kw),
+        (r"/v1/provider-keys", ProviderKeysHandler, kw),
+        (r"/v1/provider-keys/([^/]+)", ProviderKeyHandler, kw),
+        (r"/health", HealthHandler, kw),
+        (r"/_stats", StatsHandler, kw),
+        (r"/metrics", MetricsHandler, kw),
+    ]

@@ -1,0 +1,112 @@
+"""Exact invalidation after writes, in this process and in every other one.
+
+A write names what it made stale: the user entry (by key hash), the user's service, the
+user's model lists. ``Invalidator`` drops exactly those locally at once. With several
+processes, it also appends the events to a small log table in the shared SQLite file, which
+every process polls every ``invalidation_poll`` seconds (100 ms by default) on its own
+connection, counted as ``db_background_queries`` so request costs stay exact. No external
+service is needed; the Redis backend replaces this with pub/sub.
+"""
+
+from __future__ import annotations
+
+import logging
+import time
+
+from .auth import Authenticator
+from .counters import SharedCounters
+from .models import ModelLister
+from .services import ServiceRegistry
+from .store import Store
+
+log = logging.getLogger("forge_ref.invalidation")
+
+USER, SERVICE, MODELS = "user", "service", "models"
+
+
+class Invalidator:
+    def __init__(self, auth: Authenticator, services: ServiceRegistry, models: ModelLister,
+                 counters: SharedCounters, *, log_store: Store | None = None) -> None:
+        self._auth = auth
+        self._services = services
+        self._models = models
+        self._counters = counters
+        self._log = log_store  # the request connection: appending is a counted write
+        self._own_ids: set[int] = set()
+
+    def apply(self, kind: str, key: str) -> None:
+        self._counters.incr("invalidations")
+        if kind == USER:
+            self._auth.cache.invalidate(key)
+        elif kind == SERVICE:
+            self._services.cache.invalidate(int(key))
+        elif kind == MODELS:
+            self._models.invalidate_user(int(key))
+
+    def publish(self, events: list[tuple[str, str]]) -> None:
+        for kind, key in events:
+            self.apply(kind, key)
+        if self._log is not None:
+            self._own_ids.update(self._log.append_invalidations(events))
+
+    # the write paths, each naming exactly what it makes stale
+
+    def user_updated(self, user_id: int, key_hash: str) -> None:
+        self.publish([(USER, key_hash), (SERVICE, str(user_id))])
+
+    def user_key_reset(self, old_key_hash: str) -> None:
+        self.publish([(USER, old_key_hash)])
+
+    def user_deleted(self, user_id: int, key_hash: str) -> None:
+        self.publish([(USER, key_hash), (SERVICE, str(user_id)), (MODELS, str(user_id))])
+
+    def provider_keys_changed(self, user_id: int) -> None:
+        self.publish([(SERVICE, str(user_id)), (MODELS, str(user_id))])
+
+    def all_services_changed(self) -> None:
+        """Key rotation re-encrypts every row: every cached service holds old ciphertexts."""
+        self._services.cache.clear()
+
+    # the poller (multi-process)
+
+    def poll_once(self, background: Store, last_id: int) -> int:
+        for event_id, kind, key in background.invalidations_after(last_id):
+            last_id = event_id
+            if event_id in self._own_ids:
+                self._own_ids.discard(event_id)
+                continue
+            self.apply(kind, key)
+        return last_id
+
+
+class InvalidationPoller:
+    """Runs ``Invalidator.poll_once`` on a timer with its own (background-counted) connection."""
+
+    PRUNE_AFTER = 3600.0
+
+    def __init__(self, invalidator: Invalidator, background: Store, interval: float) -> None:
+        self._inv = invalidator
+        self._bg = background
+        self.interval = interval
+        self.last_id = background.last_invalidation_id()
+        self._last_prune = time.monotonic()
+        self._timer = None
+
+    def tick(self) -> None:
+        try:
+            self.last_id = self._inv.poll_once(self._bg, self.last_id)
+            if time.monotonic() - self._last_prune > 600:
+                self._last_prune = time.monotonic()
+                self._bg.prune_invalidations(time.time() - self.PRUNE_AFTER)
+        except Exception:
+            log.exception("invalidation poll failed; retrying")
+
+    def start(self) -> None:
+        from tornado.ioloop import PeriodicCallback
+
+        self._timer = PeriodicCallback(self.tick, self.interval * 1000)
+        self._timer.start()
+
+    def stop(self) -> None:
+        if self._timer is not None:
+            self._timer.stop()

@@ -1,0 +1,123 @@
+"""Every option of forge-ref, once: name, default, environment variable, help.
+
+``SETTINGS`` is the single table; the CLI flags, the environment, the README table and the
+documentation test are all derived from it, so an option cannot exist undocumented.
+"""
+
+from __future__ import annotations
+
+import dataclasses
+import os
+from dataclasses import dataclass, field
+from typing import Any, Mapping
+
+LAYERS = ("user", "service", "keys", "models", "adapters")
+
+
+def _opt(default: Any, env: str, help: str, *, cli: bool = True) -> Any:
+    return field(default=default, metadata={"env": env, "help": help, "cli": cli})
+
+
+@dataclass(frozen=True, kw_only=True)
+class Settings:
+    host: str = _opt("127.0.0.1", "FORGE_HOST", "address to listen on")
+    port: int = _opt(8000, "FORGE_PORT", "port to listen on")
+    db: str = _opt("forge.db", "FORGE_DB", "SQLite database file")
+    caches: str = _opt("all", "FORGE_CACHES", "cache layers on: all, none, or a list of user,service,keys,models,adapters")
+    processes: int = _opt(1, "FORGE_PROCESSES", "server processes sharing the port (0 = one per CPU)")
+    encryption_key: str = _opt("", "FORGE_ENCRYPTION_KEY", "Fernet key(s), comma-separated, first encrypts; unset: a key file beside the DB", cli=False)
+    admin_token: str = _opt("", "FORGE_ADMIN_TOKEN", "token for admin endpoints (/v1/users, /_stats, /metrics); unset: they answer 403", cli=False)
+    allow_private_upstreams: bool = _opt(False, "FORGE_ALLOW_PRIVATE_UPSTREAMS", "allow provider base URLs on private/loopback addresses (tests, benchmarks)")
+    upstream_client: str = _opt("curl", "FORGE_UPSTREAM_CLIENT", "shared upstream HTTP client: curl (Tornado CurlAsyncHTTPClient) or httpx")
+    upstream_max_connections: int = _opt(200, "FORGE_UPSTREAM_MAX_CONNECTIONS", "upstream connection pool size per process")
+    connect_timeout: float = _opt(5.0, "FORGE_CONNECT_TIMEOUT", "upstream connect timeout, seconds")
+    read_timeout: float = _opt(120.0, "FORGE_READ_TIMEOUT", "upstream read timeout (between bytes), seconds")
+    models_timeout: float = _opt(5.0, "FORGE_MODELS_TIMEOUT", "timeout of one provider's model-list call, seconds")
+    models_concurrency: int = _opt(5, "FORGE_MODELS_CONCURRENCY", "model-list calls in flight at once per /v1/models request")
+    models_failure_ttl: float = _opt(30.0, "FORGE_MODELS_FAILURE_TTL", "seconds a failed model-list call is remembered (0 = retry every time)")
+    max_body_bytes: int = _opt(4 * 1024 * 1024, "FORGE_MAX_BODY_BYTES", "largest accepted request body (413 above)")
+    user_ttl: float = _opt(300.0, "FORGE_USER_TTL", "user cache TTL, seconds (0 turns the layer off)")
+    user_max: int = _opt(10_000, "FORGE_USER_MAX", "user cache max entries")
+    service_ttl: float = _opt(600.0, "FORGE_SERVICE_TTL", "ProviderService cache TTL, seconds (0 turns the layer off)")
+    service_max: int = _opt(10_000, "FORGE_SERVICE_MAX", "ProviderService cache max entries")
+    models_ttl: float = _opt(3600.0, "FORGE_MODELS_TTL", "model-list cache TTL, seconds (0 turns the layer off)")
+    models_max: int = _opt(10_000, "FORGE_MODELS_MAX", "model-list cache max entries (one per user+provider config)")
+    coalesce: bool = _opt(True, "FORGE_COALESCE", "concurrent misses of one cache key share one load (single-flight)")
+    usage_flush_interval: float = _opt(1.0, "FORGE_USAGE_FLUSH_INTERVAL", "seconds between batched usage-row writes")
+    usage_flush_rows: int = _opt(500, "FORGE_USAGE_FLUSH_ROWS", "buffered usage rows that trigger an early flush")
+    invalidation_poll: float = _opt(0.1, "FORGE_INVALIDATION_POLL", "seconds between invalidation-log polls when --processes > 1")
+    log_level: str = _opt("info", "FORGE_LOG_LEVEL", "debug, info, warning or error")
+
+    def layers(self) -> dict[str, bool]:
+        """The cache toggles, resolved (the one place ``caches`` is interpreted)."""
+        return parse_layers(self.caches, self)
+
+    def replace(self, **changes: Any) -> "Settings":
+        return dataclasses.replace(self, **changes)
+
+
+def parse_layers(spec: str, settings: Settings | None = None) -> dict[str, bool]:
+    spec = spec.strip().lower()
+    if spec == "all":
+        on = set(LAYERS)
+    elif spec in ("none", ""):
+        on = set()
+    else:
+        on = {p.strip() for p in spec.split(",") if p.strip()}
+        unknown = on - set(LAYERS)
+        if unknown:
+            raise ValueError(f"unknown cache layer(s): {', '.join(sorted(unknown))}; choose from {', '.join(LAYERS)}")
+    if settings is not None:
+        # TTL 0 means "do not cache": the layer is off, whatever the list says.
+        for layer, ttl in (("user", settings.user_ttl), ("service", settings.service_ttl), ("models", settings.models_ttl)):
+            if ttl <= 0:
+                on.discard(layer)
+    return {layer: layer in on for layer in LAYERS}
+
+
+def layers_label(layers: Mapping[str, bool]) -> str:
+    on = [name for name in LAYERS if layers.get(name)]
+    if len(on) == len(LAYERS):
+        return "all"
+    return ",".join(on) if on else "none"
+
+
+def options() -> list[dataclasses.Field]:
+    return list(dataclasses.fields(Settings))
+
+
+def _convert(f: dataclasses.Field, raw: str) -> Any:
+    if f.type in (bool, "bool"):
+        return raw.strip().lower() in ("1", "true", "yes", "on")
+    if f.type in (int, "int"):
+        return int(raw)
+    if f.type in (float, "float"):
+        return float(raw)
+    return raw
+
+
+def from_env(environ: Mapping[str, str] | None = None, **overrides: Any) -> Settings:
+    """Defaults, then environment variables, then explicit overrides (CLI flags), in that order."""
+    environ = os.environ if environ is None else environ
+    values: dict[str, Any] = {}
+    for f in options():
+        env = f.metadata["env"]
+        if env in environ and environ[env] != "":
+            try:
+                values[f.name] = _convert(f, environ[env])
+            except ValueError:
+                raise SystemExit(f"forge-ref: {env}={environ[env]!r} is not a valid {f.type}") from None
+    values.update({k: v for k, v in overrides.items() if v is not None})
+    settings = Settings(**values)
+    parse_layers(settings.caches)  # fail fast on a bad list
+    return settings
+
+
+def markdown_table() -> str:
+    """The README's configuration table (kept in sync by tests/test_settings.py)."""
+    rows = ["| option | env | default | meaning |", "|---|---|---|---|"]
+    for f in options():
+        flag = "--" + f.name.replace("_", "-") if f.metadata["cli"] else ""
+        default = f.default if f.default != "" else "(unset)"
+        rows.append(f"| `{flag or f.name}` | `{f.metadata['env']}` | `{default}` | {f.metadata['help']} |")
+    return "\n".join(rows)

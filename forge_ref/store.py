@@ -1,0 +1,227 @@
+"""SQLite storage through sqlite-utils: the schema, and one SQL statement per method.
+
+Every statement passes ``Database(tracer=...)``, the one place DB costs are counted: reads
+(SELECT) as ``db_queries``, everything else as ``db_writes``. Methods use ``db.execute`` with a
+single statement: sqlite-utils' ``table.get()`` / ``rows_where()`` issue schema look-ups too
+(4-6 statements, measured), and ``db.query()`` wraps each read in a SAVEPOINT pair.
+
+The connection is opened in autocommit mode (``isolation_level=None``): each statement is its
+own transaction, so ``INSERT ... RETURNING`` commits as soon as its row is fetched.
+"""
+
+from __future__ import annotations
+
+import sqlite3
+import time
+from dataclasses import dataclass
+from typing import Any, Iterable
+
+import orjson
+import sqlite_utils
+
+from .counters import SharedCounters
+from .errors import Conflict
+
+
+@dataclass(frozen=True, slots=True)
+class User:
+    id: int
+    name: str
+    key_hash: str
+    key_prefix: str
+
+
+@dataclass(frozen=True, slots=True)
+class ProviderRow:
+    """A stored provider key, still encrypted: safe to cache, log or compare."""
+
+    id: int
+    provider: str
+    kind: str
+    encrypted_key: str
+    base_url: str
+    model_mapping: dict[str, str]
+    updated_at: float
+
+
+_USER_COLS = "id, name, key_hash, key_prefix"
+_PROVIDER_COLS = "id, provider, kind, encrypted_key, base_url, model_mapping, updated_at"
+USAGE_COLS = ("user_id", "provider", "model", "status", "prompt_tokens", "completion_tokens", "latency_ms", "created_at")
+
+
+def _user(row: tuple | None) -> User | None:
+    return None if row is None else User(*row)
+
+
+def _provider(row: tuple) -> ProviderRow:
+    return ProviderRow(row[0], row[1], row[2], row[3], row[4], orjson.loads(row[5] or "{}"), row[6])
+
+
+def connect(path: str, *, counters: SharedCounters | None, counter: str | None = None) -> sqlite_utils.Database:
+    """One connection per process (and one more for background polling), counted by ``tracer``."""
+    conn = sqlite3.connect(path, isolation_level=None, check_same_thread=False, timeout=10.0)
+    db = sqlite_utils.Database(conn)
+    db.execute("PRAGMA journal_mode=WAL")
+    db.execute("PRAGMA synchronous=NORMAL")  # WAL + NORMAL: durable across a process crash (kill -9)
+    db.execute("PRAGMA foreign_keys=ON")
+    if counters is not None:
+        if counter is not None:
+            slot = counters.slot(counter)
+
+            def trace(sql: str, params: Any) -> None:
+                counters._mine[slot] += 1
+
+        else:
+            read, write = counters.slot("db_queries"), counters.slot("db_writes")
+
+            def trace(sql: str, params: Any) -> None:
+                counters._mine[read if sql.lstrip()[:6].upper() == "SELECT" else write] += 1
+
+        db._tracer = trace  # installed after the PRAGMAs: start-up statements are not request costs
+    return db
+
+
+def create_schema(db: sqlite_utils.Database) -> None:
+    users = db["users"]
+    if not users.exists():
+        users.create(
+            {"id": int, "name": str, "key_hash": str, "key_prefix": str, "created_at": float, "updated_at": float},
+            pk="id", not_null={"name", "key_hash", "key_prefix"},
+        )
+        users.create_index(["key_hash"], unique=True)
+    keys = db["provider_keys"]
+    if not keys.exists():
+        keys.create(
+            {"id": int, "user_id": int, "provider": str, "kind": str, "encrypted_key": str, "base_url": str,
+             "model_mapping": str, "created_at": float, "updated_at": float},
+            pk="id", not_null={"user_id", "provider", "kind", "encrypted_key", "base_url"},
+            foreign_keys=[("user_id", "users", "id")],
+        )
+        keys.create_index(["user_id", "provider"], unique=True)
+    if not db["usage"].exists():
+        db["usage"].create(
+            {"id": int, "user_id": int, "provider": str, "model": str, "status": int, "prompt_tokens": int,
+             "completion_tokens": int, "latency_ms": float, "created_at": float},
+            pk="id",
+        )
+    if not db["invalidations"].exists():
+        db.execute(
+            "CREATE TABLE invalidations (id INTEGER PRIMARY KEY AUTOINCREMENT, kind TEXT NOT NULL,"
+            " key TEXT NOT NULL, created_at REAL NOT NULL)"
+        )
+    # sqlite-utils' foreign_keys= declares the reference; deleting a user must also drop its keys
+    # in the same statement, which ON DELETE CASCADE does (created by hand: sqlite-utils has no option).
+    db.execute(
+        "CREATE TRIGGER IF NOT EXISTS users_delete_keys AFTER DELETE ON users BEGIN"
+        " DELETE FROM provider_keys WHERE user_id = OLD.id; END"
+    )
+
+
+class Store:
+    """The request-path storage API. Each method is exactly one SQL statement."""
+
+    def __init__(self, db: sqlite_utils.Database) -> None:
+        self.db = db
+
+    def _one(self, sql: str, params: Iterable[Any]) -> tuple | None:
+        return self.db.execute(sql, params).fetchone()
+
+    # users -----------------------------------------------------------------------------------
+
+    def user_by_key_hash(self, key_hash: str) -> User | None:
+        return _user(self._one(f"SELECT {_USER_COLS} FROM users WHERE key_hash = ?", (key_hash,)))
+
+    def create_user(self, name: str, key_hash: str, key_prefix: str) -> User:
+        now = time.time()
+        return _user(self._one(
+            f"INSERT INTO users (name, key_hash, key_prefix, created_at, updated_at) VALUES (?, ?, ?, ?, ?)"
+            f" RETURNING {_USER_COLS}", (name, key_hash, key_prefix, now, now)))
+
+    def update_user(self, user_id: int, name: str) -> User | None:
+        return _user(self._one(
+            f"UPDATE users SET name = ?, updated_at = ? WHERE id = ? RETURNING {_USER_COLS}",
+            (name, time.time(), user_id)))
+
+    def reset_user_key(self, user_id: int, key_hash: str, key_prefix: str) -> User | None:
+        return _user(self._one(
+            f"UPDATE users SET key_hash = ?, key_prefix = ?, updated_at = ? WHERE id = ? RETURNING {_USER_COLS}",
+            (key_hash, key_prefix, time.time(), user_id)))
+
+    def delete_user(self, user_id: int) -> bool:
+        return self.db.execute("DELETE FROM users WHERE id = ?", (user_id,)).rowcount > 0
+
+    # provider keys ---------------------------------------------------------------------------
+
+    def provider_keys(self, user_id: int) -> list[ProviderRow]:
+        cur = self.db.execute(
+            f"SELECT {_PROVIDER_COLS} FROM provider_keys WHERE user_id = ? ORDER BY provider", (user_id,))
+        return [_provider(r) for r in cur.fetchall()]
+
+    def add_provider_key(self, user_id: int, provider: str, kind: str, encrypted_key: str, base_url: str,
+                         model_mapping: dict[str, str]) -> ProviderRow:
+        now = time.time()
+        try:
+            row = self._one(
+                "INSERT INTO provider_keys (user_id, provider, kind, encrypted_key, base_url, model_mapping,"
+                f" created_at, updated_at) VALUES (?, ?, ?, ?, ?, ?, ?, ?) RETURNING {_PROVIDER_COLS}",
+                (user_id, provider, kind, encrypted_key, base_url, orjson.dumps(model_mapping).decode(), now, now))
+        except sqlite3.IntegrityError:
+            raise Conflict(f"provider {provider!r} already exists; use PUT to update it") from None
+        return _provider(row)
+
+    def update_provider_key(self, user_id: int, provider: str, changes: dict[str, Any]) -> ProviderRow | None:
+        """``changes`` maps column -> value for the fields given; the others are kept."""
+        changes = dict(changes)
+        if "model_mapping" in changes:
+            changes["model_mapping"] = orjson.dumps(changes["model_mapping"]).decode()
+        changes["updated_at"] = time.time()
+        sets = ", ".join(f"{col} = ?" for col in changes)  # column names come from code, not input
+        row = self._one(
+            f"UPDATE provider_keys SET {sets} WHERE user_id = ? AND provider = ? RETURNING {_PROVIDER_COLS}",
+            (*changes.values(), user_id, provider))
+        return None if row is None else _provider(row)
+
+    def delete_provider_key(self, user_id: int, provider: str) -> bool:
+        return self.db.execute(
+            "DELETE FROM provider_keys WHERE user_id = ? AND provider = ?", (user_id, provider)).rowcount > 0
+
+    def reencrypt_provider_key(self, key_id: int, encrypted_key: str) -> bool:
+        return self.db.execute(
+            "UPDATE provider_keys SET encrypted_key = ? WHERE id = ?", (encrypted_key, key_id)).rowcount > 0
+
+    # not on the request path -----------------------------------------------------------------
+
+    def all_encrypted_keys(self) -> list[tuple[int, int, str]]:
+        return self.db.execute("SELECT id, user_id, encrypted_key FROM provider_keys ORDER BY id").fetchall()
+
+    def any_encrypted_key(self) -> str | None:
+        row = self._one("SELECT encrypted_key FROM provider_keys LIMIT 1", ())
+        return None if row is None else row[0]
+
+    def insert_usage(self, rows: list[tuple]) -> None:
+        """One multi-row INSERT per flush: a batch costs one statement, not one per request."""
+        if not rows:
+            return
+        marks = "(" + ", ".join("?" * len(USAGE_COLS)) + ")"
+        self.db.execute(
+            f"INSERT INTO usage ({', '.join(USAGE_COLS)}) VALUES " + ", ".join([marks] * len(rows)),
+            [v for row in rows for v in row])
+
+    def append_invalidations(self, events: list[tuple[str, str]]) -> list[int]:
+        if not events:
+            return []
+        now = time.time()
+        cur = self.db.execute(
+            "INSERT INTO invalidations (kind, key, created_at) VALUES " + ", ".join(["(?, ?, ?)"] * len(events))
+            + " RETURNING id", [v for kind, key in events for v in (kind, key, now)])
+        return [r[0] for r in cur.fetchall()]
+
+    def invalidations_after(self, last_id: int) -> list[tuple[int, str, str]]:
+        return self.db.execute(
+            "SELECT id, kind, key FROM invalidations WHERE id > ? ORDER BY id", (last_id,)).fetchall()
+
+    def last_invalidation_id(self) -> int:
+        return self._one("SELECT COALESCE(MAX(id), 0) FROM invalidations", ())[0]
+
+    def prune_invalidations(self, older_than: float) -> None:
+        self.db.execute("DELETE FROM invalidations WHERE created_at < ?", (older_than,))

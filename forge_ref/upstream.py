@@ -1,0 +1,264 @@
+"""The shared, pooled upstream HTTP client, behind a small seam with two implementations.
+
+``CurlUpstream`` (Tornado's ``CurlAsyncHTTPClient`` over pycurl) is the default: measured here
+at about 0.35 ms of CPU per proxied request against about 1 ms for httpx's pool at 50
+concurrent. ``HttpxUpstream`` stays for comparison (the benchmark runs both). Both keep
+upstream connections alive, apply connect and read timeouts, never follow redirects (a
+redirect could point a stored key at another host), and map transport failures to
+``UpstreamError`` (502) or ``UpstreamTimeout`` (504).
+
+A stream is opened with ``open_stream``: it returns once the status line and headers are in,
+so the caller can still answer with a proper status; ``close()`` stops the upstream read (a
+client that went away must not keep the provider generating).
+"""
+
+from __future__ import annotations
+
+import asyncio
+import collections
+from dataclasses import dataclass
+from typing import AsyncIterator, Protocol
+
+from .adapters.base import UpstreamRequest
+from .errors import UpstreamError, UpstreamTimeout
+
+
+@dataclass(slots=True)
+class UpstreamResponse:
+    status: int
+    headers: dict[str, str]  # lower-case names
+    body: bytes
+
+
+class UpstreamStream(Protocol):
+    status: int
+    headers: dict[str, str]
+
+    def __aiter__(self) -> AsyncIterator[bytes]: ...
+    async def read_all(self) -> bytes: ...
+    def close(self) -> None: ...
+
+
+class UpstreamClient(Protocol):
+    name: str
+
+    async def send(self, req: UpstreamRequest, *, timeout: float | None = None) -> UpstreamResponse: ...
+    async def open_stream(self, req: UpstreamRequest) -> UpstreamStream: ...
+    def close(self) -> None: ...
+
+
+# --- Tornado + pycurl --------------------------------------------------------------------------
+
+_CURL_TIMEOUT = 28
+_CURL_WRITE_ERROR = 23
+
+
+class _CurlStream:
+    """Chunks from libcurl's write callback, handed to one async consumer."""
+
+    def __init__(self) -> None:
+        self.status = 0
+        self.headers: dict[str, str] = {}
+        self._chunks: collections.deque[bytes] = collections.deque()
+        self._wakeup = asyncio.Event()
+        self._headers_done: asyncio.Future = asyncio.get_running_loop().create_future()
+        self._finished = False
+        self._error: Exception | None = None
+        self._cancelled = False
+
+    # libcurl callbacks: called on the IOLoop thread from inside socket_action, so plain
+    # method calls are safe; returning 0 from write aborts the transfer (CURLE_WRITE_ERROR).
+    def on_header(self, line: bytes) -> None:
+        text = line.decode("latin1").rstrip("\r\n")
+        if text.startswith("HTTP/"):
+            parts = text.split(" ", 2)
+            self.status = int(parts[1]) if len(parts) > 1 and parts[1].isdigit() else 0
+            self.headers = {}
+        elif text:
+            name, _, value = text.partition(":")
+            self.headers[name.strip().lower()] = value.strip()
+        elif not self._headers_done.done() and self.status >= 200:
+            self._headers_done.set_result(None)
+
+    def on_write(self, chunk: bytes) -> int:
+        if self._cancelled:
+            return 0
+        self._chunks.append(chunk)
+        self._wakeup.set()
+        return len(chunk)
+
+    def on_done(self, error: Exception | None) -> None:
+        self._finished = True
+        self._error = error
+        self._wakeup.set()
+        if not self._headers_done.done():
+            if error is not None:
+                self._headers_done.set_exception(error)
+            else:
+                self._headers_done.set_result(None)
+
+    async def __aiter__(self) -> AsyncIterator[bytes]:
+        while True:
+            while self._chunks:
+                yield self._chunks.popleft()
+            if self._finished:
+                if self._error is not None and not self._cancelled:
+                    raise self._error
+                return
+            self._wakeup.clear()
+            await self._wakeup.wait()
+
+    async def read_all(self) -> bytes:
+        return b"".join([c async for c in self])
+
+    def close(self) -> None:
+        self._cancelled = True
+
+
+class CurlUpstream:
+    name = "curl"
+
+    def __init__(self, *, max_connections: int, connect_timeout: float, read_timeout: float) -> None:
+        from tornado.curl_httpclient import CurlAsyncHTTPClient
+
+        self._client = CurlAsyncHTTPClient(force_instance=True, max_clients=max_connections)
+        self.connect_timeout = connect_timeout
+        self.read_timeout = read_timeout
+
+    def _request(self, req: UpstreamRequest, timeout: float | None, prepare=None):
+        from tornado.httpclient import HTTPRequest
+
+        return HTTPRequest(
+            req.url, method=req.method, headers=req.headers, body=req.body,
+            connect_timeout=self.connect_timeout,
+            request_timeout=timeout if timeout is not None else self.read_timeout,
+            follow_redirects=False, decompress_response=True, allow_nonstandard_methods=True,
+            prepare_curl_callback=prepare,
+        )
+
+    @staticmethod
+    def _error(code: int | None, message: str) -> UpstreamError:
+        if code == _CURL_TIMEOUT:
+            return UpstreamTimeout("upstream timed out")
+        return UpstreamError(f"upstream connection failed: {message}")
+
+    async def send(self, req: UpstreamRequest, *, timeout: float | None = None) -> UpstreamResponse:
+        resp = await self._client.fetch(self._request(req, timeout), raise_error=False)
+        if resp.code == 599:
+            err = resp.error
+            raise self._error(getattr(err, "errno", None), str(err))
+        return UpstreamResponse(resp.code, {k.lower(): v for k, v in resp.headers.get_all()}, resp.body or b"")
+
+    async def open_stream(self, req: UpstreamRequest) -> _CurlStream:
+        import pycurl
+
+        stream = _CurlStream()
+
+        def prepare(curl) -> None:
+            curl.setopt(pycurl.HEADERFUNCTION, stream.on_header)
+            curl.setopt(pycurl.WRITEFUNCTION, stream.on_write)
+            # The read timeout is "no byte for N seconds", not a cap on a long generation.
+            curl.setopt(pycurl.TIMEOUT_MS, 0)
+            curl.setopt(pycurl.LOW_SPEED_LIMIT, 1)
+            curl.setopt(pycurl.LOW_SPEED_TIME, max(1, int(self.read_timeout)))
+
+        fut = self._client.fetch(self._request(req, None, prepare), raise_error=False)
+
+        def done(f: asyncio.Future) -> None:
+            resp = f.result()
+            if resp.code == 599:
+                errno = getattr(resp.error, "errno", None)
+                if errno == _CURL_WRITE_ERROR and stream._cancelled:
+                    stream.on_done(None)
+                    return
+                stream.on_done(self._error(errno, str(resp.error)))
+            else:
+                stream.on_done(None)
+
+        fut.add_done_callback(done)
+        await stream._headers_done
+        return stream
+
+    def close(self) -> None:
+        self._client.close()
+
+
+# --- httpx -------------------------------------------------------------------------------------
+
+
+class _HttpxStream:
+    def __init__(self, response) -> None:
+        self._response = response
+        self.status = response.status_code
+        self.headers = {k.lower(): v for k, v in response.headers.items()}
+
+    async def __aiter__(self) -> AsyncIterator[bytes]:
+        import httpx
+
+        try:
+            async for chunk in self._response.aiter_raw():
+                yield chunk
+        except httpx.TimeoutException:
+            raise UpstreamTimeout("upstream timed out") from None
+        except httpx.HTTPError as exc:
+            raise UpstreamError(f"upstream connection failed: {type(exc).__name__}") from None
+        finally:
+            await self._response.aclose()
+
+    async def read_all(self) -> bytes:
+        return b"".join([c async for c in self])
+
+    def close(self) -> None:
+        asyncio.ensure_future(self._response.aclose())
+
+
+class HttpxUpstream:
+    name = "httpx"
+
+    def __init__(self, *, max_connections: int, connect_timeout: float, read_timeout: float) -> None:
+        import httpx
+
+        self._httpx = httpx
+        self._timeout = httpx.Timeout(connect=connect_timeout, read=read_timeout, write=read_timeout, pool=read_timeout)
+        self._client = httpx.AsyncClient(
+            limits=httpx.Limits(max_connections=max_connections, max_keepalive_connections=max_connections),
+            timeout=self._timeout, follow_redirects=False,
+        )
+
+    def _build(self, req: UpstreamRequest, timeout: float | None):
+        t = self._timeout if timeout is None else self._httpx.Timeout(timeout)
+        return self._client.build_request(req.method, req.url, headers=req.headers, content=req.body, timeout=t)
+
+    async def send(self, req: UpstreamRequest, *, timeout: float | None = None) -> UpstreamResponse:
+        httpx = self._httpx
+        try:
+            resp = await self._client.send(self._build(req, timeout))
+        except httpx.TimeoutException:
+            raise UpstreamTimeout("upstream timed out") from None
+        except httpx.HTTPError as exc:
+            raise UpstreamError(f"upstream connection failed: {type(exc).__name__}") from None
+        return UpstreamResponse(resp.status_code, {k.lower(): v for k, v in resp.headers.items()}, resp.content)
+
+    async def open_stream(self, req: UpstreamRequest) -> _HttpxStream:
+        httpx = self._httpx
+        try:
+            resp = await self._client.send(self._build(req, None), stream=True)
+        except httpx.TimeoutException:
+            raise UpstreamTimeout("upstream timed out") from None
+        except httpx.HTTPError as exc:
+            raise UpstreamError(f"upstream connection failed: {type(exc).__name__}") from None
+        return _HttpxStream(resp)
+
+    def close(self) -> None:
+        asyncio.ensure_future(self._client.aclose())
+
+
+CLIENTS = {"curl": CurlUpstream, "httpx": HttpxUpstream}
+
+
+def make_upstream(name: str, *, max_connections: int, connect_timeout: float, read_timeout: float) -> UpstreamClient:
+    try:
+        cls = CLIENTS[name]
+    except KeyError:
+        raise SystemExit(f"forge-ref: unknown upstream client {name!r}; choose from {', '.join(CLIENTS)}") from None
+    return cls(max_connections=max_connections, connect_timeout=connect_timeout, read_timeout=read_timeout)

@@ -1,0 +1,182 @@
+"""Validation of everything a client sends: clear 400s, never a 500.
+
+Each function takes the parsed JSON body and returns clean values or raises ``BadRequest``
+naming the offending field. The SSRF guard lives here too: a provider ``base_url`` that
+resolves to a private, loopback, link-local or reserved address is refused unless
+``FORGE_ALLOW_PRIVATE_UPSTREAMS`` is set.
+"""
+
+from __future__ import annotations
+
+import asyncio
+import ipaddress
+import re
+import socket
+from dataclasses import dataclass
+from typing import Any
+from urllib.parse import urlsplit
+
+from .adapters import DEFAULT_BASE_URLS, KINDS
+from .errors import BadRequest
+from .store import ProviderRow
+
+PROVIDER_NAME = re.compile(r"^[a-z0-9][a-z0-9._-]{0,63}$")
+MAX_KEY_LEN = 4096
+MAX_URL_LEN = 2048
+MAX_MAPPING = 256
+
+
+def _str(body: dict, name: str, *, max_len: int, required: bool = True) -> str | None:
+    value = body.get(name)
+    if value is None:
+        if required:
+            raise BadRequest(f"'{name}' is required", param=name, code="missing_field")
+        return None
+    if not isinstance(value, str):
+        raise BadRequest(f"'{name}' must be a string", param=name, code="invalid_type")
+    value = value.strip()
+    if not value:
+        raise BadRequest(f"'{name}' must not be empty", param=name, code="invalid_value")
+    if len(value) > max_len:
+        raise BadRequest(f"'{name}' is longer than {max_len} characters", param=name, code="too_long")
+    return value
+
+
+def user_name(body: dict) -> str:
+    name = _str(body, "name", max_len=128)
+    if any(ord(c) < 32 for c in name):
+        raise BadRequest("'name' must not contain control characters", param="name", code="invalid_value")
+    return name
+
+
+def chat_body(body: dict) -> dict:
+    messages = body.get("messages")
+    if not isinstance(messages, list) or not messages:
+        raise BadRequest("'messages' must be a non-empty array", param="messages", code="invalid_messages")
+    for i, message in enumerate(messages):
+        if not isinstance(message, dict) or not isinstance(message.get("role"), str):
+            raise BadRequest(f"messages[{i}] must be an object with a string 'role'", param=f"messages[{i}]",
+                             code="invalid_messages")
+    if "stream" in body and not isinstance(body["stream"], bool):
+        raise BadRequest("'stream' must be a boolean", param="stream", code="invalid_type")
+    return body
+
+
+def embeddings_body(body: dict) -> dict:
+    value = body.get("input")
+    if isinstance(value, str):
+        ok = bool(value)
+    elif isinstance(value, list):
+        ok = bool(value) and (all(isinstance(v, str) for v in value) or all(isinstance(v, int) for v in value)
+                              or all(isinstance(v, list) for v in value))
+    else:
+        ok = False
+    if not ok:
+        raise BadRequest("'input' must be a non-empty string or array", param="input", code="invalid_input")
+    return body
+
+
+@dataclass(frozen=True, slots=True)
+class ProviderKeySpec:
+    provider: str
+    kind: str
+    api_key: str
+    base_url: str
+    model_mapping: dict[str, str]
+
+
+def _kind(body: dict, default: str) -> str:
+    kind = body.get("kind", default)
+    if kind not in KINDS:
+        raise BadRequest(f"'kind' must be one of {', '.join(KINDS)}", param="kind", code="invalid_value")
+    return kind
+
+
+def _api_key(body: dict, required: bool) -> str | None:
+    key = _str(body, "api_key", max_len=MAX_KEY_LEN, required=required)
+    if key is not None and any(c.isspace() or ord(c) < 32 for c in key):
+        raise BadRequest("'api_key' must not contain whitespace", param="api_key", code="invalid_value")
+    return key
+
+
+def _mapping(body: dict) -> dict[str, str] | None:
+    mapping = body.get("model_mapping")
+    if mapping is None:
+        return None
+    if not isinstance(mapping, dict) or len(mapping) > MAX_MAPPING:
+        raise BadRequest(f"'model_mapping' must be an object of at most {MAX_MAPPING} aliases",
+                         param="model_mapping", code="invalid_value")
+    for alias, target in mapping.items():
+        if not (isinstance(target, str) and 0 < len(alias) <= 128 and 0 < len(target) <= 256):
+            raise BadRequest("'model_mapping' maps alias strings (<= 128 chars) to model strings",
+                             param="model_mapping", code="invalid_value")
+    return dict(mapping)
+
+
+def _blocked(ip: ipaddress._BaseAddress) -> bool:
+    return ip.is_private or ip.is_loopback or ip.is_link_local or ip.is_reserved or ip.is_multicast \
+        or ip.is_unspecified
+
+
+async def _base_url(body: dict, allow_private: bool, required: bool) -> str | None:
+    url = _str(body, "base_url", max_len=MAX_URL_LEN, required=required)
+    if url is None:
+        return None
+    parts = urlsplit(url)
+    if parts.scheme not in ("http", "https") or not parts.hostname:
+        raise BadRequest("'base_url' must be an http(s) URL", param="base_url", code="invalid_url")
+    if parts.username or parts.password or parts.query or parts.fragment:
+        raise BadRequest("'base_url' must not carry credentials, a query or a fragment", param="base_url",
+                         code="invalid_url")
+    if not allow_private:
+        try:
+            infos = await asyncio.get_running_loop().getaddrinfo(parts.hostname, parts.port or 443,
+                                                                 type=socket.SOCK_STREAM)
+        except (socket.gaierror, UnicodeError):
+            raise BadRequest(f"cannot resolve host {parts.hostname!r}", param="base_url", code="invalid_url") from None
+        for info in infos:
+            if _blocked(ipaddress.ip_address(info[4][0].split("%")[0])):
+                raise BadRequest("'base_url' points at a private, loopback or link-local address; refused "
+                                 "(FORGE_ALLOW_PRIVATE_UPSTREAMS=1 allows it)", param="base_url", code="private_upstream")
+    return url.rstrip("/")
+
+
+async def new_provider_key(body: dict, allow_private: bool) -> ProviderKeySpec:
+    provider = _str(body, "provider", max_len=64)
+    provider = provider.lower()
+    if not PROVIDER_NAME.match(provider):
+        raise BadRequest("'provider' may hold a-z, 0-9, '.', '_' and '-' (64 at most), starting with a letter "
+                         "or digit", param="provider", code="invalid_value")
+    kind = _kind(body, provider if provider in KINDS else "openai")
+    api_key = _api_key(body, True)
+    base_url = await _base_url(body, allow_private, required=False)
+    if base_url is None:
+        if provider not in DEFAULT_BASE_URLS:
+            raise BadRequest(f"'base_url' is required for provider {provider!r}", param="base_url",
+                             code="missing_field")
+        base_url = DEFAULT_BASE_URLS[kind]
+    return ProviderKeySpec(provider, kind, api_key, base_url, _mapping(body) or {})
+
+
+async def provider_key_changes(body: dict, allow_private: bool) -> tuple[dict[str, Any], str | None]:
+    """Only the fields given change (PUT keeps the others). Returns (column changes, new plaintext key)."""
+    unknown = set(body) - {"api_key", "base_url", "kind", "model_mapping", "provider"}
+    if unknown:
+        raise BadRequest(f"unknown field(s): {', '.join(sorted(unknown))}", code="unknown_field")
+    changes: dict[str, Any] = {}
+    if "kind" in body:
+        changes["kind"] = _kind(body, "openai")
+    if "base_url" in body:
+        changes["base_url"] = await _base_url(body, allow_private, required=True)
+    mapping = _mapping(body)
+    if mapping is not None:
+        changes["model_mapping"] = mapping
+    api_key = _api_key(body, False) if "api_key" in body else None
+    if not changes and api_key is None:
+        raise BadRequest("nothing to update: give api_key, base_url, kind or model_mapping", code="empty_update")
+    return changes, api_key
+
+
+def provider_json(row: ProviderRow, masked_key: str) -> dict:
+    return {"provider": row.provider, "kind": row.kind, "base_url": row.base_url, "api_key": masked_key,
+            "model_mapping": row.model_mapping}
