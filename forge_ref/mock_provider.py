@@ -56,6 +56,8 @@ RETRY_AFTER = "7"
 BAD_JSON = b'{"id": "mock", "choices": [ this is {not valid json'
 SSE_HEADERS = {"Content-Type": "text/event-stream", "Cache-Control": "no-cache"}
 JSON_CT = "application/json"
+# Wrong field types in a parseable body surface as these: answered as 400.
+MALFORMED = (AttributeError, TypeError, ValueError, KeyError, IndexError)
 
 
 def _fault_of(value: str | None) -> str | None:
@@ -94,6 +96,33 @@ def _split(text: str, n: int) -> list[str]:
         return [""]
     size = max(1, -(-len(text) // max(1, n)))
     return [text[i:i + size] for i in range(0, len(text), size)]
+
+
+def _scan(turns: Any, system: Any = None) -> tuple[int, str, bool]:
+    """One pass over (is_user, content, is_tool_result) turns.
+
+    Returns the prompt word count (system text included), the last user text,
+    and whether the conversation ends with a plain user turn: only then may the
+    mock call a tool, so an agent loop feeding results back gets a text answer.
+    """
+    words, user_text, ends_user = _words(_parts_text(system)), "", False
+    for is_user, content, tool_result in turns:
+        text = _parts_text(content)
+        words += _words(text)
+        ends_user = is_user and not tool_result
+        if is_user and text:
+            user_text = text
+    return words, user_text, ends_user
+
+
+def _answer(user_text: str, tool: str | None) -> tuple[str, int]:
+    """Reply text (or the tool-call arguments JSON) and its output token count."""
+    out = orjson.dumps({"query": user_text}).decode() if tool else "Mock reply to: " + user_text
+    return out, _words(out)
+
+
+def _wants_tool(ends_user: bool, user_text: str, tools: Any) -> bool:
+    return bool(tools) and ends_user and "tool" in user_text.lower()
 
 
 @lru_cache(maxsize=8192)
@@ -160,8 +189,22 @@ class _Api(tornado.web.RequestHandler):
     def api_key(self) -> str | None:
         raise NotImplementedError
 
-    def error(self, status: int, message: str, param: str | None = None) -> None:
+    def error(self, status: int, message: str, param: str | None = None,
+              code: str | None = None) -> None:
         raise NotImplementedError
+
+    def write_error(self, status_code: int, **kwargs: Any) -> None:
+        # Parseable JSON with wrong field types lands here: answer 400 in the
+        # API's own shape (as the real APIs do) rather than Tornado's HTML page.
+        exc = kwargs.get("exc_info", (None, None, None))[1]
+        if isinstance(exc, MALFORMED):
+            self.error(400, f"Invalid request: {exc}")
+        else:
+            self.error(status_code, self._reason)
+
+    def log_exception(self, typ: Any, value: Any, tb: Any) -> None:
+        if not isinstance(value, MALFORMED):
+            super().log_exception(typ, value, tb)
 
     def check_headers(self) -> bool:
         """Extra header checks after the key (Anthropic's version header)."""
@@ -226,6 +269,15 @@ class _Api(tornado.web.RequestHandler):
                 self.finish(self.BAD_SSE)
             else:
                 self.send_json(BAD_JSON)
+
+    async def model_fault(self, model: str, frames: list[bytes] | None = None,
+                          drop_at: int = 2) -> bool:
+        """Inject the fault named by the model, if any. True = answered."""
+        fault = _fault_of(model)
+        if fault is None:
+            return False
+        await self.fault(fault, frames is not None, frames, drop_at)
+        return True
 
     async def hang(self) -> None:
         """Never answer; ends when the client goes away (or after an hour)."""
@@ -303,12 +355,10 @@ class _OpenAI(_Api):
             return auth[7:].strip()
         return None
 
-    def error(self, status: int, message: str, param: str | None = None) -> None:
-        code = OPENAI_CODES.get(status)
-        if status == 400 and param:
-            code = "missing_required_parameter"
-        elif status == 401 and message is self.MISSING_KEY:
-            code = None
+    def error(self, status: int, message: str, param: str | None = None,
+              code: str | None = None) -> None:
+        if code is None and message is not self.MISSING_KEY:
+            code = OPENAI_CODES.get(status)
         self.send_json(orjson.dumps({"error": {
             "message": message, "type": OPENAI_TYPES.get(status, "api_error"),
             "param": param, "code": code}}), status)
@@ -316,7 +366,8 @@ class _OpenAI(_Api):
     def require(self, body: dict, *fields: str) -> bool:
         for f in fields:
             if body.get(f) is None:
-                self.error(400, f"Missing required parameter: '{f}'.", f)
+                self.error(400, f"Missing required parameter: '{f}'.", f,
+                           "missing_required_parameter")
                 return False
         return True
 
@@ -341,44 +392,25 @@ class OpenAIChat(_OpenAI):
         model = str(body["model"])
         stream = bool(body.get("stream"))
 
-        # Prompt text, last user text, and whether the turn should call a tool.
-        prompt_words, user_text = 0, ""
-        for msg in messages:
-            if isinstance(msg, dict):
-                text = _parts_text(msg.get("content"))
-                prompt_words += _words(text)
-                if msg.get("role") == "user":
-                    user_text = text
-        tool = None
-        tools = body.get("tools")
-        last = messages[-1]
-        if (tools and body.get("tool_choice") != "none" and isinstance(last, dict)
-                and last.get("role") == "user" and "tool" in user_text.lower()):
-            fn = tools[0].get("function") if isinstance(tools[0], dict) else None
-            tool = fn.get("name") if isinstance(fn, dict) else None
-
+        prompt_words, user_text, ends_user = _scan(
+            (m.get("role") == "user", m.get("content"), False)
+            for m in messages if isinstance(m, dict))
+        tools, tool = body.get("tools"), None
+        if _wants_tool(ends_user, user_text, tools) and body.get("tool_choice") != "none":
+            tool = (tools[0].get("function") or {}).get("name")
+        text, completion = _answer(user_text, tool)
         n = self.next_id()
         cid, created = f"chatcmpl-mock-{n}", int(time.time())
-        if tool:
-            args = orjson.dumps({"query": user_text}).decode()
-            completion = _words(args)
-        else:
-            reply = "Mock reply to: " + user_text
-            completion = _words(reply)
         usage = {"prompt_tokens": prompt_words, "completion_tokens": completion,
                  "total_tokens": prompt_words + completion}
+        call = {"id": f"call_mock_{n}", "type": "function",
+                "function": {"name": tool, "arguments": text}}
 
         if not stream:
-            fault = _fault_of(model)
-            if fault is not None:
-                await self.fault(fault, streaming=False)
+            if await self.model_fault(model):
                 return
-            if tool:
-                message = {"role": "assistant", "content": None, "refusal": None, "tool_calls": [
-                    {"id": f"call_mock_{n}", "type": "function",
-                     "function": {"name": tool, "arguments": args}}]}
-            else:
-                message = {"role": "assistant", "content": reply, "refusal": None}
+            message = ({"role": "assistant", "content": None, "refusal": None, "tool_calls": [call]}
+                       if tool else {"role": "assistant", "content": text, "refusal": None})
             self.send_json(orjson.dumps({
                 "id": cid, "object": "chat.completion", "created": created, "model": model,
                 "choices": [{"index": 0, "message": message, "logprobs": None,
@@ -386,39 +418,32 @@ class OpenAIChat(_OpenAI):
                 "usage": usage, "system_fingerprint": "fp_mock"}))
             return
 
-        # Streaming: role chunk, delta chunks, finish chunk, [usage chunk], [DONE].
+        # Role chunk, delta chunks, finish chunk, [usage chunk], [DONE].
         include_usage = bool((body.get("stream_options") or {}).get("include_usage"))
 
-        def chunk(delta: dict, finish: str | None = None) -> bytes:
+        def chunk(delta: dict | None, finish: str | None = None) -> bytes:
             c = {"id": cid, "object": "chat.completion.chunk", "created": created,
                  "model": model, "system_fingerprint": "fp_mock",
-                 "choices": [{"index": 0, "delta": delta, "logprobs": None,
-                              "finish_reason": finish}]}
-            if include_usage:
-                c["usage"] = None
+                 "choices": [] if delta is None else [
+                     {"index": 0, "delta": delta, "logprobs": None, "finish_reason": finish}]}
+            if include_usage:  # the real API puts "usage": null on every chunk then
+                c["usage"] = usage if delta is None else None
             return _sse(c)
 
         if tool:
-            frames = [chunk({"role": "assistant", "content": None, "tool_calls": [
-                {"index": 0, "id": f"call_mock_{n}", "type": "function",
-                 "function": {"name": tool, "arguments": ""}}]})]
+            call["index"], call["function"] = 0, {"name": tool, "arguments": ""}
+            frames = [chunk({"role": "assistant", "content": None, "tool_calls": [call]})]
             frames += [chunk({"tool_calls": [{"index": 0, "function": {"arguments": p}}]})
-                       for p in _split(args, 2)]
-            frames.append(chunk({}, "tool_calls"))
+                       for p in _split(text, 2)]
         else:
             frames = [chunk({"role": "assistant", "content": "", "refusal": None})]
-            frames += [chunk({"content": p}) for p in _split(reply, self.application.chunks)]
-            frames.append(chunk({}, "stop"))
+            frames += [chunk({"content": p}) for p in _split(text, self.application.chunks)]
+        frames.append(chunk({}, "tool_calls" if tool else "stop"))
         if include_usage:
-            frames.append(_sse({"id": cid, "object": "chat.completion.chunk", "created": created,
-                                "model": model, "system_fingerprint": "fp_mock",
-                                "choices": [], "usage": usage}))
+            frames.append(chunk(None))
         frames.append(b"data: [DONE]\n\n")
-        fault = _fault_of(model)
-        if fault is not None:
-            await self.fault(fault, streaming=True, frames=frames, drop_at=3)
-            return
-        await self.send_sse(frames)
+        if not await self.model_fault(model, frames, drop_at=3):
+            await self.send_sse(frames)
 
 
 class OpenAIEmbeddings(_OpenAI):
@@ -444,9 +469,7 @@ class OpenAIEmbeddings(_OpenAI):
         else:
             self.error(400, "'input' must be a non-empty string or array.", "input")
             return
-        fault = _fault_of(model)
-        if fault is not None:
-            await self.fault(fault, streaming=False)
+        if await self.model_fault(model):
             return
         b64 = body.get("encoding_format") == "base64"  # the Python SDK's default!
         data, tokens = [], 0
@@ -506,7 +529,8 @@ class _Anthropic(_Api):
             return False
         return True
 
-    def error(self, status: int, message: str, param: str | None = None) -> None:
+    def error(self, status: int, message: str, param: str | None = None,
+              code: str | None = None) -> None:
         self.send_json(orjson.dumps({"type": "error", "error": {
             "type": ANTHROPIC_TYPES.get(status, "api_error"), "message": message}}), status)
 
@@ -535,81 +559,57 @@ class AnthropicMessages(_Anthropic):
         model = str(body["model"])
         stream = bool(body.get("stream"))
 
-        # system may be a string or a list of text blocks; a user turn that only
-        # carries tool_result blocks keeps the earlier user text as "last".
-        prompt_words = _words(_parts_text(body.get("system")))
-        user_text, last_is_text = "", False
-        for msg in messages:
-            if isinstance(msg, dict):
-                text = _parts_text(msg.get("content"))
-                prompt_words += _words(text)
-                if msg.get("role") == "user":
-                    content = msg.get("content")
-                    last_is_text = not (isinstance(content, list) and any(
-                        isinstance(b, dict) and b.get("type") == "tool_result" for b in content))
-                    if text:
-                        user_text = text
-        last = messages[-1]
-        tools = body.get("tools")
-        tool = None
-        if (tools and last_is_text and isinstance(last, dict) and last.get("role") == "user"
-                and not (isinstance(body.get("tool_choice"), dict)
-                         and body["tool_choice"].get("type") == "none")
-                and "tool" in user_text.lower() and isinstance(tools[0], dict)):
+        # A user turn made only of tool_result blocks is a tool-result turn.
+        prompt_words, user_text, ends_user = _scan((
+            (m.get("role") == "user", m.get("content"), isinstance(m.get("content"), list)
+             and any(isinstance(b, dict) and b.get("type") == "tool_result" for b in m["content"]))
+            for m in messages if isinstance(m, dict)), body.get("system"))
+        tools, tool = body.get("tools"), None
+        choice = body.get("tool_choice")
+        if (_wants_tool(ends_user, user_text, tools)
+                and not (isinstance(choice, dict) and choice.get("type") == "none")):
             tool = tools[0].get("name")
-
+        text, output = _answer(user_text, tool)
         n = self.next_id()
-        mid = f"msg_mock_{n}"
-        if tool:
-            args = orjson.dumps({"query": user_text}).decode()
-            output = _words(args)
-            content = [{"type": "tool_use", "id": f"toolu_mock_{n}", "name": tool,
-                        "input": {"query": user_text}}]
-        else:
-            reply = "Mock reply to: " + user_text
-            output = _words(reply)
-            content = [{"type": "text", "text": reply}]
+        mid, tid = f"msg_mock_{n}", f"toolu_mock_{n}"
         stop = "tool_use" if tool else "end_turn"
 
         if not stream:
-            fault = _fault_of(model)
-            if fault is not None:
-                await self.fault(fault, streaming=False)
+            if await self.model_fault(model):
                 return
+            content = ({"type": "tool_use", "id": tid, "name": tool, "input": {"query": user_text}}
+                       if tool else {"type": "text", "text": text})
             self.send_json(orjson.dumps({
                 "id": mid, "type": "message", "role": "assistant", "model": model,
-                "content": content, "stop_reason": stop, "stop_sequence": None,
+                "content": [content], "stop_reason": stop, "stop_sequence": None,
                 "usage": {"input_tokens": prompt_words, "output_tokens": output}}))
             return
 
+        if tool:
+            block = {"type": "tool_use", "id": tid, "name": tool, "input": {}}
+            deltas = [{"type": "input_json_delta", "partial_json": p} for p in _split(text, 2)]
+        else:
+            block = {"type": "text", "text": ""}
+            deltas = [{"type": "text_delta", "text": p}
+                      for p in _split(text, self.application.chunks)]
         frames = [
             _sse_event(b"message_start", {"type": "message_start", "message": {
                 "id": mid, "type": "message", "role": "assistant", "model": model,
                 "content": [], "stop_reason": None, "stop_sequence": None,
                 "usage": {"input_tokens": prompt_words, "output_tokens": 1}}}),
+            _sse_event(b"content_block_start", {
+                "type": "content_block_start", "index": 0, "content_block": block}),
+            ANTHROPIC_PING,
+            *[_sse_event(b"content_block_delta", {
+                "type": "content_block_delta", "index": 0, "delta": d}) for d in deltas],
+            _sse_event(b"content_block_stop", {"type": "content_block_stop", "index": 0}),
+            _sse_event(b"message_delta", {
+                "type": "message_delta", "delta": {"stop_reason": stop, "stop_sequence": None},
+                "usage": {"output_tokens": output}}),
+            ANTHROPIC_STOP,
         ]
-        if tool:
-            block = {"type": "tool_use", "id": f"toolu_mock_{n}", "name": tool, "input": {}}
-            deltas = [{"type": "input_json_delta", "partial_json": p} for p in _split(args, 2)]
-        else:
-            block = {"type": "text", "text": ""}
-            deltas = [{"type": "text_delta", "text": p}
-                      for p in _split(reply, self.application.chunks)]
-        frames.append(_sse_event(b"content_block_start", {
-            "type": "content_block_start", "index": 0, "content_block": block}))
-        frames.append(ANTHROPIC_PING)
-        frames += [_sse_event(b"content_block_delta", {
-            "type": "content_block_delta", "index": 0, "delta": d}) for d in deltas]
-        frames.append(_sse_event(b"content_block_stop", {"type": "content_block_stop", "index": 0}))
-        frames.append(_sse_event(b"message_delta", {
-            "type": "message_delta", "delta": {"stop_reason": stop, "stop_sequence": None},
-            "usage": {"output_tokens": output}}))
-        frames.append(ANTHROPIC_STOP)
-        fault = _fault_of(model)
-        if fault is not None:
-            await self.fault(fault, streaming=True, frames=frames, drop_at=5)
-            return
-        await self.send_sse(frames)
+        if not await self.model_fault(model, frames, drop_at=5):
+            await self.send_sse(frames)
 
 
 # --------------------------------------------------------------------------
@@ -642,7 +642,8 @@ class _Gemini(_Api):
     def api_key(self) -> str | None:
         return self.request.headers.get("x-goog-api-key") or self.get_query_argument("key", None)
 
-    def error(self, status: int, message: str, param: str | None = None) -> None:
+    def error(self, status: int, message: str, param: str | None = None,
+              code: str | None = None) -> None:
         self.send_json(orjson.dumps({"error": {
             "code": status, "message": message,
             "status": GEMINI_STATUS.get(status, "UNKNOWN")}}), status)
@@ -694,51 +695,27 @@ class GeminiModelMethod(_Gemini):
         else:
             await self.generate(body, model, method == "streamGenerateContent")
 
-    async def model_fault(self, model: str, frames: list[bytes] | None = None) -> bool:
-        fault = _fault_of(model)
-        if fault is None:
-            return False
-        await self.fault(fault, streaming=frames is not None, frames=frames, drop_at=2)
-        return True
-
     async def generate(self, body: dict, model: str, stream: bool) -> None:
         contents = body.get("contents")
         if not isinstance(contents, list) or not contents:
             self.error(400, "* GenerateContentRequest.contents: contents is not specified")
             return
-        prompt_words = _words(_parts_text((body.get("systemInstruction") or {}).get("parts")))
-        user_text, last_is_text = "", False
-        for c in contents:
-            if isinstance(c, dict):
-                parts = c.get("parts")
-                text = _parts_text(parts)
-                prompt_words += _words(text)
-                if c.get("role", "user") == "user":
-                    last_is_text = not (isinstance(parts, list) and any(
-                        isinstance(p, dict) and "functionResponse" in p for p in parts))
-                    if text:
-                        user_text = text
-        last = contents[-1]
-        tool = None
+        system = body.get("systemInstruction")
+        prompt_words, user_text, ends_user = _scan((
+            (c.get("role", "user") == "user", c.get("parts"), isinstance(c.get("parts"), list)
+             and any(isinstance(p, dict) and "functionResponse" in p for p in c["parts"]))
+            for c in contents if isinstance(c, dict)),
+            system.get("parts") if isinstance(system, dict) else None)
+        tools, tool = body.get("tools"), None
         mode = ((body.get("toolConfig") or {}).get("functionCallingConfig") or {}).get("mode")
-        if (body.get("tools") and last_is_text and isinstance(last, dict)
-                and last.get("role", "user") == "user" and mode != "NONE"
-                and "tool" in user_text.lower()):
-            for t in body["tools"]:
-                decls = t.get("functionDeclarations") if isinstance(t, dict) else None
-                if decls:
-                    tool = decls[0].get("name")
-                    break
-
+        if _wants_tool(ends_user, user_text, tools) and mode != "NONE":
+            decls = [d for t in tools for d in (t.get("functionDeclarations") or [])]
+            tool = decls[0].get("name") if decls else None
+        text, output = _answer(user_text, tool)
         if tool:
-            args = {"query": user_text}
-            output = _words(orjson.dumps(args).decode())
-            pieces = [[{"functionCall": {"name": tool, "args": args}}]]
+            pieces = [[{"functionCall": {"name": tool, "args": {"query": user_text}}}]]
         else:
-            reply = "Mock reply to: " + user_text
-            output = _words(reply)
-            n_chunks = self.application.chunks if stream else 1
-            pieces = [[{"text": p}] for p in _split(reply, n_chunks)]
+            pieces = [[{"text": p}] for p in _split(text, self.application.chunks if stream else 1)]
         usage = {"promptTokenCount": prompt_words, "candidatesTokenCount": output,
                  "totalTokenCount": prompt_words + output}
         rid = f"mock-{self.next_id()}"
@@ -751,12 +728,17 @@ class GeminiModelMethod(_Gemini):
                 r["usageMetadata"] = usage
             return r
 
-        last_i = len(pieces) - 1
         if not stream:
             if not await self.model_fault(model):
                 self.send_json(orjson.dumps(response(pieces[0], True)))
             return
-        frames = [_sse(response(p, i == last_i)) for i, p in enumerate(pieces)]
+        last = len(pieces) - 1
+        if self.get_query_argument("alt", None) != "sse":
+            # Without ?alt=sse the real API streams one JSON array instead.
+            if not await self.model_fault(model):
+                self.send_json(orjson.dumps([response(p, i == last) for i, p in enumerate(pieces)]))
+            return
+        frames = [_sse(response(p, i == last)) for i, p in enumerate(pieces)]
         if not await self.model_fault(model, frames):
             await self.send_sse(frames)
 

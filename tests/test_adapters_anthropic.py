@@ -7,23 +7,17 @@ into a shape the real clients would not accept.
 
 from __future__ import annotations
 
-import sys
 from collections.abc import Iterator
-from pathlib import Path
 
-# The package is not installed into the virtualenv: make the checkout importable however
-# pytest is started (plain ``pytest`` does not put the working directory on sys.path).
-sys.path.insert(0, str(Path(__file__).resolve().parents[1]))
+import anthropic.types as at
+import orjson
+import pydantic
+import pytest
+from openai.types.chat import ChatCompletion, ChatCompletionChunk
 
-import anthropic.types as at  # noqa: E402
-import orjson  # noqa: E402
-import pydantic  # noqa: E402
-import pytest  # noqa: E402
-from openai.types.chat import ChatCompletion, ChatCompletionChunk  # noqa: E402
-
-from forge_ref.adapters.anthropic import AnthropicAdapter  # noqa: E402
-from forge_ref.adapters.base import DONE_FRAME, Target  # noqa: E402
-from forge_ref.errors import BadRequest, ForgeError, UpstreamError  # noqa: E402
+from forge_ref.adapters.anthropic import AnthropicAdapter
+from forge_ref.adapters.base import DONE_FRAME, Target
+from forge_ref.errors import BadRequest, ForgeError, UpstreamError
 
 ADAPTER = AnthropicAdapter()
 LABEL = "claude/sonnet"
@@ -73,6 +67,10 @@ ANTHROPIC_TOOL = {
     "description": "Current weather for a city",
     "input_schema": {"type": "object", "properties": {"city": {"type": "string"}}, "required": ["city"]},
 }
+
+
+def tool_call(id_, name, arguments) -> dict:
+    return {"id": id_, "type": "function", "function": {"name": name, "arguments": arguments}}
 
 
 def base(messages, **extra) -> dict:
@@ -126,13 +124,15 @@ REQUEST_CASES = [
             ("auto", "auto", {"type": "auto"}),
             ("required", "required", {"type": "any"}),
             ("none", "none", {"type": "none"}),
-            ("named", {"type": "function", "function": {"name": "get_weather"}}, {"type": "tool", "name": "get_weather"}),
+            ("named", {"type": "function", "function": {"name": "get_weather"}},
+             {"type": "tool", "name": "get_weather"}),
         ]
     ],
     (
         "parallel_tool_calls false disables parallel tool use",
         {"messages": [user("Weather?")], "tools": [TOOL], "parallel_tool_calls": False},
-        base([user("Weather?")], tools=[ANTHROPIC_TOOL], tool_choice={"type": "auto", "disable_parallel_tool_use": True}),
+        base([user("Weather?")], tools=[ANTHROPIC_TOOL],
+             tool_choice={"type": "auto", "disable_parallel_tool_use": True}),
     ),
     (
         "tool_choice without tools is dropped",
@@ -144,8 +144,8 @@ REQUEST_CASES = [
         {"messages": [
             user("Weather in Paris and Oslo?"),
             {"role": "assistant", "content": None, "tool_calls": [
-                {"id": "toolu_01", "type": "function", "function": {"name": "get_weather", "arguments": '{"city": "Paris"}'}},
-                {"id": "toolu_02", "type": "function", "function": {"name": "get_weather", "arguments": '{"city":"Oslo"}'}},
+                tool_call("toolu_01", "get_weather", '{"city": "Paris"}'),
+                tool_call("toolu_02", "get_weather", '{"city":"Oslo"}'),
             ]},
             {"role": "tool", "tool_call_id": "toolu_01", "content": "18C"},
             {"role": "tool", "tool_call_id": "toolu_02", "content": [{"type": "text", "text": "-3C"}]},
@@ -221,8 +221,8 @@ def test_chat_request_url_and_headers():
             {"id": "t", "type": "function", "function": {"name": "f", "arguments": "[1, 2]"}}]}]}, "messages"),
         ("unknown role", {"messages": [{"role": "function", "name": "f", "content": "x"}]}, "messages"),
         ("unsupported content part", {"messages": [user([{"type": "input_audio", "input_audio": {}}])]}, "messages"),
-        ("non-base64 data URL", {"messages": [user([{"type": "image_url", "image_url": {"url": "data:image/png,abc"}}])]},
-         "messages"),
+        ("non-base64 data URL",
+         {"messages": [user([{"type": "image_url", "image_url": {"url": "data:image/png,abc"}}])]}, "messages"),
         ("no messages", {"messages": []}, "messages"),
         ("n > 1", {"messages": [user("x")], "n": 2}, "n"),
         ("non-function tool", {"messages": [user("x")], "tools": [{"type": "web_search"}]}, "tools"),
@@ -251,7 +251,7 @@ def completion(message_, finish, usage=(12, 5)) -> dict:
             "usage": {"prompt_tokens": usage[0], "completion_tokens": usage[1], "total_tokens": usage[0] + usage[1]}}
 
 
-WEATHER_CALL = {"id": "toolu_01", "type": "function", "function": {"name": "get_weather", "arguments": '{"city":"Paris"}'}}
+WEATHER_CALL = tool_call("toolu_01", "get_weather", '{"city":"Paris"}')
 
 RESPONSE_CASES = [
     ("text", message([{"type": "text", "text": "Hello!"}]),
@@ -278,8 +278,8 @@ RESPONSE_CASES = [
      message([{"type": "thinking", "thinking": "hmm", "signature": "sig"}, {"type": "text", "text": "42"}]),
      completion({"role": "assistant", "content": "42"}, "stop")),
     ("cached input tokens count as prompt tokens",
-     message([{"type": "text", "text": "ok"}], usage={"input_tokens": 10, "output_tokens": 3,
-                                                     "cache_creation_input_tokens": 100, "cache_read_input_tokens": 50}),
+     message([{"type": "text", "text": "ok"}], usage={
+         "input_tokens": 10, "output_tokens": 3, "cache_creation_input_tokens": 100, "cache_read_input_tokens": 50}),
      {**completion({"role": "assistant", "content": "ok"}, "stop", (160, 3)),
       "usage": {"prompt_tokens": 160, "completion_tokens": 3, "total_tokens": 163,
                 "prompt_tokens_details": {"cached_tokens": 50}}}),
@@ -323,7 +323,8 @@ def text_delta(index, text):
 
 
 def json_delta(index, fragment):
-    return {"type": "content_block_delta", "index": index, "delta": {"type": "input_json_delta", "partial_json": fragment}}
+    delta = {"type": "input_json_delta", "partial_json": fragment}
+    return {"type": "content_block_delta", "index": index, "delta": delta}
 
 
 def block_stop(index):
@@ -392,8 +393,9 @@ STREAM_CASES = [
         {**start(), "message": {**start()["message"], "usage": {
             "input_tokens": 5, "output_tokens": 1, "cache_read_input_tokens": 100, "cache_creation_input_tokens": 0}}},
         message_delta("end_turn", 2), STOP), True,
-     [ROLE, chunk({}, "stop"), usage_chunk(105, 2) | {"usage": {
-         "prompt_tokens": 105, "completion_tokens": 2, "total_tokens": 107, "prompt_tokens_details": {"cached_tokens": 100}}}],
+     [ROLE, chunk({}, "stop"), usage_chunk(105, 2) | {"usage": {"prompt_tokens": 105, "completion_tokens": 2,
+                                                                 "total_tokens": 107,
+                                                                 "prompt_tokens_details": {"cached_tokens": 100}}}],
      (105, 2, "stop")),
 ]
 
@@ -464,14 +466,16 @@ def test_stream_error_event(split):
     translator = ADAPTER.chat_stream(TARGET, {"stream_options": {"include_usage": True}})
     frames = run(translator, SPLITS[split](data))
     assert parse(frames) == [ROLE, chunk({"content": "Hal"}), {"error": {
-        "message": "upstream error 529: Overloaded", "type": "upstream_error", "param": None, "code": "upstream_error"}}]
+        "message": "upstream error 529: Overloaded", "type": "upstream_error", "param": None,
+        "code": "upstream_error"}}]
     assert isinstance(translator.result.error, UpstreamError)
     assert translator.close() == []  # DONE went out exactly once
 
 
 def test_stream_rate_limit_error_event_keeps_its_type():
     translator = ADAPTER.chat_stream(TARGET, {})
-    frames = run(translator, [sse(start(), {"type": "error", "error": {"type": "rate_limit_error", "message": "slow"}})])
+    error = {"type": "error", "error": {"type": "rate_limit_error", "message": "slow"}}
+    frames = run(translator, [sse(start(), error)])
     assert parse(frames)[-1]["error"]["type"] == "rate_limit_error"
     assert translator.result.error.status == 429
 
@@ -501,7 +505,7 @@ def test_stream_translators_share_no_state():
 ANTHROPIC_ERROR = b'{"type":"error","error":{"type":"rate_limit_error","message":"Number of requests exceeded"}}'
 
 ERROR_CASES = [
-    ("429 keeps Retry-After", 429, ANTHROPIC_ERROR, {"Retry-After": "17"},
+    ("429 keeps Retry-After", 429, ANTHROPIC_ERROR, {"retry-after": "17"},
      (429, "rate_limit_error", "rate_limit_exceeded", "Number of requests exceeded", {"Retry-After": "17"})),
     ("429 without Retry-After", 429, ANTHROPIC_ERROR, {},
      (429, "rate_limit_error", "rate_limit_exceeded", "Number of requests exceeded", {})),
@@ -522,7 +526,8 @@ ERROR_CASES = [
 ]
 
 
-@pytest.mark.parametrize(("name", "status", "data", "headers", "expected"), ERROR_CASES, ids=[c[0] for c in ERROR_CASES])
+@pytest.mark.parametrize(("name", "status", "data", "headers", "expected"), ERROR_CASES,
+                         ids=[c[0] for c in ERROR_CASES])
 def test_error_mapping(name, status, data, headers, expected):
     err = ADAPTER.error(status, data, headers)
     assert isinstance(err, ForgeError)
@@ -547,8 +552,10 @@ def test_models_request():
 
 def test_models_response():
     data = orjson.dumps({"data": [
-        {"type": "model", "id": "claude-sonnet-4-5", "display_name": "Claude Sonnet 4.5", "created_at": "2025-09-29T00:00:00Z"},
-        {"type": "model", "id": "claude-haiku-4-5", "display_name": "Claude Haiku 4.5", "created_at": "2025-10-01T00:00:00Z"},
+        {"type": "model", "id": "claude-sonnet-4-5", "display_name": "Claude Sonnet 4.5",
+         "created_at": "2025-09-29T00:00:00Z"},
+        {"type": "model", "id": "claude-haiku-4-5", "display_name": "Claude Haiku 4.5",
+         "created_at": "2025-10-01T00:00:00Z"},
         {"type": "model"},
     ], "has_more": False, "first_id": "claude-sonnet-4-5", "last_id": "claude-haiku-4-5"})
     assert ADAPTER.models_response(data) == ["claude-sonnet-4-5", "claude-haiku-4-5"]

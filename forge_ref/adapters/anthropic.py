@@ -211,7 +211,7 @@ def _error_message(data: bytes) -> str:
 class AnthropicStream:
     """Anthropic stream events in, OpenAI ``chat.completion.chunk`` frames out."""
 
-    __slots__ = ("_label", "_usage", "_parser", "_id", "_created", "_tools", "_args_sent", "_usage_raw", "_done", "result")
+    __slots__ = ("_label", "_usage", "_parser", "_id", "_created", "_tools", "_args_sent", "_counts", "_done", "result")
 
     def __init__(self, label: str, include_usage: bool) -> None:
         self._label = label
@@ -221,7 +221,7 @@ class AnthropicStream:
         self._created = int(time.time())
         self._tools: dict[int, int] = {}  # Anthropic block index -> OpenAI tool_calls index
         self._args_sent: set[int] = set()
-        self._usage_raw: dict = {}
+        self._counts: dict = {}
         self._done = False
         self.result = StreamResult()
 
@@ -237,8 +237,8 @@ class AnthropicStream:
 
     def _count(self, usage: dict | None) -> None:
         if usage:
-            self._usage_raw.update({k: v for k, v in usage.items() if isinstance(v, int)})
-            counted = _usage(self._usage_raw)
+            self._counts.update({k: v for k, v in usage.items() if isinstance(v, int)})
+            counted = _usage(self._counts)
             self.result.prompt_tokens = counted["prompt_tokens"]
             self.result.completion_tokens = counted["completion_tokens"]
 
@@ -253,8 +253,9 @@ class AnthropicStream:
             block = ev.get("content_block") or {}
             if block.get("type") == "tool_use":
                 n = self._tools[ev.get("index")] = len(self._tools)
-                fn = {"name": block.get("name"), "arguments": ""}
-                return [self._chunk({"tool_calls": [{"index": n, "id": block.get("id"), "type": "function", "function": fn}]})]
+                call = {"index": n, "id": block.get("id"), "type": "function",
+                        "function": {"name": block.get("name"), "arguments": ""}}
+                return [self._chunk({"tool_calls": [call]})]
             if block.get("type") == "text" and block.get("text"):
                 return [self._chunk({"content": block["text"]})]
             return []
@@ -307,7 +308,7 @@ class AnthropicStream:
             return out
         self._done = True
         if self._usage:
-            usage = _usage(self._usage_raw)
+            usage = _usage(self._counts)
             out.append(sse_frame({"id": self._id, "object": "chat.completion.chunk", "created": self._created,
                                   "model": self._label, "choices": [], "usage": usage}))
         out.append(DONE_FRAME)
@@ -386,5 +387,4 @@ class AnthropicAdapter:
         return [m["id"] for m in items if isinstance(m, dict) and isinstance(m.get("id"), str)]
 
     def error(self, status: int, data: bytes, headers: dict[str, str]) -> ForgeError:
-        headers = {k.lower(): v for k, v in headers.items()}
         return status_error(status, _error_message(data), headers)

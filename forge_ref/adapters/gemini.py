@@ -8,6 +8,7 @@ a Gemini counterpart (``logprobs``, ``logit_bias``, ``user``) are dropped rather
 from __future__ import annotations
 
 import base64
+import itertools
 import mimetypes
 import struct
 import time
@@ -17,7 +18,17 @@ from urllib.parse import urlsplit
 import orjson
 
 from ..errors import BadRequest, ForgeError, UpstreamError
-from .base import DONE_FRAME, SSEParser, StreamResult, Target, UpstreamRequest, error_frame, loads, sse_frame, status_error
+from .base import (
+    DONE_FRAME,
+    SSEParser,
+    StreamResult,
+    Target,
+    UpstreamRequest,
+    error_frame,
+    loads,
+    sse_frame,
+    status_error,
+)
 
 FILTERED = {"SAFETY", "RECITATION", "BLOCKLIST", "PROHIBITED_CONTENT", "SPII"}
 MODES = {"auto": "AUTO", "required": "ANY", "none": "NONE"}
@@ -211,36 +222,31 @@ def _finish(reason: str | None, has_calls: bool) -> str:
     return "tool_calls" if has_calls else "stop"
 
 
-class _Calls:
-    """Turns functionCall parts into OpenAI tool calls with ids stable within one response."""
-
-    __slots__ = ("n",)
-
-    def __init__(self) -> None:
-        self.n = 0
-
-    def make(self, part: dict, index: int) -> dict:
-        fc = part["functionCall"]
-        call = {"index": index, "id": f"call_{self.n}", "type": "function",
-                "function": {"name": fc.get("name"), "arguments": orjson.dumps(fc.get("args") or {}).decode()}}
-        self.n += 1
-        if part.get("thoughtSignature"):
-            # Same place Google's own OpenAI-compatible endpoint puts it, so clients built for
-            # that endpoint hand it back unchanged on the next turn.
-            call["extra_content"] = {"google": {"thought_signature": part["thoughtSignature"]}}
-        return call
+def _candidates(resp: dict) -> list[dict]:
+    if not resp.get("candidates") and (resp.get("promptFeedback") or {}).get("blockReason"):
+        return [{"index": 0, "finishReason": "SAFETY"}]  # the prompt itself was refused
+    return resp.get("candidates") or []
 
 
-def _split(candidate: dict, calls: _Calls, first_index: int) -> tuple[str, list[dict]]:
-    texts, tool_calls = [], []
+def _split(candidate: dict, ids: itertools.count, first_index: int) -> tuple[str, list[dict]]:
+    """Text and tool calls of one candidate; ``ids`` numbers calls across the whole response."""
+    texts, calls = [], []
     for part in (candidate.get("content") or {}).get("parts") or ():
         if part.get("thought"):
             continue  # thought summaries are not part of the answer
         if "functionCall" in part:
-            tool_calls.append(calls.make(part, first_index + len(tool_calls)))
+            fc = part["functionCall"]
+            args = orjson.dumps(fc.get("args") or {}).decode()
+            call = {"index": first_index + len(calls), "id": f"call_{next(ids)}", "type": "function",
+                    "function": {"name": fc.get("name"), "arguments": args}}
+            if part.get("thoughtSignature"):
+                # Where Google's own OpenAI-compatible endpoint puts it, so clients built for that
+                # endpoint already hand it back on the next turn.
+                call["extra_content"] = {"google": {"thought_signature": part["thoughtSignature"]}}
+            calls.append(call)
         elif part.get("text"):
             texts.append(part["text"])
-    return "".join(texts), tool_calls
+    return "".join(texts), calls
 
 
 def _error_message(data: bytes) -> str:
@@ -259,7 +265,7 @@ def _error_message(data: bytes) -> str:
 class GeminiStream:
     """``alt=sse`` GenerateContentResponse events in, OpenAI ``chat.completion.chunk`` frames out."""
 
-    __slots__ = ("_label", "_usage", "_parser", "_id", "_created", "_calls", "_choices", "_meta", "_done", "result")
+    __slots__ = ("_label", "_usage", "_parser", "_id", "_created", "_ids", "_choices", "_meta", "_done", "result")
 
     def __init__(self, label: str, include_usage: bool) -> None:
         self._label = label
@@ -267,7 +273,7 @@ class GeminiStream:
         self._parser = SSEParser()
         self._id: str | None = None
         self._created = int(time.time())
-        self._calls = _Calls()
+        self._ids = itertools.count()
         self._choices: dict[int, int] = {}  # candidate index -> tool calls sent so far
         self._meta: dict | None = None
         self._done = False
@@ -292,17 +298,14 @@ class GeminiStream:
         if ev.get("usageMetadata"):
             self._meta = ev["usageMetadata"]
             usage = _usage(self._meta)
-            self.result.prompt_tokens, self.result.completion_tokens = usage["prompt_tokens"], usage["completion_tokens"]
+            self.result.prompt_tokens = usage["prompt_tokens"]
+            self.result.completion_tokens = usage["completion_tokens"]
         out = []
-        candidates = ev.get("candidates") or []
-        block = (ev.get("promptFeedback") or {}).get("blockReason")
-        if block and not candidates:
-            candidates = [{"index": 0, "finishReason": "SAFETY"}]  # the prompt itself was refused
-        for cand in candidates:
+        for cand in _candidates(ev):
             index = cand.get("index") or 0
             first = index not in self._choices
             sent = self._choices.get(index, 0)
-            text, calls = _split(cand, self._calls, sent)
+            text, calls = _split(cand, self._ids, sent)
             delta: dict = {"role": "assistant"} if first else {}
             if text:
                 delta["content"] = text
@@ -363,13 +366,10 @@ class GeminiAdapter:
 
     def chat_response(self, target: Target, data: bytes) -> dict:
         resp = loads(data, "chat completion")
-        calls = _Calls()
+        ids = itertools.count()
         choices = []
-        candidates = resp.get("candidates") or []
-        if not candidates and (resp.get("promptFeedback") or {}).get("blockReason"):
-            candidates = [{"index": 0, "finishReason": "SAFETY"}]  # the prompt itself was refused
-        for i, cand in enumerate(candidates):
-            text, tool_calls = _split(cand, calls, 0)
+        for i, cand in enumerate(_candidates(resp)):
+            text, tool_calls = _split(cand, ids, 0)
             for call in tool_calls:
                 del call["index"]  # only stream deltas carry an index
             message: dict = {"role": "assistant", "content": text if text or not tool_calls else None}
@@ -397,8 +397,9 @@ class GeminiAdapter:
             out = {"content": {"parts": [{"text": inp}]}, **extra}
             url = model + ":embedContent"
         elif isinstance(inp, list) and inp and all(isinstance(s, str) for s in inp):
-            requests = [{"model": "models/" + target.model, "content": {"parts": [{"text": s}]}, **extra} for s in inp]
-            out, url = {"requests": requests}, model + ":batchEmbedContents"
+            name = "models/" + target.model
+            out = {"requests": [{"model": name, "content": {"parts": [{"text": s}]}, **extra} for s in inp]}
+            url = model + ":batchEmbedContents"
         else:
             raise BadRequest("gemini embeddings take a string or a non-empty list of strings (no token arrays)",
                              param="input")
@@ -407,7 +408,8 @@ class GeminiAdapter:
     def embeddings_response(self, target: Target, data: bytes, body: dict) -> dict:
         resp = loads(data, "embeddings")
         items = resp.get("embeddings") if "embeddings" in resp else [resp.get("embedding")]
-        if not isinstance(items, list) or not all(isinstance(e, dict) and isinstance(e.get("values"), list) for e in items):
+        if not isinstance(items, list) or not all(isinstance(e, dict) and isinstance(e.get("values"), list)
+                                                  for e in items):
             raise UpstreamError("upstream returned an unexpected embeddings body")
         b64 = body.get("encoding_format") == "base64"
         data_out = []
@@ -428,8 +430,8 @@ class GeminiAdapter:
         items = loads(data, "model list").get("models")
         if not isinstance(items, list):
             return []
-        return [m["name"].removeprefix("models/") for m in items if isinstance(m, dict) and isinstance(m.get("name"), str)]
+        names = (m.get("name") for m in items if isinstance(m, dict))
+        return [n.removeprefix("models/") for n in names if isinstance(n, str)]
 
     def error(self, status: int, data: bytes, headers: dict[str, str]) -> ForgeError:
-        headers = {k.lower(): v for k, v in headers.items()}
         return status_error(status, _error_message(data), headers)

@@ -1,0 +1,135 @@
+"""Test support: real servers on loopback (the gateway in a thread, the mock as a process)."""
+
+from __future__ import annotations
+
+import asyncio
+import os
+import socket
+import subprocess
+import sys
+import threading
+import time
+from pathlib import Path
+
+import httpx
+
+from forge_ref.app import build_gateway, make_app, prepare_storage, start_background
+from forge_ref.settings import Settings
+
+ADMIN = "test-admin-token"
+
+
+def free_port() -> int:
+    with socket.socket() as s:
+        s.bind(("127.0.0.1", 0))
+        return s.getsockname()[1]
+
+
+def wait_http(url: str, timeout: float = 15.0) -> None:
+    deadline = time.monotonic() + timeout
+    while time.monotonic() < deadline:
+        try:
+            httpx.get(url, timeout=1.0)
+            return
+        except httpx.HTTPError:
+            time.sleep(0.05)
+    raise TimeoutError(f"{url} did not answer within {timeout}s")
+
+
+class MockProcess:
+    """``forge-ref mock-provider`` as a real process on a free port."""
+
+    def __init__(self, *args: str) -> None:
+        self.port = free_port()
+        self.url = f"http://127.0.0.1:{self.port}"
+        self.proc = subprocess.Popen(
+            [sys.executable, "-m", "forge_ref.mock_provider", "--port", str(self.port), *args],
+            stdout=subprocess.DEVNULL, stderr=subprocess.DEVNULL)
+        wait_http(self.url + "/_mock/stats")
+
+    def stats(self) -> dict:
+        return httpx.get(self.url + "/_mock/stats").json()["calls"]
+
+    def reset(self) -> None:
+        httpx.delete(self.url + "/_mock/stats")
+
+    def stop(self) -> None:
+        self.proc.terminate()
+        self.proc.wait(5)
+
+
+class GatewayThread:
+    """The real gateway (build_gateway + make_app) served on loopback from a background thread.
+
+    Tests talk to it over HTTP like any client, and read ``gw.counters`` directly.
+    """
+
+    def __init__(self, settings: Settings, *, timer=time.monotonic) -> None:
+        self.settings = settings
+        self.port = free_port()
+        self.url = f"http://127.0.0.1:{self.port}"
+        self._ready = threading.Event()
+        self._timer = timer
+        self._error: BaseException | None = None
+        self._thread = threading.Thread(target=self._run, daemon=True)
+        self._thread.start()
+        if not self._ready.wait(15) or self._error:
+            raise RuntimeError(f"gateway did not start: {self._error!r}")
+
+    def _run(self) -> None:
+        try:
+            asyncio.run(self._main())
+        except BaseException as exc:  # surfaced to the test thread
+            self._error = exc
+            self._ready.set()
+
+    async def _main(self) -> None:
+        from tornado.httpserver import HTTPServer
+
+        keys = prepare_storage(self.settings)
+        self.gw = build_gateway(self.settings, keys=keys, timer=self._timer)
+        self.loop = asyncio.get_running_loop()
+        server = HTTPServer(make_app(self.gw), max_body_size=256 * 1024 * 1024)
+        server.listen(self.port, "127.0.0.1")
+        timers = start_background(self.gw)
+        self._stop = asyncio.Event()
+        self._ready.set()
+        await self._stop.wait()
+        server.stop()
+        for t in timers:
+            t.stop()
+        self.gw.close()
+
+    def counters(self) -> dict[str, int]:
+        return self.gw.counters.totals()
+
+    def stop(self) -> None:
+        self.loop.call_soon_threadsafe(self._stop.set)
+        self._thread.join(10)
+
+
+def settings_for(tmp_path: Path, **kw) -> Settings:
+    base = dict(db=str(tmp_path / "forge.db"), admin_token=ADMIN, allow_private_upstreams=True,
+                usage_flush_interval=3600.0)
+    base.update(kw)
+    return Settings(**base)
+
+
+def create_user(base_url: str, name: str = "alice") -> str:
+    r = httpx.post(base_url + "/v1/users", json={"name": name}, headers={"Authorization": f"Bearer {ADMIN}"})
+    r.raise_for_status()
+    return r.json()["api_key"]
+
+
+def add_provider(gw_url: str, key: str, **body) -> httpx.Response:
+    return httpx.post(gw_url + "/v1/provider-keys", json=body, headers={"Authorization": f"Bearer {key}"})
+
+
+def delta(before: dict[str, int], after: dict[str, int]) -> dict[str, int]:
+    return {k: after[k] - before.get(k, 0) for k in after if after[k] - before.get(k, 0)}
+
+
+def env_for_subprocess(**extra: str) -> dict[str, str]:
+    env = dict(os.environ)
+    env.update(extra)
+    return env

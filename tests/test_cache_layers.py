@@ -1,0 +1,287 @@
+"""The five layers against their costs: exact counter deltas for all 32 toggle combinations,
+exact invalidation per write path, coalescing, TTL expiry. Real gateway on loopback, real mock."""
+
+from __future__ import annotations
+
+import asyncio
+import itertools
+
+import httpx
+import pytest
+
+from forge_ref.settings import LAYERS, layers_label
+from support import ADMIN, GatewayThread, MockProcess, add_provider, create_user, delta, settings_for
+
+COMBOS = [dict(zip(LAYERS, bits)) for bits in itertools.product([False, True], repeat=len(LAYERS))]
+CHAT = {"model": "openai/gpt-4o-mini", "messages": [{"role": "user", "content": "hi"}]}
+K = 2  # provider keys per user in these tests
+
+
+def setup_user(gw_url: str, mock_url: str, name: str = "alice") -> str:
+    key = create_user(gw_url, name)
+    for provider in ("openai", "groq"):
+        r = add_provider(gw_url, key, provider=provider, api_key=f"sk-{provider}-test",
+                         base_url=mock_url + "/openai/v1")
+        assert r.status_code == 201, r.text
+    return key
+
+
+def expected_chat(layers: dict[str, bool]) -> dict[str, int]:
+    """Cost of one warm chat request (the README's table says the same)."""
+    return {
+        "requests": 1,
+        "db_queries": (0 if layers["user"] else 1) + (0 if layers["service"] else 1),
+        "decryptions": 0 if layers["service"] else (1 if layers["keys"] else K),
+        "upstream_requests": 1,
+        "adapters_built": 0 if layers["adapters"] else 1,
+        "services_built": 0 if layers["service"] else 1,
+    }
+
+
+def expected_models(layers: dict[str, bool]) -> dict[str, int]:
+    """Cost of one warm GET /v1/models (K providers)."""
+    if layers["service"]:
+        decryptions = 0
+    elif not layers["keys"]:
+        decryptions = K  # eager: every key at every build
+    else:
+        decryptions = 0 if layers["models"] else K  # lazy: only keys whose list must be fetched
+    fetches = 0 if layers["models"] else K
+    return {
+        "requests": 1,
+        "db_queries": (0 if layers["user"] else 1) + (0 if layers["service"] else 1),
+        "decryptions": decryptions,
+        "upstream_model_list_requests": fetches,
+        "adapters_built": 0 if layers["adapters"] else fetches,
+        "services_built": 0 if layers["service"] else 1,
+    }
+
+
+COSTS = ("requests", "db_queries", "db_writes", "decryptions", "upstream_requests", "upstream_model_list_requests",
+         "adapters_built", "services_built")
+
+
+def costs(before, after):
+    return {k: v for k, v in delta(before, after).items() if k in COSTS}
+
+
+@pytest.mark.parametrize("layers", COMBOS, ids=[layers_label(c) for c in COMBOS])
+def test_exact_costs_for_every_combination(layers, mock, tmp_path):
+    gw = GatewayThread(settings_for(tmp_path, caches=layers_label(layers)))
+    try:
+        key = setup_user(gw.url, mock.url)
+        h = {"Authorization": f"Bearer {key}"}
+        with httpx.Client(base_url=gw.url, headers=h) as client:
+            assert client.post("/v1/chat/completions", json=CHAT).status_code == 200  # warm-up
+            for _ in range(3):
+                before = gw.counters()
+                r = client.post("/v1/chat/completions", json=CHAT)
+                assert r.status_code == 200, r.text
+                assert costs(before, gw.counters()) == {k: v for k, v in expected_chat(layers).items() if v}
+            assert client.get("/v1/models").status_code == 200  # warm-up
+            for _ in range(3):
+                before = gw.counters()
+                r = client.get("/v1/models")
+                assert r.status_code == 200
+                assert {m["id"] for m in r.json()["data"]} >= {"openai/gpt-4o-mini", "groq/gpt-4o-mini"}
+                assert costs(before, gw.counters()) == {k: v for k, v in expected_models(layers).items() if v}
+    finally:
+        gw.stop()
+
+
+def test_all_on_warm_is_free_and_all_off_costs(mock, tmp_path):
+    """The design's headline: warm with every layer on, 0 DB reads and 0 decryptions."""
+    assert expected_chat(dict.fromkeys(LAYERS, True)) == {
+        "requests": 1, "db_queries": 0, "decryptions": 0, "upstream_requests": 1, "adapters_built": 0,
+        "services_built": 0}
+    assert expected_models(dict.fromkeys(LAYERS, True))["upstream_model_list_requests"] == 0
+    assert expected_chat(dict.fromkeys(LAYERS, False))["db_queries"] == 2
+    assert expected_chat(dict.fromkeys(LAYERS, False))["decryptions"] == K
+
+
+# --- exact invalidation: one test per write path -------------------------------------------------
+
+
+@pytest.fixture
+def two_users(mock, tmp_path):
+    gw = GatewayThread(settings_for(tmp_path, caches="all"))
+    alice = setup_user(gw.url, mock.url, "alice")
+    bob = setup_user(gw.url, mock.url, "bob")
+    for key in (alice, bob):  # warm every layer for both
+        h = {"Authorization": f"Bearer {key}"}
+        assert httpx.post(gw.url + "/v1/chat/completions", json=CHAT, headers=h).status_code == 200
+        assert httpx.get(gw.url + "/v1/models", headers=h).status_code == 200
+    yield gw, alice, bob
+    gw.stop()
+
+
+def assert_still_warm(gw, key):
+    """Another user's entries survived the write: a chat and a model list cost nothing."""
+    h = {"Authorization": f"Bearer {key}"}
+    before = gw.counters()
+    assert httpx.post(gw.url + "/v1/chat/completions", json=CHAT, headers=h).status_code == 200
+    assert httpx.get(gw.url + "/v1/models", headers=h).status_code == 200
+    d = delta(before, gw.counters())
+    assert d.get("db_queries", 0) == 0 and d.get("decryptions", 0) == 0
+    assert d.get("upstream_model_list_requests", 0) == 0
+
+
+def test_user_update_seen_next_request(two_users):
+    gw, alice, bob = two_users
+    h = {"Authorization": f"Bearer {alice}"}
+    assert httpx.get(gw.url + "/v1/users/me", headers=h).json()["name"] == "alice"
+    assert httpx.patch(gw.url + "/v1/users/me", json={"name": "alice-2"}, headers=h).status_code == 200
+    before = gw.counters()
+    assert httpx.get(gw.url + "/v1/users/me", headers=h).json()["name"] == "alice-2"
+    assert delta(before, gw.counters())["db_queries"] == 1  # exactly the user entry was dropped
+    assert_still_warm(gw, bob)
+
+
+def test_key_reset_refuses_old_key_at_once(two_users):
+    gw, alice, bob = two_users
+    r = httpx.post(gw.url + "/v1/users/me/reset-key", headers={"Authorization": f"Bearer {alice}"})
+    new = r.json()["api_key"]
+    assert new != alice
+    r = httpx.post(gw.url + "/v1/chat/completions", json=CHAT, headers={"Authorization": f"Bearer {alice}"})
+    assert r.status_code == 401 and r.json()["error"]["code"] == "invalid_api_key"
+    before = gw.counters()
+    r = httpx.post(gw.url + "/v1/chat/completions", json=CHAT, headers={"Authorization": f"Bearer {new}"})
+    assert r.status_code == 200
+    assert costs(before, gw.counters())["db_queries"] == 1  # new key's user entry; service stayed warm
+    assert_still_warm(gw, bob)
+
+
+def test_user_delete(two_users):
+    gw, alice, bob = two_users
+    h = {"Authorization": f"Bearer {alice}"}
+    assert httpx.delete(gw.url + "/v1/users/me", headers=h).status_code == 204
+    assert httpx.post(gw.url + "/v1/chat/completions", json=CHAT, headers=h).status_code == 401
+    assert len(gw.gw.services.cache) == 1  # only bob's service remains
+    assert_still_warm(gw, bob)
+
+
+def test_provider_key_add_update_delete(two_users, mock):
+    gw, alice, bob = two_users
+    h = {"Authorization": f"Bearer {alice}"}
+    chat = dict(CHAT, model="extra/gpt-4o")
+    assert httpx.post(gw.url + "/v1/chat/completions", json=chat, headers=h).status_code == 404
+    r = add_provider(gw.url, alice, provider="extra", api_key="sk-extra-1", base_url=mock.url + "/openai/v1")
+    assert r.status_code == 201
+    assert httpx.post(gw.url + "/v1/chat/completions", json=chat, headers=h).status_code == 200
+    ids = {m["id"] for m in httpx.get(gw.url + "/v1/models", headers=h).json()["data"]}
+    assert "extra/gpt-4o" in ids
+    assert_still_warm(gw, bob)
+
+    # update: the mock refuses this key, so a stale (cached) old key would still answer 200
+    r = httpx.put(gw.url + "/v1/provider-keys/extra", json={"api_key": "sk-invalid-now"}, headers=h)
+    assert r.status_code == 200 and r.json()["base_url"] == mock.url + "/openai/v1"  # other fields kept
+    r = httpx.post(gw.url + "/v1/chat/completions", json=chat, headers=h)
+    assert r.status_code == 502 and r.json()["error"]["code"] == "provider_auth_failed"
+    assert_still_warm(gw, bob)
+
+    assert httpx.delete(gw.url + "/v1/provider-keys/extra", headers=h).status_code == 204
+    assert httpx.post(gw.url + "/v1/chat/completions", json=chat, headers=h).status_code == 404
+    ids = {m["id"] for m in httpx.get(gw.url + "/v1/models", headers=h).json()["data"]}
+    assert not any(i.startswith("extra/") for i in ids)
+    assert_still_warm(gw, bob)
+
+
+def test_models_invalidation_is_per_user(two_users):
+    gw, alice, bob = two_users
+    sizes = len(gw.gw.models.cache)
+    assert sizes == 2 * K
+    add_provider(gw.url, alice, provider="more", api_key="sk-more", base_url="http://127.0.0.1:9/openai/v1")
+    assert len(gw.gw.models.cache) == K  # alice's K entries dropped, bob's K kept
+
+
+# --- coalescing and TTL ---------------------------------------------------------------------------
+
+
+@pytest.mark.parametrize("coalesce", [True, False])
+def test_cold_burst_coalescing(tmp_path, coalesce):
+    slow = MockProcess("--latency-ms", "200")
+    gw = GatewayThread(settings_for(tmp_path, caches="all", coalesce=coalesce))
+    try:
+        key = setup_user(gw.url, slow.url)
+        gw.gw.auth.cache.clear()
+        gw.gw.services.cache.clear()
+        gw.gw.counters.reset()
+        slow.reset()
+
+        async def burst():
+            async with httpx.AsyncClient(base_url=gw.url, headers={"Authorization": f"Bearer {key}"},
+                                         limits=httpx.Limits(max_connections=200), timeout=30) as c:
+                return await asyncio.gather(*(c.get("/v1/models") for _ in range(200)))
+
+        results = asyncio.run(burst())
+        assert all(r.status_code == 200 for r in results)
+        d = gw.counters()
+        assert d["db_queries"] == 2  # 1 user query + 1 service query: SQLite loads cannot interleave
+        assert d["decryptions"] == K
+        if coalesce:
+            assert d["upstream_model_list_requests"] == K
+            assert slow.stats()["openai.models"] == K
+            # every lookup either waited on the one load in flight or came after it and hit
+            assert d["cache.models.hits"] + d["cache.models.misses"] == 200 * K
+            assert d["cache.models.misses"] == K + d["coalesced_waits"]
+            assert d["coalesced_waits"] > 0
+        else:
+            assert d["upstream_model_list_requests"] > K
+    finally:
+        gw.stop()
+        slow.stop()
+
+
+class Clock:
+    now = 5000.0
+
+    def __call__(self):
+        return self.now
+
+
+def test_ttl_expiry_with_fake_clock(mock, tmp_path):
+    clock = Clock()
+    gw = GatewayThread(settings_for(tmp_path, caches="all"), timer=clock)
+    try:
+        key = setup_user(gw.url, mock.url)
+        h = {"Authorization": f"Bearer {key}"}
+        assert httpx.post(gw.url + "/v1/chat/completions", json=CHAT, headers=h).status_code == 200
+
+        def chat_cost():
+            before = gw.counters()
+            assert httpx.post(gw.url + "/v1/chat/completions", json=CHAT, headers=h).status_code == 200
+            return delta(before, gw.counters()).get("db_queries", 0)
+
+        clock.now += 299
+        assert chat_cost() == 0
+        clock.now += 2  # past the user TTL (300 s), within the service TTL (600 s)
+        assert chat_cost() == 1
+        clock.now += 299.5  # now 600.5 s after the service was built, 299.5 s after the user reload
+        assert chat_cost() == 1  # only the service reloads
+        t = gw.counters()
+        assert t["cache.user.expirations"] >= 1 and t["cache.service.expirations"] >= 1
+    finally:
+        gw.stop()
+
+
+def test_stats_and_metrics_report_caches(mock, tmp_path):
+    gw = GatewayThread(settings_for(tmp_path, caches="user,service"))
+    try:
+        key = setup_user(gw.url, mock.url)
+        admin = {"Authorization": f"Bearer {ADMIN}"}
+        httpx.delete(gw.url + "/_stats", headers=admin)
+        gw.gw.auth.cache.clear()
+        for _ in range(3):
+            httpx.post(gw.url + "/v1/chat/completions", json=CHAT, headers={"Authorization": f"Bearer {key}"})
+        snap = httpx.get(gw.url + "/_stats", headers=admin).json()
+        assert snap["caches_enabled"] == {"user": True, "service": True, "keys": False, "models": False,
+                                          "adapters": False}
+        assert snap["caches"]["user"]["hits"] == 2 and snap["caches"]["user"]["misses"] == 1
+        assert snap["caches"]["user"]["hit_ratio"] == round(2 / 3, 4)
+        metrics = httpx.get(gw.url + "/metrics", headers=admin).text
+        assert 'forge_cache_hits_total{layer="user"} 2.0' in metrics
+        assert "forge_requests_total" in metrics
+        assert httpx.delete(gw.url + "/_stats", headers=admin).json()["counters"]["requests"] == 0
+        assert httpx.get(gw.url + "/_stats").status_code == 403
+    finally:
+        gw.stop()
