@@ -9,6 +9,7 @@ from __future__ import annotations
 
 import hmac
 import logging
+import os
 import time
 from typing import TYPE_CHECKING, Any
 
@@ -145,6 +146,7 @@ class StatsHandler(BaseHandler):
 
     def get(self) -> None:
         self.require_admin()
+        self.set_header("X-Forge-Pid", str(os.getpid()))  # which process answered (multi-process tests)
         self.send_json(snapshot(self.gw.counters, self.gw.layers))
 
     def delete(self) -> None:

@@ -143,7 +143,14 @@ class CurlUpstream:
         return UpstreamError(f"upstream connection failed: {message}")
 
     async def send(self, req: UpstreamRequest, *, timeout: float | None = None) -> UpstreamResponse:
-        resp = await self._client.fetch(self._request(req, timeout), raise_error=False)
+        from tornado.httpclient import HTTPClientError
+
+        try:
+            resp = await self._client.fetch(self._request(req, timeout), raise_error=False)
+        except HTTPClientError as err:  # Tornado raises transport errors (599) even with raise_error=False
+            raise self._error(getattr(err, "errno", None), str(err)) from None
+        except OSError as err:
+            raise self._error(None, type(err).__name__) from None
         if resp.code == 599:
             err = resp.error
             raise self._error(getattr(err, "errno", None), str(err))
@@ -165,15 +172,13 @@ class CurlUpstream:
         fut = self._client.fetch(self._request(req, None, prepare), raise_error=False)
 
         def done(f: asyncio.Future) -> None:
-            resp = f.result()
-            if resp.code == 599:
-                errno = getattr(resp.error, "errno", None)
-                if errno == _CURL_WRITE_ERROR and stream._cancelled:
-                    stream.on_done(None)
-                    return
-                stream.on_done(self._error(errno, str(resp.error)))
-            else:
+            exc = f.exception()
+            if exc is None and f.result().code == 599:
+                exc = f.result().error
+            if exc is None or (getattr(exc, "errno", None) == _CURL_WRITE_ERROR and stream._cancelled):
                 stream.on_done(None)
+            else:
+                stream.on_done(self._error(getattr(exc, "errno", None), str(exc)))
 
         fut.add_done_callback(done)
         await stream._headers_done

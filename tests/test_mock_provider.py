@@ -490,6 +490,23 @@ def test_required_fields(base):
         ant(base).messages.create(model="claude-sonnet-4-5", max_tokens=5, messages=[])
     r = httpx.get(f"{base}/openai/v1/nope", headers={"Authorization": "Bearer k"})
     assert r.status_code == 404 and r.json()["error"]["code"] == "unknown_url"
+    # Parseable JSON with wrong field types: 400 in the API's shape, not an HTML 500.
+    r = httpx.post(f"{base}/anthropic/v1/messages", headers=hdr, json={
+        "model": "m", "max_tokens": 5, "messages": [{"role": "user", "content": "a tool"}],
+        "tools": ["not-an-object"]})
+    assert r.status_code == 400 and r.json()["type"] == "error"
+    r = httpx.post(f"{base}/gemini/v1beta/models/m:batchEmbedContents?key=k", json={
+        "requests": [{"content": {"parts": [{"text": "a"}]}, "outputDimensionality": "x"}]})
+    assert r.status_code == 400 and r.json()["error"]["status"] == "INVALID_ARGUMENT"
+
+
+def test_gemini_stream_without_alt_sse_is_a_json_array(base):
+    r = httpx.post(f"{base}/gemini/v1beta/models/gemini-2.5-flash:streamGenerateContent",
+                   headers={"x-goog-api-key": "k"}, json={"contents": [{"parts": [{"text": PROMPT}]}]})
+    chunks = r.json()
+    assert isinstance(chunks, list) and len(chunks) == 4
+    assert "".join(c["candidates"][0]["content"]["parts"][0]["text"] for c in chunks) == REPLY
+    assert chunks[-1]["usageMetadata"]["totalTokenCount"] == 9
 
 
 # --------------------------------------------------------------------------
