@@ -50,6 +50,7 @@ STAT_KEYS = (
     "gemini.embedContent", "gemini.batchEmbedContents", "gemini.models",
 )
 FAULTS = ("fail-500", "fail-429", "hang", "drop-mid-stream", "bad-json")
+SHAPE_FAULTS = ("drop-mid-stream", "bad-json")  # their form depends on streaming
 HANG_SECONDS = 3600.0
 DEFAULT_EMBED_DIM = 8
 RETRY_AFTER = "7"
@@ -172,7 +173,11 @@ class _Api(tornado.web.RequestHandler):
 
     application: MockApp
     stat = ""                 # stats key, set per route via initialize()
+    key_fault: str | None = None
     _hang_future: asyncio.Future | None = None
+    # Handlers that call model_fault() take a key's drop-mid-stream / bad-json
+    # there, once they know whether the request streams.
+    DEFER_SHAPE_FAULTS = False
 
     def initialize(self, stat: str = "") -> None:
         self.stat = stat
@@ -227,8 +232,8 @@ class _Api(tornado.web.RequestHandler):
             return False
         if not self.check_headers():
             return False
-        fault = _fault_of(key)
-        if fault is not None:
+        fault = self.key_fault = _fault_of(key)
+        if fault is not None and not (self.DEFER_SHAPE_FAULTS and fault in SHAPE_FAULTS):
             await self.fault(fault, streaming=False)
             return False
         return True
@@ -272,8 +277,8 @@ class _Api(tornado.web.RequestHandler):
 
     async def model_fault(self, model: str, frames: list[bytes] | None = None,
                           drop_at: int = 2) -> bool:
-        """Inject the fault named by the model, if any. True = answered."""
-        fault = _fault_of(model)
+        """Inject the fault named by the key or model, if any. True = answered."""
+        fault = self.key_fault or _fault_of(model)
         if fault is None:
             return False
         await self.fault(fault, frames is not None, frames, drop_at)
@@ -379,6 +384,8 @@ class OpenAIModels(_OpenAI):
 
 
 class OpenAIChat(_OpenAI):
+    DEFER_SHAPE_FAULTS = True
+
     async def post(self) -> None:
         if not await self.begin():
             return
@@ -447,6 +454,8 @@ class OpenAIChat(_OpenAI):
 
 
 class OpenAIEmbeddings(_OpenAI):
+    DEFER_SHAPE_FAULTS = True
+
     async def post(self) -> None:
         if not await self.begin():
             return
@@ -542,6 +551,8 @@ class AnthropicModels(_Anthropic):
 
 
 class AnthropicMessages(_Anthropic):
+    DEFER_SHAPE_FAULTS = True
+
     async def post(self) -> None:
         if not await self.begin():
             return
@@ -668,6 +679,7 @@ class GeminiModelMethod(_Gemini):
 
     STATS = {m: "gemini." + m for m in (
         "generateContent", "streamGenerateContent", "embedContent", "batchEmbedContents")}
+    DEFER_SHAPE_FAULTS = True
 
     async def post(self, model: str, method: str) -> None:
         self.stat = self.STATS.get(method, "")

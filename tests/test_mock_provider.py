@@ -397,6 +397,15 @@ def test_fault_by_api_key_takes_whole_provider_down(base):
     assert ge.value.code == 500 and ge.value.status == "INTERNAL"
     with pytest.raises(anthropic.APITimeoutError):
         ant(base, key="hang", timeout=0.5).models.list()
+    with pytest.raises(json.JSONDecodeError):
+        oai(base, key="bad-json").models.list()
+    # A key's drop-mid-stream still cuts a streaming call mid-way, not before it starts.
+    got = []
+    with pytest.raises(openai.APIConnectionError) as e:
+        for c in oai(base, key="drop-mid-stream").chat.completions.create(
+                model="gpt-4o", messages=[{"role": "user", "content": PROMPT}], stream=True):
+            got.append(c)
+    assert len(got) == 3 and _cut_mid_body(e.value)
 
 
 def test_anthropic_faults(base):

@@ -1,0 +1,187 @@
+"""Subprocesses of a benchmark: free ports, CPU pinning, readiness, resource sampling, clean stop.
+
+Every child runs in its own session (process group), logs to a file, and is stopped with its
+whole group (SIGTERM, then SIGKILL) in ``finally`` blocks, so an interrupted run leaves nothing
+behind. Only loopback addresses are used.
+"""
+
+from __future__ import annotations
+
+import json
+import os
+import shutil
+import signal
+import socket
+import subprocess
+import threading
+import time
+import urllib.error
+import urllib.request
+from dataclasses import dataclass, field
+from pathlib import Path
+
+import psutil
+
+HOST = "127.0.0.1"
+
+
+def free_port() -> int:
+    with socket.socket() as s:
+        s.bind((HOST, 0))
+        return s.getsockname()[1]
+
+
+def pinning_plan() -> dict[str, str] | None:
+    """Server on CPU 0, load generator and mock on CPU 1, when ``taskset`` and two CPUs exist."""
+    if shutil.which("taskset") is None or (os.cpu_count() or 1) < 2:
+        return None
+    try:
+        if not {0, 1} <= os.sched_getaffinity(0):
+            return None
+    except AttributeError:
+        return None
+    return {"server": "0", "load": "1", "mock": "1"}
+
+
+def pinned(cmd: list[str], cpus: str | None) -> list[str]:
+    return ["taskset", "-c", cpus, *cmd] if cpus else cmd
+
+
+@dataclass
+class Proc:
+    name: str
+    popen: subprocess.Popen
+    log: Path
+
+    @property
+    def pid(self) -> int:
+        return self.popen.pid
+
+    def alive(self) -> bool:
+        return self.popen.poll() is None
+
+    def tail(self, n: int = 20) -> str:
+        try:
+            return "\n".join(self.log.read_text(errors="replace").splitlines()[-n:])
+        except OSError:
+            return ""
+
+    def stop(self, timeout: float = 5.0) -> None:
+        if self.popen.poll() is not None:
+            return
+        try:
+            os.killpg(self.popen.pid, signal.SIGTERM)
+        except ProcessLookupError:
+            return
+        try:
+            self.popen.wait(timeout)
+        except subprocess.TimeoutExpired:
+            try:
+                os.killpg(self.popen.pid, signal.SIGKILL)
+            except ProcessLookupError:
+                pass
+            self.popen.wait(timeout)
+
+
+def start(name: str, cmd: list[str], log_dir: Path, *, env: dict[str, str] | None = None,
+          cpus: str | None = None, cwd: str | None = None) -> Proc:
+    log_dir.mkdir(parents=True, exist_ok=True)
+    log = log_dir / f"{name}.log"
+    full_env = dict(os.environ)
+    full_env.update(env or {})
+    with open(log, "ab") as out:
+        popen = subprocess.Popen(pinned(cmd, cpus), stdout=out, stderr=subprocess.STDOUT, stdin=subprocess.DEVNULL,
+                                 env=full_env, cwd=cwd, start_new_session=True)
+    return Proc(name, popen, log)
+
+
+def http(method: str, url: str, *, token: str | None = None, body: bytes | None = None,
+         timeout: float = 10.0) -> tuple[int, bytes]:
+    req = urllib.request.Request(url, data=body, method=method)
+    if token:
+        req.add_header("Authorization", f"Bearer {token}")
+    if body is not None:
+        req.add_header("Content-Type", "application/json")
+    try:
+        with urllib.request.urlopen(req, timeout=timeout) as resp:
+            return resp.status, resp.read()
+    except urllib.error.HTTPError as exc:
+        return exc.code, exc.read()
+
+
+def http_json(method: str, url: str, **kw) -> dict:
+    status, data = http(method, url, **kw)
+    if status >= 400:
+        raise RuntimeError(f"{method} {url} answered {status}: {data[:200]!r}")
+    return json.loads(data) if data else {}
+
+
+def wait_ready(proc: Proc, url: str, timeout: float = 30.0) -> None:
+    deadline = time.monotonic() + timeout
+    while time.monotonic() < deadline:
+        if not proc.alive():
+            raise RuntimeError(f"{proc.name} exited with {proc.popen.returncode}:\n{proc.tail()}")
+        try:
+            if http("GET", url, timeout=1.0)[0] == 200:
+                return
+        except OSError:
+            pass
+        time.sleep(0.05)
+    raise RuntimeError(f"{proc.name} not ready at {url} after {timeout:.0f}s:\n{proc.tail()}")
+
+
+def _tree(pid: int) -> list[psutil.Process]:
+    try:
+        root = psutil.Process(pid)
+        return [root, *root.children(recursive=True)]
+    except psutil.NoSuchProcess:
+        return []
+
+
+def cpu_seconds(pid: int) -> float:
+    """User + system CPU of a process and its children (``--processes N`` workers)."""
+    total = 0.0
+    for p in _tree(pid):
+        try:
+            t = p.cpu_times()
+            total += t.user + t.system
+        except psutil.NoSuchProcess:
+            pass
+    return total
+
+
+def rss_bytes(pid: int) -> int:
+    total = 0
+    for p in _tree(pid):
+        try:
+            total += p.memory_info().rss
+        except psutil.NoSuchProcess:
+            pass
+    return total
+
+
+@dataclass
+class Sampler:
+    """Samples the RSS of a process tree in a thread; ``peak`` is the largest sum seen."""
+
+    pid: int
+    interval: float = 0.2
+    peak: int = 0
+    _stop: threading.Event = field(default_factory=threading.Event)
+    _thread: threading.Thread | None = None
+
+    def __enter__(self) -> "Sampler":
+        self.peak = rss_bytes(self.pid)
+        self._thread = threading.Thread(target=self._run, daemon=True)
+        self._thread.start()
+        return self
+
+    def _run(self) -> None:
+        while not self._stop.wait(self.interval):
+            self.peak = max(self.peak, rss_bytes(self.pid))
+
+    def __exit__(self, *exc) -> None:
+        self._stop.set()
+        if self._thread is not None:
+            self._thread.join()
+        self.peak = max(self.peak, rss_bytes(self.pid))

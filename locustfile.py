@@ -1,0 +1,375 @@
+"""Locust load profiles for forge-ref (the runner is ``python -m benchmarks run``).
+
+Flat on purpose: a few ``FastHttpUser`` classes, profiles as data (``PROFILES``), and exactly one
+``LoadTestShape`` (Locust silently uses the first one it sees). The shape reads ``-u`` and
+``-t`` (``use_common_options``) and scales the profile's stages to them.
+
+Configuration (options, each also an environment variable; the runner sets them):
+
+  --forge-profile   FORGE_PROFILE     steady | mixed | churn | many-tenants | cold-burst | models-heavy
+  --forge-keys-file FORGE_KEYS_FILE   keys file written by ``python -m benchmarks seed``
+  --forge-target    FORGE_TARGET      forge-ref | mock-direct | bare-proxy | litellm (paths, model names)
+  --forge-static-key FORGE_STATIC_KEY one key for every request instead of the tenants' (LiteLLM)
+  --forge-stale-bound FORGE_STALE_BOUND_S  seconds a write may take to reach every process (churn)
+  --forge-churn-period FORGE_CHURN_PERIOD_S  seconds between two churn writes per churn user
+  --forge-zipf-s    FORGE_ZIPF_S      Zipf exponent of tenant popularity (many-tenants)
+
+Custom measurements go through ``events.request`` with their own request types, which the
+runner keeps apart from HTTP totals: ``TTFT ttft`` (time to first token of a stream, ms) and
+``CHECK stale_response`` / ``CHECK fresh_response`` (churn: a response that did / did not
+reflect a write that had completed more than the stale bound earlier).
+
+Example (against a running gateway)::
+
+    FORGE_KEYS_FILE=keys.json FORGE_PROFILE=mixed locust -f locustfile.py --headless \\
+        -u 20 -r 20 -t 10s --host http://127.0.0.1:8000 --only-summary
+"""
+
+from __future__ import annotations
+
+import itertools
+import json
+import random
+import re
+import time
+
+import gevent
+from locust import FastHttpUser, LoadTestShape, constant, events, task
+
+# --- data -------------------------------------------------------------------------------------
+
+# Stages: (until this fraction of -t, this fraction of -u users, spawn rate: None = -r, "all" =
+# every user at once). One table row per profile; the user classes each profile runs are below.
+PROFILES = {
+    "steady": {"stages": [(1.0, 1.0, None)]},
+    "mixed": {"stages": [(1.0, 1.0, None)]},
+    "churn": {"stages": [(1.0, 1.0, None)]},
+    "many-tenants": {"stages": [(1.0, 1.0, None)]},
+    "cold-burst": {"stages": [(1.0, 1.0, "all")]},
+    "models-heavy": {"stages": [(1.0, 1.0, None)]},
+}
+
+# How each target spells paths and models: mock-direct is the mock's own OpenAI prefix, and
+# baselines without routing take the bare upstream model name.
+TARGETS = {
+    "forge-ref": {"prefix": "", "routed": True},
+    "mock-direct": {"prefix": "/openai", "routed": False},
+    "bare-proxy": {"prefix": "", "routed": False},
+    "litellm": {"prefix": "", "routed": True},
+}
+CHAT_MODELS = {"openai": "gpt-4o-mini", "anthropic": "claude-haiku-4-5", "gemini": "gemini-2.5-flash"}
+EMBEDDING_MODEL = "text-embedding-3-small"
+FIRST_TOKEN = re.compile(rb'"content":\s*"[^"]')  # a delta that carries text, not the empty role frame
+CHURN_TENANTS = 4  # the last tenants of the keys file: written to by churn users only, never read by others
+
+
+@events.init_command_line_parser.add_listener
+def _options(parser) -> None:
+    parser.add_argument("--forge-profile", env_var="FORGE_PROFILE", default="steady", choices=sorted(PROFILES))
+    parser.add_argument("--forge-keys-file", env_var="FORGE_KEYS_FILE", default="keys.json")
+    parser.add_argument("--forge-target", env_var="FORGE_TARGET", default="forge-ref", choices=sorted(TARGETS))
+    parser.add_argument("--forge-static-key", env_var="FORGE_STATIC_KEY", default="")
+    parser.add_argument("--forge-stale-bound", env_var="FORGE_STALE_BOUND_S", type=float, default=0.0)
+    parser.add_argument("--forge-churn-period", env_var="FORGE_CHURN_PERIOD_S", type=float, default=0.25)
+    parser.add_argument("--forge-zipf-s", env_var="FORGE_ZIPF_S", type=float, default=1.1)
+
+
+# --- tenants ----------------------------------------------------------------------------------
+
+
+class Tenants:
+    """The seeded tenants, their current keys, and how requests pick them (uniform or Zipf)."""
+
+    def __init__(self, opts) -> None:
+        self.opts = opts
+        self.target = TARGETS[opts.forge_target]
+        with open(opts.forge_keys_file) as f:
+            doc = json.load(f)
+        self.mock_url = doc.get("mock_url", "")
+        tenants = doc["tenants"]
+        if opts.forge_static_key:
+            for t in tenants:
+                t["key"] = opts.forge_static_key
+        for t in tenants:
+            self._headers(t)
+        churn = opts.forge_profile == "churn" and len(tenants) > CHURN_TENANTS
+        self.readers = tenants[:-CHURN_TENANTS] if churn else tenants
+        self.writers = itertools.cycle(tenants[-CHURN_TENANTS:] if churn else tenants)
+        self.cum = None
+        if opts.forge_profile == "many-tenants":
+            # Popularity by rank r (1-based) is 1/r^s; the shuffled order keeps hot tenants apart in the DB.
+            order = list(self.readers)
+            random.Random(7).shuffle(order)
+            self.readers, total, cum = order, 0.0, []
+            for r in range(1, len(order) + 1):
+                total += 1.0 / r ** opts.forge_zipf_s
+                cum.append(total)
+            self.cum = cum
+        chat = {}
+        for kind, model in CHAT_MODELS.items():
+            name = f"{kind}/{model}" if self.target["routed"] else model
+            chat[kind] = json.dumps({"model": name, "max_tokens": 16,
+                                     "messages": [{"role": "user", "content": "Say hello to the benchmark"}]}).encode()
+        self.chat = chat
+        self.stream = {k: v[:-1] + b', "stream": true}' for k, v in chat.items()}
+        emb = f"openai/{EMBEDDING_MODEL}" if self.target["routed"] else EMBEDDING_MODEL
+        self.embeddings = json.dumps({"model": emb, "input": "embed this benchmark sentence"}).encode()
+        self.prefix = self.target["prefix"]
+
+    @staticmethod
+    def _headers(t: dict) -> None:
+        t["headers"] = {"Authorization": "Bearer " + t["key"], "Content-Type": "application/json"}
+
+    def set_key(self, t: dict, key: str) -> None:
+        t["key"] = key
+        self._headers(t)
+
+    def pick(self) -> dict:
+        if self.cum is not None:
+            return random.choices(self.readers, cum_weights=self.cum)[0]
+        return random.choice(self.readers)
+
+
+_tenants: Tenants | None = None
+
+
+def tenants(environment) -> Tenants:
+    global _tenants
+    if _tenants is None:
+        _tenants = Tenants(environment.parsed_options)
+    return _tenants
+
+
+class Stale(Exception):
+    """A response that did not reflect a write completed more than the stale bound earlier."""
+
+
+# --- users ------------------------------------------------------------------------------------
+
+
+class ForgeUser(FastHttpUser):
+    abstract = True
+    wait_time = constant(0)  # closed loop: every user sends its next request as soon as one returns
+    network_timeout = 30.0
+    connection_timeout = 10.0
+
+    def on_start(self) -> None:
+        self.t = tenants(self.environment)
+
+    def chat(self, tenant: dict | None = None, kind: str = "openai", name: str = "/v1/chat/completions") -> None:
+        tenant = tenant or self.t.pick()
+        self.client.post(self.t.prefix + "/v1/chat/completions", data=self.t.chat[kind], headers=tenant["headers"],
+                         name=name)
+
+    def chat_any(self) -> None:
+        tenant = self.t.pick()
+        self.chat(tenant, random.choice(tenant["providers"]))
+
+    def stream(self) -> None:
+        tenant = self.t.pick()
+        kind = random.choice(tenant["providers"])
+        started = time.perf_counter()
+        first = None
+        with self.client.post(self.t.prefix + "/v1/chat/completions", data=self.t.stream[kind],
+                              headers=tenant["headers"], name="/v1/chat/completions (stream)", stream=True,
+                              catch_response=True) as resp:
+            if resp.status_code != 200:
+                resp.failure(f"HTTP {resp.status_code}")
+                return
+            body = b""
+            for chunk in resp.iter_content(chunk_size=4096, decode_content=False):
+                if first is None and (FIRST_TOKEN.search(chunk) or b"[DONE]" in chunk):
+                    first = time.perf_counter()
+                body += chunk
+            # The request's time is the whole stream; time to first token is its own metric.
+            resp.request_meta["response_time"] = (time.perf_counter() - started) * 1000
+            if b"data: [DONE]" not in body:
+                resp.failure("stream ended without [DONE]")
+                return
+        if first is not None:
+            events.request.fire(request_type="TTFT", name="ttft", response_time=(first - started) * 1000,
+                                response_length=0, exception=None, context={})
+
+    def models(self) -> None:
+        tenant = self.t.pick()
+        self.client.get(self.t.prefix + "/v1/models", headers=tenant["headers"], name="/v1/models")
+
+    def embeddings(self) -> None:
+        tenant = self.t.pick()
+        self.client.post(self.t.prefix + "/v1/embeddings", data=self.t.embeddings, headers=tenant["headers"],
+                         name="/v1/embeddings")
+
+
+class SteadyUser(ForgeUser):
+    """Non-streaming chat over a few tenants: the hot path alone."""
+
+    @task
+    def chat_task(self) -> None:
+        self.chat()
+
+
+class MixedUser(ForgeUser):
+    """What an application sends: chat on every provider, streams, model lists, embeddings."""
+
+    @task(6)
+    def chat_task(self) -> None:
+        self.chat_any()
+
+    @task(2)
+    def stream_task(self) -> None:
+        self.stream()
+
+    @task(1)
+    def models_task(self) -> None:
+        self.models()
+
+    @task(1)
+    def embeddings_task(self) -> None:
+        self.embeddings()
+
+
+class ManyTenantsUser(ForgeUser):
+    """Zipf-popular tenants out of tens of thousands: hit ratios and memory against cache bounds."""
+
+    @task(9)
+    def chat_task(self) -> None:
+        self.chat_any()
+
+    @task(1)
+    def models_task(self) -> None:
+        self.models()
+
+
+class ModelsHeavyUser(ForgeUser):
+    """A chat UI: list the models before every prompt."""
+
+    @task
+    def models_then_chat(self) -> None:
+        tenant = self.t.pick()
+        self.client.get(self.t.prefix + "/v1/models", headers=tenant["headers"], name="/v1/models")
+        self.chat(tenant, random.choice(tenant["providers"]))
+
+
+class ColdBurstUser(ForgeUser):
+    """One first request per user, all users at once against cold caches (coalescing)."""
+
+    _seq = itertools.count()
+
+    def on_start(self) -> None:
+        super().on_start()
+        self.n = next(ColdBurstUser._seq)
+        self.done = False
+
+    def wait_time(self) -> float:
+        return 3600.0 if self.done else 0.0
+
+    @task
+    def first_request(self) -> None:
+        if self.done:
+            return
+        self.done = True
+        tenant = self.t.readers[self.n % len(self.t.readers)]
+        if self.n % 2 == 0:
+            self.client.get(self.t.prefix + "/v1/models", headers=tenant["headers"], name="/v1/models")
+        else:
+            self.chat(tenant)
+
+
+class ChurnUser(ForgeUser):
+    """A small rate of writes on its own tenants, each checked: does the next read reflect it?
+
+    Cycle per tenant: api_key -> a value the mock rejects (a chat must now fail), back to a valid
+    one (must succeed), base_url -> a path the mock does not serve (must fail), back (must
+    succeed), then a Forge key reset (the old key must get 401, the new one 200). A read that
+    contradicts a write completed more than ``--forge-stale-bound`` seconds earlier is a stale
+    response.
+    """
+
+    fixed_count = 1
+
+    def on_start(self) -> None:
+        super().on_start()
+        self.tenant = next(self.t.writers)
+        self.step = 0
+        self.version = 0
+        self.good_url = self.t.mock_url + "/openai/v1"
+        self.bad_url = self.t.mock_url + "/gone/v1"
+
+    def wait_time(self) -> float:
+        return self.environment.parsed_options.forge_churn_period
+
+    def _check(self, ok: bool, what: str) -> None:
+        name = "fresh_response" if ok else "stale_response"
+        events.request.fire(request_type="CHECK", name=name, response_time=0, response_length=0,
+                            exception=None if ok else Stale(what), context={})
+
+    def _write(self, method: str, path: str, body: dict | None, name: str) -> dict | None:
+        data = json.dumps(body).encode() if body is not None else None
+        with self.client.request(method, path, data=data, headers=self.tenant["headers"], name=name,
+                                 catch_response=True) as resp:
+            if resp.status_code != 200:
+                resp.failure(f"HTTP {resp.status_code}")
+                return None
+            return resp.json()
+
+    def _verify_chat(self, headers: dict, expect_ok: bool, what: str) -> None:
+        gevent.sleep(self.environment.parsed_options.forge_stale_bound)
+        with self.client.post("/v1/chat/completions", data=self.t.chat["openai"], headers=headers,
+                              name="[verify] /v1/chat/completions", catch_response=True) as resp:
+            ok = (resp.status_code == 200) == expect_ok
+            resp.success()  # an expected refusal is not a failure; staleness is counted by _check
+        self._check(ok, what)
+
+    @task
+    def churn(self) -> None:
+        step, self.step = self.step % 5, self.step + 1
+        pk = "/v1/provider-keys/openai"
+        if step == 0:
+            self.version += 1
+            if self._write("PUT", pk, {"api_key": f"sk-invalid-{self.version}"}, "/v1/provider-keys/[provider]"):
+                self._verify_chat(self.tenant["headers"], False, "chat succeeded with a revoked provider key")
+        elif step == 1:
+            if self._write("PUT", pk, {"api_key": f"sk-bench-openai-{self.version}"}, "/v1/provider-keys/[provider]"):
+                self._verify_chat(self.tenant["headers"], True, "chat failed after the provider key was fixed")
+        elif step == 2:
+            if self._write("PUT", pk, {"base_url": self.bad_url}, "/v1/provider-keys/[provider]"):
+                self._verify_chat(self.tenant["headers"], False, "chat reached the old base_url")
+        elif step == 3:
+            if self._write("PUT", pk, {"base_url": self.good_url}, "/v1/provider-keys/[provider]"):
+                self._verify_chat(self.tenant["headers"], True, "chat failed after the base_url was restored")
+        else:
+            old = self.tenant["headers"]
+            out = self._write("POST", "/v1/users/me/reset-key", None, "/v1/users/me/reset-key")
+            if out and out.get("api_key"):
+                self.t.set_key(self.tenant, out["api_key"])
+                self._verify_chat(old, False, "the old Forge key still worked after a reset")
+                self._verify_chat(self.tenant["headers"], True, "the new Forge key was refused")
+            self.tenant = next(self.t.writers)
+
+
+CLASSES = {
+    "steady": [SteadyUser],
+    "mixed": [MixedUser],
+    "churn": [MixedUser, ChurnUser],
+    "many-tenants": [ManyTenantsUser],
+    "cold-burst": [ColdBurstUser],
+    "models-heavy": [ModelsHeavyUser],
+}
+
+
+class ProfileShape(LoadTestShape):
+    """The one shape: the stages of ``--forge-profile``, scaled to ``-u`` users and ``-t`` seconds."""
+
+    use_common_options = True
+
+    def tick(self):
+        opts = self.runner.environment.parsed_options
+        run_time = opts.run_time or 60
+        users = opts.num_users or 1
+        t = self.get_run_time()
+        for until, fraction, rate in PROFILES[opts.forge_profile]["stages"]:
+            if t < until * run_time:
+                n = max(1, round(fraction * users))
+                spawn = n if rate == "all" else (rate or opts.spawn_rate or n)
+                return n, spawn, CLASSES[opts.forge_profile]
+        return None
