@@ -67,7 +67,9 @@ class ModelLister:
             return None
         try:
             async with gate:
-                return await asyncio.wait_for(self.cache.load(key, lambda: self._fetch(service, row)), self._timeout)
+                # The upstream client enforces the timeout (asyncio.wait_for would cancel a curl
+                # fetch that Tornado then completes anyway, logging "exception after cancel").
+                return await self.cache.load(key, lambda: self._fetch(service, row))
         except (UpstreamError, asyncio.TimeoutError, OSError) as exc:
             reason = exc.message if isinstance(exc, UpstreamError) else type(exc).__name__
             log.warning("model list of provider %r (user %d) failed: %s", row.provider, service.user_id, reason)
