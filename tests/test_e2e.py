@@ -272,3 +272,31 @@ def test_usage_rows_are_batched(tmp_path):
     finally:
         server.stop()
         mock.stop()
+
+
+def test_client_disconnect_stops_the_upstream_read(tmp_path):
+    """A client that leaves mid-stream: the gateway stops reading the (slow) upstream at once."""
+    import socket
+    import sqlite3
+
+    slow = MockProcess("--chunks", "30", "--chunk-delay-ms", "100")  # 3 s of generation
+    server = ServerProcess(tmp_path, env={"FORGE_USAGE_FLUSH_INTERVAL": "0.2"})
+    try:
+        key = create_user(server.url)
+        add_provider(server.url, key, provider="openai", api_key="sk-x", base_url=slow.url + "/openai/v1")
+        body = json.dumps({"model": "openai/gpt-4o-mini", "stream": True,
+                           "messages": [{"role": "user", "content": "long story"}]}).encode()
+        with socket.create_connection(("127.0.0.1", server.port)) as s:
+            s.sendall(b"POST /v1/chat/completions HTTP/1.1\r\nHost: x\r\nAuthorization: Bearer " + key.encode()
+                      + b"\r\nContent-Type: application/json\r\nContent-Length: " + str(len(body)).encode()
+                      + b"\r\n\r\n" + body)
+            assert b"200 OK" in s.recv(4096)
+        time.sleep(1.0)
+        rows = sqlite3.connect(tmp_path / "e2e.db").execute("SELECT status, latency_ms FROM usage").fetchall()
+        assert len(rows) == 1
+        status, latency_ms = rows[0]
+        assert status == 499 and latency_ms < 1000  # not the full 3 s
+        assert httpx.get(server.url + "/health").status_code == 200
+    finally:
+        server.stop()
+        slow.stop()
