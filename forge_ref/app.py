@@ -27,7 +27,7 @@ from .cache import make_cache
 from .counters import SharedCounters
 from .crypto import Crypto
 from .handlers import NotFoundHandler, routes
-from .invalidation import InvalidationPoller, Invalidator
+from .invalidation import InvalidationPoller, Invalidator, SqliteLogBroadcast
 from .models import ModelLister
 from .services import ServiceRegistry
 from .settings import Settings
@@ -116,7 +116,8 @@ def build_gateway(settings: Settings, *, keys: list[str], counters: SharedCounte
         # Remembering failures is resilience, not a cache layer under test: on unless its TTL is 0.
         cache("models_failures", True, settings.models_max, settings.models_failure_ttl),
         adapters, counters, timeout=settings.models_timeout, concurrency=settings.models_concurrency)
-    invalidator = Invalidator(auth, services, models, counters, log_store=store if multi_process else None)
+    invalidator = Invalidator(auth, services, models, counters,
+                              broadcast=SqliteLogBroadcast(store) if multi_process else None)
     gw = Gateway(settings=settings, layers=layers, counters=counters, store=store, crypto=crypto, auth=auth,
                  services=services, models=models, adapters=adapters, invalidator=invalidator,
                  usage=UsageRecorder(store, max_rows=settings.usage_flush_rows), upstream=upstream,

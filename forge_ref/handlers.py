@@ -192,13 +192,13 @@ class MeHandler(BaseHandler):
         updated = self.gw.store.update_user(user.id, name)
         if updated is None:
             raise NotFound("user no longer exists")
-        self.gw.invalidator.user_updated(user.id, user.key_hash)
+        await self.gw.invalidator.user_updated(user.id, user.key_hash)
         self.send_json(_user_json(updated))
 
     async def delete(self) -> None:
         user = await self.user()
         self.gw.store.delete_user(user.id)
-        self.gw.invalidator.user_deleted(user.id, user.key_hash)
+        await self.gw.invalidator.user_deleted(user.id, user.key_hash)
         self.set_status(204)
         self.finish()
 
@@ -210,7 +210,7 @@ class ResetKeyHandler(BaseHandler):
         updated = self.gw.store.reset_user_key(user.id, hash_key(key), display_prefix(key))
         if updated is None:
             raise NotFound("user no longer exists")
-        self.gw.invalidator.user_key_reset(user.key_hash)
+        await self.gw.invalidator.user_key_reset(user.key_hash)
         self.send_json(dict(_user_json(updated), api_key=key))
 
 
@@ -230,7 +230,7 @@ class ProviderKeysHandler(BaseHandler):
         spec = await validation.new_provider_key(self.json_body(), self.gw.settings.allow_private_upstreams)
         row = self.gw.store.add_provider_key(user.id, spec.provider, spec.kind, self.gw.crypto.encrypt(spec.api_key),
                                              spec.base_url, spec.model_mapping)
-        self.gw.invalidator.provider_keys_changed(user.id)
+        await self.gw.invalidator.provider_keys_changed(user.id)
         self.send_json(validation.provider_json(row, mask(spec.api_key)), status=201)
 
 
@@ -244,7 +244,7 @@ class ProviderKeyHandler(BaseHandler):
         row = self.gw.store.update_provider_key(user.id, provider, changes)
         if row is None:
             raise NotFound(f"no provider key named {provider!r}", code="provider_not_found")
-        self.gw.invalidator.provider_keys_changed(user.id)
+        await self.gw.invalidator.provider_keys_changed(user.id)
         shown = mask(api_key) if api_key is not None else mask(self.gw.crypto.decrypt(row.encrypted_key).reveal())
         self.send_json(validation.provider_json(row, shown))
 
@@ -252,7 +252,7 @@ class ProviderKeyHandler(BaseHandler):
         user = await self.user()
         if not self.gw.store.delete_provider_key(user.id, provider.lower()):
             raise NotFound(f"no provider key named {provider!r}", code="provider_not_found")
-        self.gw.invalidator.provider_keys_changed(user.id)
+        await self.gw.invalidator.provider_keys_changed(user.id)
         self.set_status(204)
         self.finish()
 

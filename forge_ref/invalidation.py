@@ -24,17 +24,35 @@ log = logging.getLogger("forge_ref.invalidation")
 USER, SERVICE, MODELS = "user", "service", "models"
 
 
+class Broadcast:
+    """How a write's invalidations reach the other processes. One process: nowhere."""
+
+    async def send(self, events: list[tuple[str, str]]) -> None:
+        return None
+
+
+class SqliteLogBroadcast(Broadcast):
+    """Append to the shared SQLite log; every process's ``InvalidationPoller`` picks it up."""
+
+    def __init__(self, store: Store) -> None:
+        self._store = store  # the request connection: appending is a counted write
+        self.own_ids: set[int] = set()
+
+    async def send(self, events: list[tuple[str, str]]) -> None:
+        self.own_ids.update(self._store.append_invalidations(events))
+
+
 class Invalidator:
     def __init__(self, auth: Authenticator, services: ServiceRegistry, models: ModelLister,
-                 counters: SharedCounters, *, log_store: Store | None = None) -> None:
+                 counters: SharedCounters, *, broadcast: Broadcast | None = None) -> None:
         self._auth = auth
         self._services = services
         self._models = models
         self._counters = counters
-        self._log = log_store  # the request connection: appending is a counted write
-        self._own_ids: set[int] = set()
+        self.broadcast = broadcast or Broadcast()
 
     def apply(self, kind: str, key: str) -> None:
+        """Drop one stale thing from this process's caches (own writes and other processes')."""
         self._counters.incr("invalidations")
         if kind == USER:
             self._auth.cache.invalidate(key)
@@ -43,37 +61,43 @@ class Invalidator:
         elif kind == MODELS:
             self._models.invalidate_user(int(key))
 
-    def publish(self, events: list[tuple[str, str]]) -> None:
+    def clear_local(self) -> None:
+        """Forget everything cached in this process (after missing invalidations, e.g. Redis outage)."""
+        self._auth.cache.clear()
+        self._services.cache.clear()
+        self._models.cache.clear()
+
+    async def publish(self, events: list[tuple[str, str]]) -> None:
         for kind, key in events:
             self.apply(kind, key)
-        if self._log is not None:
-            self._own_ids.update(self._log.append_invalidations(events))
+        await self.broadcast.send(events)
 
     # the write paths, each naming exactly what it makes stale
 
-    def user_updated(self, user_id: int, key_hash: str) -> None:
-        self.publish([(USER, key_hash), (SERVICE, str(user_id))])
+    async def user_updated(self, user_id: int, key_hash: str) -> None:
+        await self.publish([(USER, key_hash), (SERVICE, str(user_id))])
 
-    def user_key_reset(self, old_key_hash: str) -> None:
-        self.publish([(USER, old_key_hash)])
+    async def user_key_reset(self, old_key_hash: str) -> None:
+        await self.publish([(USER, old_key_hash)])
 
-    def user_deleted(self, user_id: int, key_hash: str) -> None:
-        self.publish([(USER, key_hash), (SERVICE, str(user_id)), (MODELS, str(user_id))])
+    async def user_deleted(self, user_id: int, key_hash: str) -> None:
+        await self.publish([(USER, key_hash), (SERVICE, str(user_id)), (MODELS, str(user_id))])
 
-    def provider_keys_changed(self, user_id: int) -> None:
-        self.publish([(SERVICE, str(user_id)), (MODELS, str(user_id))])
+    async def provider_keys_changed(self, user_id: int) -> None:
+        await self.publish([(SERVICE, str(user_id)), (MODELS, str(user_id))])
 
-    def all_services_changed(self) -> None:
-        """Key rotation re-encrypts every row: every cached service holds old ciphertexts."""
-        self._services.cache.clear()
+    async def all_services_changed(self, user_ids: list[int]) -> None:
+        """Key rotation re-encrypts rows: every cached service of those users holds old ciphertexts."""
+        await self.publish([(SERVICE, str(uid)) for uid in user_ids])
 
-    # the poller (multi-process)
+    # the poller (multi-process, SQLite log)
 
     def poll_once(self, background: Store, last_id: int) -> int:
+        own = self.broadcast.own_ids if isinstance(self.broadcast, SqliteLogBroadcast) else set()
         for event_id, kind, key in background.invalidations_after(last_id):
             last_id = event_id
-            if event_id in self._own_ids:
-                self._own_ids.discard(event_id)
+            if event_id in own:
+                own.discard(event_id)
                 continue
             self.apply(kind, key)
         return last_id

@@ -1,0 +1,1 @@
+"""forge-ref benchmark harness: seeding, the runner, results loading and the report (python -m benchmarks)."""

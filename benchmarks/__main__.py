@@ -1,0 +1,63 @@
+"""``python -m benchmarks seed | run | report``."""
+
+from __future__ import annotations
+
+import argparse
+import sys
+
+
+def main(argv: list[str] | None = None) -> None:
+    p = argparse.ArgumentParser(prog="python -m benchmarks", description="forge-ref benchmark harness")
+    sub = p.add_subparsers(dest="command", required=True)
+
+    s = sub.add_parser("seed", help="bulk-create users and provider keys in SQLite; write the keys file")
+    s.add_argument("--db", required=True)
+    s.add_argument("--users", type=int, required=True)
+    s.add_argument("--mock-url", required=True, help="e.g. http://127.0.0.1:8001")
+    s.add_argument("--out", default="keys.json", help="keys file for the locustfile (FORGE_KEYS_FILE)")
+    s.add_argument("--providers", default="mixed",
+                   help="mixed (1-3 keys per user: openai always, anthropic/gemini for some) or a list such as "
+                        "openai,anthropic,gemini")
+
+    r = sub.add_parser("run", help="run the benchmark matrix; one JSON result per job")
+    r.add_argument("--quick", action="store_true", help="a small matrix that finishes in a few minutes")
+    r.add_argument("--profiles", nargs="+", help="steady mixed churn many-tenants cold-burst models-heavy latency-c1")
+    r.add_argument("--configs", nargs="+", help="cache configurations: all, none, or layer lists like user,service")
+    r.add_argument("--out", default="results")
+    r.add_argument("--duration", type=float, help="measured seconds per job (default 15, --quick 8)")
+    r.add_argument("--users", type=int, help="Locust users (default 32)")
+    r.add_argument("--warmup", type=float, help="seconds of Locust warm-up where a profile warms up that way")
+    r.add_argument("--processes", type=int, default=1, help="forge-ref server processes")
+    r.add_argument("--tenants", type=int, help="override every profile's tenant count")
+    r.add_argument("--baselines", action=argparse.BooleanOptionalAction, default=True,
+                   help="mock-direct, bare proxy, forge-ref-httpx, concurrency-1 latency (default on)")
+    r.add_argument("--peer", choices=["litellm"], help="also run a peer gateway against the same mock")
+    r.add_argument("--no-pin", action="store_true", help="do not pin processes to CPUs with taskset")
+
+    rep = sub.add_parser("report", help="regenerate RESULTS.md and the figures from result files")
+    rep.add_argument("--results", default="results")
+    rep.add_argument("--out", default="RESULTS.md")
+    rep.add_argument("--figures", default="docs/figures")
+
+    a = p.parse_args(argv)
+    if a.command == "seed":
+        from .seed import seed
+
+        doc = seed(a.db, a.users, a.mock_url, a.out, providers=a.providers)
+        print(f"seeded {len(doc['tenants'])} users into {a.db}; keys in {a.out}", file=sys.stderr)
+    elif a.command == "run":
+        from .runner import run
+
+        files = run(profiles=a.profiles, configs=a.configs, out=a.out, duration=a.duration, users=a.users,
+                    quick=a.quick, baselines=a.baselines, peer=a.peer, processes=a.processes, tenants=a.tenants,
+                    warmup=a.warmup, pin=not a.no_pin)
+        if not files:
+            raise SystemExit("no result written")
+    else:
+        from .report import report
+
+        report(a.results, a.out, a.figures)
+
+
+if __name__ == "__main__":
+    main()

@@ -1,0 +1,600 @@
+"""``python -m benchmarks run``: the matrix of targets x profiles x cache configurations.
+
+For every job: a fresh copy of the seeded DB, a fresh server (pinned to CPU 0), a warm-up,
+``DELETE /_stats`` and ``DELETE /_mock/stats``, then the measured window (Locust headless,
+pinned to CPU 1 with the mock, or the in-process concurrency-1 probe), then ``/_stats``,
+process CPU and peak RSS. Each job writes one immutable JSON file into ``out``; subprocess
+logs, Locust's own JSON/CSV and the DBs stay in ``out/raw/<run id>/`` (gitignored).
+"""
+
+from __future__ import annotations
+
+import http.client
+import json
+import os
+import platform
+import resource
+import shutil
+import socket
+import subprocess
+import sys
+import tempfile
+import time
+from concurrent.futures import ThreadPoolExecutor
+from dataclasses import dataclass, field
+from datetime import datetime, timezone
+from pathlib import Path
+
+from . import procs
+from .profiles import FULL_CONFIGS, LOAD_PROFILES, PROFILES, QUICK_PLAN, variants
+from .seed import copy_db, seed
+
+REPO = Path(__file__).resolve().parents[1]
+LOCUSTFILE = REPO / "locustfile.py"
+SCHEMA_VERSION = 1
+ADMIN = "bench-admin-token"
+CUSTOM_TYPES = ("TTFT", "CHECK")  # locustfile's own measurements, kept apart from HTTP totals
+CHAT_MODELS = {"openai": "gpt-4o-mini", "anthropic": "claude-haiku-4-5", "gemini": "gemini-2.5-flash"}
+REQUIRED_FIELDS = ("schema_version", "run_id", "target", "profile", "config", "variant", "caches_enabled",
+                   "counters", "caches", "requests", "per_request", "locust", "server", "mock_calls", "machine",
+                   "commit", "settings", "started_at")
+
+
+@dataclass(frozen=True)
+class Job:
+    target: str  # forge-ref (curl), forge-ref-httpx, bare-proxy-curl, bare-proxy-httpx, mock-direct, litellm
+    profile: str
+    config: str = "n/a"  # cache layers for forge-ref targets
+    variant: str = ""
+    server_env: tuple[tuple[str, str], ...] = ()
+
+    @property
+    def is_forge(self) -> bool:
+        return self.target.startswith("forge-ref")
+
+    @property
+    def upstream_client(self) -> str | None:
+        if self.target.startswith(("forge-ref", "bare-proxy")):
+            return "httpx" if self.target.endswith("-httpx") else "curl"
+        return None
+
+    def label(self) -> str:
+        parts = [self.profile, self.config if self.target == "forge-ref" else self.target]
+        if self.target != "forge-ref" and self.is_forge:
+            parts.append(self.config)
+        if self.variant:
+            parts.append(self.variant)
+        return "_".join(p.replace(",", "+").replace("=", "") for p in parts)
+
+
+@dataclass
+class Options:
+    out: Path = Path("results")
+    duration: float = 10.0
+    users: int = 32
+    processes: int = 1
+    warmup: float = 3.0
+    quick: bool = False
+    tenants: int | None = None  # override of every profile's tenant count
+    pin: bool = True
+    verbose: bool = True
+
+
+# --- the plan ---------------------------------------------------------------------------------
+
+
+def plan(*, quick: bool = False, profiles: list[str] | None = None, configs: list[str] | None = None,
+         baselines: bool = True, peer: str | None = None, tenants_of=None) -> list[Job]:
+    tenants_of = tenants_of or (lambda p: PROFILES[p].tenants)
+    if profiles is None:
+        profiles = list(QUICK_PLAN) if quick else list(LOAD_PROFILES)
+    jobs: list[Job] = []
+    for profile in profiles:
+        if profile not in PROFILES:
+            raise SystemExit(f"unknown profile {profile!r}; choose from {', '.join(PROFILES)}")
+        cfgs = configs or (QUICK_PLAN.get(profile, ["none", "all"]) if quick else FULL_CONFIGS)
+        for config in cfgs:
+            for variant, env in variants(profile, config, tenants_of(profile)):
+                jobs.append(Job("forge-ref", profile, config, variant, tuple(sorted(env.items()))))
+    if baselines:
+        jobs += [Job("mock-direct", "steady"), Job("bare-proxy-curl", "steady"), Job("forge-ref-httpx", "steady", "all")]
+        if not quick:
+            jobs.append(Job("bare-proxy-httpx", "steady"))
+        jobs += [Job("mock-direct", "latency-c1"), Job("bare-proxy-curl", "latency-c1"),
+                 Job("forge-ref", "latency-c1", "all")]
+        if not quick:
+            jobs.append(Job("forge-ref", "latency-c1", "none"))
+    if peer == "litellm":
+        jobs += [Job("litellm", "steady"), Job("litellm", "latency-c1")]
+    elif peer:
+        raise SystemExit(f"unknown peer {peer!r}; supported: litellm")
+    return jobs
+
+
+# --- facts about this machine and checkout ----------------------------------------------------
+
+
+def git_commit() -> tuple[str, bool]:
+    try:
+        sha = subprocess.run(["git", "rev-parse", "--short=7", "HEAD"], cwd=REPO, capture_output=True, text=True,
+                             timeout=10).stdout.strip()
+        dirty = bool(subprocess.run(["git", "status", "--porcelain", "--untracked-files=no"], cwd=REPO,
+                                    capture_output=True, text=True, timeout=10).stdout.strip())
+        return sha or "unknown", dirty
+    except (OSError, subprocess.SubprocessError):
+        return "unknown", False
+
+
+def machine() -> dict:
+    model = ""
+    try:
+        for line in Path("/proc/cpuinfo").read_text().splitlines():
+            if line.startswith("model name"):
+                model = line.split(":", 1)[1].strip()
+                break
+    except OSError:
+        model = platform.processor()
+    try:
+        import psutil
+
+        mem = round(psutil.virtual_memory().total / 2**30, 1)
+    except Exception:  # noqa: BLE001 (informational only)
+        mem = None
+    try:
+        import locust
+
+        locust_version = locust.__version__
+    except ImportError:
+        locust_version = None
+    return {"hostname": socket.gethostname(), "cpu_count": os.cpu_count(), "cpu_model": model,
+            "memory_gb": mem, "python": platform.python_version(), "platform": platform.platform(),
+            "locust": locust_version}
+
+
+def _utc(ts: float) -> str:
+    return datetime.fromtimestamp(ts, timezone.utc).strftime("%Y-%m-%dT%H:%M:%SZ")
+
+
+def _stamp(ts: float) -> str:
+    return datetime.fromtimestamp(ts, timezone.utc).strftime("%Y%m%dT%H%M%SZ")
+
+
+# --- Locust output ----------------------------------------------------------------------------
+
+
+def _hist(entries: list[dict]) -> dict[float, int]:
+    merged: dict[float, int] = {}
+    for e in entries:
+        for k, v in e.get("response_times", {}).items():
+            merged[float(k)] = merged.get(float(k), 0) + v
+    return merged
+
+
+def percentile(hist: dict[float, int], p: float) -> float | None:
+    """Locust's rule: the smallest recorded (bucketed) time covering ``p`` of the requests."""
+    n = sum(hist.values())
+    if not n:
+        return None
+    cum = 0
+    for k in sorted(hist):
+        cum += hist[k]
+        if cum >= p * n:
+            return k
+    return max(hist)
+
+
+def _entry_stats(entries: list[dict]) -> dict:
+    n = sum(e["num_requests"] for e in entries)
+    fails = sum(e["num_failures"] for e in entries)
+    hist = _hist(entries)
+    starts = [e["start_time"] for e in entries if e.get("start_time")]
+    ends = [e["last_request_timestamp"] for e in entries if e.get("last_request_timestamp")]
+    span = (max(ends) - min(starts)) if starts and ends else 0.0
+    total_ms = sum(e["total_response_time"] for e in entries)
+    return {
+        "requests": n, "failures": fails, "duration_s": round(span, 3),
+        "rps": round(n / span, 1) if span > 0 else None,
+        "avg_ms": round(total_ms / n, 3) if n else None,
+        "p50_ms": percentile(hist, 0.50), "p90_ms": percentile(hist, 0.90), "p99_ms": percentile(hist, 0.99),
+        "max_ms": round(max((e["max_response_time"] for e in entries), default=0), 3) if entries else None,
+    }
+
+
+def summarize_locust(entries: list[dict], failures_csv: Path | None = None) -> dict:
+    http_entries = [e for e in entries if e["method"] not in CUSTOM_TYPES]
+    summary = {"tool": "locust", **_entry_stats(http_entries)}
+    summary["endpoints"] = [
+        {"method": e["method"], "name": e["name"], **_entry_stats([e])}
+        for e in sorted(http_entries, key=lambda e: (e["name"], e["method"]))
+    ]
+    ttft = [e for e in entries if e["method"] == "TTFT"]
+    summary["ttft"] = _entry_stats(ttft) if ttft else None
+    checks = {e["name"]: e["num_requests"] for e in entries if e["method"] == "CHECK"}
+    summary["checks"] = {"stale_responses": checks.get("stale_response", 0),
+                         "fresh_responses": checks.get("fresh_response", 0)} if checks else None
+    errors = []
+    if failures_csv is not None and failures_csv.exists():
+        import csv
+
+        with open(failures_csv) as f:
+            for row in csv.DictReader(f):
+                errors.append({"method": row.get("Method"), "name": row.get("Name"), "error": row.get("Error", "")[:300],
+                               "occurrences": int(row.get("Occurrences") or 0)})
+    summary["errors"] = sorted(errors, key=lambda e: -e["occurrences"])[:10]
+    return summary
+
+
+# --- the concurrency-1 probe ------------------------------------------------------------------
+
+
+def probe(host: str, port: int, path: str, body: bytes, key: str, seconds: float, cpu: int | None) -> dict:
+    """Sequential requests on one keep-alive connection, timed with perf_counter (µs precision)."""
+    old = os.sched_getaffinity(0) if cpu is not None else None
+    if cpu is not None:
+        os.sched_setaffinity(0, {cpu})
+    conn = http.client.HTTPConnection(host, port, timeout=30)
+    headers = {"Authorization": f"Bearer {key}", "Content-Type": "application/json"}
+    times: list[float] = []
+    failures = 0
+    try:
+        for _ in range(50):  # connection and caches warm
+            conn.request("POST", path, body, headers)
+            conn.getresponse().read()
+        start = time.perf_counter()
+        while time.perf_counter() - start < seconds:
+            t0 = time.perf_counter()
+            conn.request("POST", path, body, headers)
+            resp = conn.getresponse()
+            resp.read()
+            times.append((time.perf_counter() - t0) * 1000)
+            failures += resp.status != 200
+        span = time.perf_counter() - start
+    finally:
+        conn.close()
+        if old is not None:
+            os.sched_setaffinity(0, old)
+    times.sort()
+    n = len(times)
+
+    def pct(p: float) -> float:
+        return round(times[min(n - 1, max(0, int(p * n + 0.5) - 1))], 4)
+
+    stats = {"requests": n, "failures": failures, "duration_s": round(span, 3), "rps": round(n / span, 1),
+             "avg_ms": round(sum(times) / n, 4), "p50_ms": pct(0.5), "p90_ms": pct(0.9), "p99_ms": pct(0.99),
+             "max_ms": round(times[-1], 4)}
+    return {"tool": "probe (http.client, 1 connection, sequential)", **stats,
+            "endpoints": [{"method": "POST", "name": path, **stats}], "ttft": None, "checks": None, "errors": []}
+
+
+# --- one job ----------------------------------------------------------------------------------
+
+
+@dataclass
+class Context:
+    opts: Options
+    run_id: str
+    commit: str
+    dirty: bool
+    machine: dict
+    pinning: dict | None
+    raw: Path
+    work: Path
+    mock: procs.Proc
+    mock_port: int
+    seeds: dict = field(default_factory=dict)
+    peer_python: Path | None = None
+
+    @property
+    def mock_url(self) -> str:
+        return f"http://{procs.HOST}:{self.mock_port}"
+
+    def cpu(self, role: str) -> str | None:
+        return self.pinning[role] if self.pinning else None
+
+
+def tenants_for(profile: str, opts: Options) -> int:
+    spec = PROFILES[profile]
+    if opts.tenants:
+        return opts.tenants
+    return spec.quick_tenants if (opts.quick and spec.quick_tenants) else spec.tenants
+
+
+def seeded(ctx: Context, profile: str) -> tuple[Path, Path, dict]:
+    if profile not in ctx.seeds:
+        spec = PROFILES[profile]
+        db = ctx.work / f"seed-{profile}.db"
+        keys = ctx.raw / f"keys-{profile}.json"
+        doc = seed(db, tenants_for(profile, ctx.opts), ctx.mock_url, keys, providers=spec.providers)
+        ctx.seeds[profile] = (db, keys, doc)
+    return ctx.seeds[profile]
+
+
+def _touch(base: str, doc: dict, cap: int = 2000) -> None:
+    """One request of each kind per tenant (up to ``cap``): fills every cache the profile uses."""
+    reqs = []
+    for t in doc["tenants"][:cap]:
+        for kind in t["providers"]:
+            body = json.dumps({"model": f"{kind}/{CHAT_MODELS[kind]}", "max_tokens": 16,
+                               "messages": [{"role": "user", "content": "warm up"}]}).encode()
+            reqs.append(("POST", "/v1/chat/completions", body, t["key"]))
+        reqs.append(("GET", "/v1/models", None, t["key"]))
+        reqs.append(("POST", "/v1/embeddings", b'{"model":"openai/text-embedding-3-small","input":"warm"}', t["key"]))
+
+    def one(r) -> int:
+        return procs.http(r[0], base + r[1], token=r[3], body=r[2], timeout=30)[0]
+
+    with ThreadPoolExecutor(8) as pool:
+        list(pool.map(one, reqs))
+
+
+def chat_request(target: str) -> tuple[str, bytes]:
+    """Path and body of one non-streaming chat as each target spells it (see TARGETS in locustfile)."""
+    routed = target.startswith("forge-ref") or target == "litellm"
+    path = "/openai/v1/chat/completions" if target == "mock-direct" else "/v1/chat/completions"
+    body = json.dumps({"model": "openai/gpt-4o-mini" if routed else "gpt-4o-mini", "max_tokens": 16,
+                       "messages": [{"role": "user", "content": "Say hello to the benchmark"}]}).encode()
+    return path, body
+
+
+def _sequential(base: str, target: str, key: str, n: int = 100) -> None:
+    path, body = chat_request(target)
+    for _ in range(n):
+        procs.http("POST", base + path, token=key, body=body, timeout=30)
+
+
+def _locust(ctx: Context, job: Job, base: str, keys: Path, *, users: int, duration: float, name: str,
+            static_key: str = "") -> tuple[dict, float]:
+    prefix = ctx.raw / name
+    target = {"mock-direct": "mock-direct", "litellm": "litellm"}.get(job.target)
+    target = target or ("bare-proxy" if job.target.startswith("bare-proxy") else "forge-ref")
+    env = {"FORGE_PROFILE": job.profile, "FORGE_KEYS_FILE": str(keys), "FORGE_TARGET": target,
+           "FORGE_STATIC_KEY": static_key,
+           "FORGE_STALE_BOUND_S": str(0.0 if ctx.opts.processes == 1 else 3 * 0.1)}
+    cmd = [sys.executable, "-m", "locust", "-f", str(LOCUSTFILE), "--headless", "-u", str(users), "-r", str(users),
+           "-t", f"{max(1, round(duration))}s", "--host", base, "--json-file", str(prefix), "--csv", str(prefix),
+           "--only-summary", "--loglevel", "WARNING", "--logfile", str(ctx.raw / f"{name}.locust.log"),
+           "--exit-code-on-error", "0", "--stop-timeout", "2"]
+    before = resource.getrusage(resource.RUSAGE_CHILDREN)
+    proc = procs.start(name, cmd, ctx.raw, env=env, cpus=ctx.cpu("load"), cwd=str(REPO))
+    try:
+        proc.popen.wait(timeout=duration + 90)
+    finally:
+        proc.stop()
+    after = resource.getrusage(resource.RUSAGE_CHILDREN)
+    load_cpu = (after.ru_utime - before.ru_utime) + (after.ru_stime - before.ru_stime)
+    path = Path(f"{prefix}.json")
+    if not path.exists():
+        raise RuntimeError(f"Locust wrote no {path}:\n{proc.tail()}")
+    return summarize_locust(json.loads(path.read_text()), Path(f"{prefix}_failures.csv")), load_cpu
+
+
+def _start_target(ctx: Context, job: Job, name: str) -> tuple[procs.Proc | None, str, str, str]:
+    """(process, base URL, health URL, static key) of the system under test."""
+    port = procs.free_port()
+    base = f"http://{procs.HOST}:{port}"
+    if job.target == "mock-direct":
+        return None, ctx.mock_url, ctx.mock_url + "/_mock/stats", ""
+    if job.target.startswith("bare-proxy"):
+        cmd = [sys.executable, "-m", "benchmarks.bare_proxy", "--port", str(port), "--upstream",
+               ctx.mock_url + "/openai/v1", "--client", job.upstream_client]
+        proc = procs.start(name, cmd, ctx.raw, cpus=ctx.cpu("server"), cwd=str(REPO))
+        return proc, base, base + "/health", ""
+    if job.target == "litellm":
+        from . import peer
+
+        proc = peer.start_litellm(ctx, port, name)
+        return proc, base, base + peer.HEALTH_PATH, peer.MASTER_KEY
+    db, _, _ = seeded(ctx, job.profile)
+    run_db = ctx.work / f"{name}.db"
+    copy_db(db, run_db)
+    env = {"FORGE_ALLOW_PRIVATE_UPSTREAMS": "1", "FORGE_ADMIN_TOKEN": ADMIN, "FORGE_LOG_LEVEL": "warning",
+           **dict(job.server_env)}
+    cmd = [sys.executable, "-m", "forge_ref.cli", "serve", "--host", procs.HOST, "--port", str(port), "--db",
+           str(run_db), "--caches", job.config, "--processes", str(ctx.opts.processes), "--upstream-client",
+           job.upstream_client]
+    cpus = ctx.cpu("server") if ctx.opts.processes == 1 else None
+    proc = procs.start(name, cmd, ctx.raw, env=env, cpus=cpus, cwd=str(REPO))
+    return proc, base, base + "/health", ""
+
+
+def run_job(ctx: Context, job: Job, index: int) -> dict:
+    opts = ctx.opts
+    spec = PROFILES[job.profile]
+    started = time.time()
+    name = f"{index:03d}_{job.label()}"
+    users = spec.users or opts.users
+    duration = spec.duration or opts.duration
+    _, keys, doc = seeded(ctx, job.profile)  # baselines read the same keys file (the mock takes any key)
+    proc, base, health, static_key = _start_target(ctx, job, name)
+    server = proc or ctx.mock
+    key = static_key or doc["tenants"][0]["key"]
+    warm = spec.warmup if job.is_forge else "sequential"
+    warm_desc = {"touch": "one request of each kind per tenant", "locust": f"{opts.warmup:g}s of the profile",
+                 "sequential": "100 sequential chats", "none": "none (cold caches)"}[warm]
+    try:
+        procs.wait_ready(server, health, timeout=120 if job.target == "litellm" else 30)
+        rss_start = procs.rss_bytes(server.pid)
+        with procs.Sampler(server.pid) as sampler:
+            if warm == "touch":
+                _touch(base, doc)
+            elif warm == "locust":
+                _locust(ctx, job, base, keys, users=users, duration=opts.warmup, name=name + ".warmup",
+                        static_key=static_key)
+            elif warm == "sequential":
+                _sequential(base, job.target, key)
+            if job.is_forge:
+                procs.http_json("DELETE", base + "/_stats", token=ADMIN)
+            procs.http_json("DELETE", ctx.mock_url + "/_mock/stats")
+            cpu0, mock0, t0 = procs.cpu_seconds(server.pid), procs.cpu_seconds(ctx.mock.pid), time.monotonic()
+            if spec.probe:
+                path, body = chat_request(job.target)
+                cpu = int(ctx.cpu("load")) if ctx.pinning else None
+                load = probe(procs.HOST, int(base.rsplit(":", 1)[1]), path, body, key,
+                             min(max(duration / 3, 1.0), 5.0), cpu)
+                load_cpu = None
+            else:
+                load, load_cpu = _locust(ctx, job, base, keys, users=users, duration=duration, name=name,
+                                         static_key=static_key)
+            wall = time.monotonic() - t0
+            cpu1, mock1 = procs.cpu_seconds(server.pid), procs.cpu_seconds(ctx.mock.pid)
+            stats = procs.http_json("GET", base + "/_stats", token=ADMIN) if job.is_forge else None
+            mock_stats = procs.http_json("GET", ctx.mock_url + "/_mock/stats")
+        peak = sampler.peak
+    finally:
+        if proc is not None:
+            proc.stop()
+    counters = stats["counters"] if stats else {}
+    requests = counters.get("requests", 0) if stats else load["requests"]
+    server_cpu = cpu1 - cpu0
+    span = load["duration_s"] or wall  # the measured window proper (Locust's start-up excluded)
+    per_request = {k: round(v / requests, 4) for k, v in counters.items()} if requests else {}
+    per_request["cpu_ms"] = round(1000 * server_cpu / requests, 4) if requests else None
+    result = {
+        "schema_version": SCHEMA_VERSION,
+        "run_id": ctx.run_id,
+        "target": job.target,
+        "profile": job.profile,
+        "config": job.config,
+        "variant": job.variant,
+        "caches_enabled": stats["caches_enabled"] if stats else {},
+        "counters": counters,
+        "caches": stats["caches"] if stats else {},
+        "requests": requests,
+        "per_request": per_request,
+        "stale_responses": (load.get("checks") or {}).get("stale_responses") if job.profile == "churn" else None,
+        "locust": load,
+        "server": {
+            "process": "mock" if job.target == "mock-direct" else job.target,
+            "cpu_seconds": round(server_cpu, 3),
+            "cpu_ms_per_request": per_request["cpu_ms"],
+            "cpu_utilisation": round(server_cpu / span, 3) if span > 0 else None,
+            "rss_start_mb": round(rss_start / 2**20, 1),
+            "peak_rss_mb": round(peak / 2**20, 1),
+            "processes": stats.get("processes", 1) if stats else 1,
+        },
+        "mock_calls": mock_stats.get("calls", {}),
+        "mock": {"total_calls": mock_stats.get("total"), "cpu_seconds": round(mock1 - mock0, 3)},
+        "load_generator": {"cpu_seconds": round(load_cpu, 3) if load_cpu is not None else None,
+                           "cpu_utilisation": round(load_cpu / span, 3) if load_cpu and span > 0 else None},
+        "machine": ctx.machine,
+        "commit": ctx.commit,
+        "commit_dirty": ctx.dirty,
+        "settings": {
+            "duration_s": round(load["duration_s"], 1) if spec.probe else duration,
+            "users": 1 if spec.probe else users, "warmup": warm_desc,
+            "processes": opts.processes if job.is_forge else 1, "upstream_client": job.upstream_client,
+            "pinning": ctx.pinning, "tenants": len(doc["tenants"]) if job.is_forge else None,
+            "server_env": dict(job.server_env), "quick": opts.quick,
+        },
+        "started_at": _utc(started),
+        "finished_at": _utc(time.time()),
+    }
+    return result
+
+
+def write_result(result: dict, out: Path, job: Job, started: float) -> Path:
+    out.mkdir(parents=True, exist_ok=True)
+    stem = f"{_stamp(started)}_{result['commit']}_{job.label()}"
+    for n in range(1, 1000):
+        path = out / (stem + (f"-{n}" if n > 1 else "") + ".json")
+        try:
+            with open(path, "x") as f:  # immutable: never overwrite a result
+                json.dump(result, f, indent=1, sort_keys=True)
+                f.write("\n")
+            return path
+        except FileExistsError:
+            continue
+    raise RuntimeError(f"cannot name a result file for {stem}")
+
+
+# --- the matrix -------------------------------------------------------------------------------
+
+
+def _progress(i: int, n: int, job: Job, note: str) -> None:
+    width = 20
+    done = int(width * i / n)
+    sys.stderr.write(f"[{'#' * done}{'.' * (width - done)}] {i}/{n} {job.target:<16} {job.profile:<12} "
+                     f"{job.config:<26} {job.variant:<10} {note}\n")
+    sys.stderr.flush()
+
+
+def run(*, profiles: list[str] | None = None, configs: list[str] | None = None, out: str | os.PathLike = "results",
+        duration: float | None = None, users: int | None = None, quick: bool = False, baselines: bool | None = None,
+        peer: str | None = None, processes: int = 1, tenants: int | None = None, warmup: float | None = None,
+        pin: bool = True, verbose: bool = True) -> list[Path]:
+    """Run the matrix; return the result files written (one per job)."""
+    opts = Options(out=Path(out), duration=duration or (8.0 if quick else 15.0), users=users or 32,
+                   processes=processes, warmup=warmup if warmup is not None else (2.0 if quick else 5.0),
+                   quick=quick, tenants=tenants, pin=pin, verbose=verbose)
+    if baselines is None:
+        baselines = True
+    jobs = plan(quick=quick, profiles=profiles, configs=configs, baselines=baselines, peer=peer,
+                tenants_of=lambda p: tenants_for(p, opts))
+    commit, dirty = git_commit()
+    t_start = time.time()
+    run_id = f"{_stamp(t_start)}_{commit}"
+    raw = opts.out / "raw" / run_id
+    raw.mkdir(parents=True, exist_ok=True)
+    pinning = procs.pinning_plan() if pin else None
+    written: list[Path] = []
+    results: list[dict] = []
+    with tempfile.TemporaryDirectory(prefix="forge-bench-") as work:
+        mock_port = procs.free_port()
+        mock = procs.start("mock", [sys.executable, "-m", "forge_ref.cli", "mock-provider", "--host", procs.HOST,
+                                    "--port", str(mock_port)], raw, cpus=pinning["mock"] if pinning else None,
+                           cwd=str(REPO))
+        ctx = Context(opts, run_id, commit, dirty, machine(), pinning, raw, Path(work), mock, mock_port)
+        try:
+            procs.wait_ready(mock, ctx.mock_url + "/_mock/stats")
+            if peer == "litellm":
+                from . import peer as peer_mod
+
+                ctx.peer_python = peer_mod.ensure_litellm(verbose=verbose)
+            for i, job in enumerate(jobs):
+                if verbose:
+                    _progress(i, len(jobs), job, "...")
+                t0 = time.time()
+                try:
+                    result = run_job(ctx, job, i)
+                except Exception as exc:  # one failed job must not lose the others
+                    if verbose:
+                        _progress(i + 1, len(jobs), job, f"FAILED: {exc}".splitlines()[0][:200])
+                    continue
+                written.append(write_result(result, opts.out, job, t0))
+                results.append(result)
+                if verbose:
+                    loc = result["locust"]
+                    _progress(i + 1, len(jobs), job, f"{loc['rps']} rps, p50 {loc['p50_ms']} ms, "
+                                                     f"{time.time() - t0:.1f}s")
+        finally:
+            mock.stop()
+    if verbose:
+        print(summary_table(results))
+        print(f"\n{len(written)} result files in {opts.out}/ ({time.time() - t_start:.0f}s); logs in {raw}/")
+    return written
+
+
+def _fmt(v, digits: int = 2) -> str:
+    if v is None:
+        return "-"
+    if isinstance(v, float):
+        return f"{v:.{digits}f}"
+    return str(v)
+
+
+def summary_table(results: list[dict]) -> str:
+    head = ["target", "profile", "config", "rps", "p50 ms", "p99 ms", "db_q/req", "decr/req", "models/req",
+            "cpu ms/req", "peak RSS MB", "fail"]
+    rows = [head]
+    for r in results:
+        pr, loc = r["per_request"], r["locust"]
+        cfg = r["config"] + (f" [{r['variant']}]" if r["variant"] else "")
+        rows.append([r["target"], r["profile"], cfg, _fmt(loc["rps"], 0), _fmt(loc["p50_ms"], 3),
+                     _fmt(loc["p99_ms"], 3), _fmt(pr.get("db_queries")), _fmt(pr.get("decryptions")),
+                     _fmt(pr.get("upstream_model_list_requests"), 3), _fmt(pr.get("cpu_ms"), 3),
+                     _fmt(r["server"]["peak_rss_mb"], 1), str(loc["failures"])])
+    widths = [max(len(row[i]) for row in rows) for i in range(len(head))]
+    lines = ["  ".join(c.ljust(w) if i < 3 else c.rjust(w) for i, (c, w) in enumerate(zip(row, widths)))
+             for row in rows]
+    lines.insert(1, "  ".join("-" * w for w in widths))
+    return "\n".join(lines)
