@@ -13,7 +13,7 @@ import os
 import signal
 import time
 from dataclasses import dataclass
-from typing import Callable
+from typing import Any, Callable
 
 import tornado.web
 from tornado.httpserver import HTTPServer
@@ -59,11 +59,17 @@ class Gateway:
     requests_slot: int
     upstream_slot: int
     poller: InvalidationPoller | None = None
+    redis: Any = None
+    subscriber: Any = None
 
-    def close(self) -> None:
+    async def aclose(self) -> None:
         self.usage.flush()
         if self.poller is not None:
             self.poller.stop()
+        if self.subscriber is not None:
+            await self.subscriber.stop()
+        if self.redis is not None:
+            await self.redis.close()
         self.upstream.close()
 
 
@@ -103,26 +109,56 @@ def build_gateway(settings: Settings, *, keys: list[str], counters: SharedCounte
                              connect_timeout=settings.connect_timeout, read_timeout=settings.read_timeout)
 
     upstream = new_upstream()
-    auth = Authenticator(store, cache("user", layers["user"], settings.user_max, settings.user_ttl))
-    services = ServiceRegistry(store, crypto, cache("service", layers["service"], settings.service_max,
-                                                    settings.service_ttl), counters, lazy_keys=layers["keys"])
+    user_cache = cache("user", layers["user"], settings.user_max, settings.user_ttl)
+    service_cache = cache("service", layers["service"], settings.service_max, settings.service_ttl)
+    models_cache = cache("models", layers["models"], settings.models_max, settings.models_ttl)
+    link = None
+    if settings.cache_backend == "redis":
+        from . import redis_backend as rb
+
+        link = rb.RedisLink(settings.redis_url, prefix=settings.redis_prefix, counters=counters,
+                            max_connections=settings.redis_max_connections, timeout=settings.redis_timeout)
+
+        def tiered(name: str, ttl: float, locate, encode, decode):
+            l1 = cache(name, True, settings.redis_l1_max, min(settings.redis_l1_ttl, ttl))
+            return rb.TieredCache(name, l1, link, ttl=ttl, locate=locate, encode=encode, decode=decode,
+                                  counters=counters)
+
+        if user_cache.enabled:
+            user_cache = tiered("user", settings.user_ttl, rb.user_locator(settings.redis_prefix),
+                                rb.encode_user, rb.decode_user)
+        if models_cache.enabled:
+            models_cache = tiered("models", settings.models_ttl, rb.models_locator(settings.redis_prefix),
+                                  rb.identity, rb.identity)
+        if service_cache.enabled:  # services hold decrypted keys: in process only, never in Redis
+            service_cache = rb.GuardedCache(service_cache, link, counters)
+    auth = Authenticator(store, user_cache)
+    services = ServiceRegistry(store, crypto, service_cache, counters, lazy_keys=layers["keys"])
     adapters = AdapterRegistry(shared=layers["adapters"], upstream=upstream,
                                make_upstream=lambda: make_upstream(
                                    settings.upstream_client, max_connections=1,
                                    connect_timeout=settings.connect_timeout, read_timeout=settings.read_timeout),
                                counters=counters)
     models = ModelLister(
-        cache("models", layers["models"], settings.models_max, settings.models_ttl),
+        models_cache,
         # Remembering failures is resilience, not a cache layer under test: on unless its TTL is 0.
         cache("models_failures", True, settings.models_max, settings.models_failure_ttl),
         adapters, counters, timeout=settings.models_timeout, concurrency=settings.models_concurrency)
-    invalidator = Invalidator(auth, services, models, counters,
-                              broadcast=SqliteLogBroadcast(store) if multi_process else None)
+    if link is not None:
+        broadcast = rb.RedisBroadcast(link)
+    elif multi_process:
+        broadcast = SqliteLogBroadcast(store)
+    else:
+        broadcast = None
+    invalidator = Invalidator(auth, services, models, counters, broadcast=broadcast)
     gw = Gateway(settings=settings, layers=layers, counters=counters, store=store, crypto=crypto, auth=auth,
                  services=services, models=models, adapters=adapters, invalidator=invalidator,
                  usage=UsageRecorder(store, max_rows=settings.usage_flush_rows), upstream=upstream,
                  requests_slot=counters.slot("requests"), upstream_slot=counters.slot("upstream_requests"))
-    if multi_process:
+    if link is not None:
+        gw.redis = link
+        gw.subscriber = rb.Subscriber(link, broadcast, invalidator)
+    elif multi_process:
         background = Store(store_mod.connect(settings.db, counters=counters, counter="db_background_queries"))
         gw.poller = InvalidationPoller(invalidator, background, settings.invalidation_poll)
     return gw
@@ -150,6 +186,8 @@ def start_background(gw: Gateway) -> list[PeriodicCallback]:
     flusher.start()
     if gw.poller is not None:
         gw.poller.start()
+    if gw.subscriber is not None:
+        gw.subscriber.start()
     return [flusher]
 
 
@@ -184,4 +222,4 @@ async def _run(settings: Settings, keys: list[str], counters: SharedCounters, so
     server.stop()
     for t in timers:
         t.stop()
-    gw.close()
+    await gw.aclose()

@@ -23,6 +23,10 @@ COUNTERS = (
     "adapters_built",
     "coalesced_waits",
     "invalidations",
+    "redis_round_trips",
+    "redis_hits",
+    "redis_misses",
+    "redis_errors",
 )
 CACHE_LAYERS = ("user", "service", "models", "models_failures")
 CACHE_STATS = ("hits", "misses", "evictions", "expirations", "size")

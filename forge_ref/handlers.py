@@ -147,7 +147,7 @@ class StatsHandler(BaseHandler):
     def get(self) -> None:
         self.require_admin()
         self.set_header("X-Forge-Pid", str(os.getpid()))  # which process answered (multi-process tests)
-        self.send_json(snapshot(self.gw.counters, self.gw.layers))
+        self.send_json(dict(snapshot(self.gw.counters, self.gw.layers), cache_backend=self.gw.settings.cache_backend))
 
     def delete(self) -> None:
         self.require_admin()

@@ -46,6 +46,13 @@ class Settings:
     usage_flush_interval: float = _opt(1.0, "FORGE_USAGE_FLUSH_INTERVAL", "seconds between batched usage-row writes")
     usage_flush_rows: int = _opt(500, "FORGE_USAGE_FLUSH_ROWS", "buffered usage rows that trigger an early flush")
     invalidation_poll: float = _opt(0.1, "FORGE_INVALIDATION_POLL", "seconds between invalidation-log polls when --processes > 1")
+    cache_backend: str = _opt("memory", "FORGE_CACHE_BACKEND", "memory (per process) or redis (user and models layers shared in Redis)")
+    redis_url: str = _opt("redis://127.0.0.1:6379/0", "REDIS_URL", "Redis server for --cache-backend redis")
+    redis_prefix: str = _opt("forge:v1:", "FORGE_REDIS_PREFIX", "namespace of every Redis key and channel")
+    redis_l1_ttl: float = _opt(10.0, "FORGE_REDIS_L1_TTL", "TTL of the in-process L1 in front of Redis, seconds")
+    redis_l1_max: int = _opt(10_000, "FORGE_REDIS_L1_MAX", "max entries of each in-process L1")
+    redis_max_connections: int = _opt(32, "FORGE_REDIS_MAX_CONNECTIONS", "Redis connection pool size per process")
+    redis_timeout: float = _opt(0.25, "FORGE_REDIS_TIMEOUT", "Redis connect/command timeout, seconds (an outage costs at most this)")
     log_level: str = _opt("info", "FORGE_LOG_LEVEL", "debug, info, warning or error")
 
     def layers(self) -> dict[str, bool]:
@@ -110,6 +117,10 @@ def from_env(environ: Mapping[str, str] | None = None, **overrides: Any) -> Sett
     values.update({k: v for k, v in overrides.items() if v is not None})
     settings = Settings(**values)
     parse_layers(settings.caches)  # fail fast on a bad list
+    if settings.cache_backend not in ("memory", "redis"):
+        raise ValueError(f"cache backend must be memory or redis, not {settings.cache_backend!r}")
+    if settings.upstream_client not in ("curl", "httpx"):
+        raise ValueError(f"upstream client must be curl or httpx, not {settings.upstream_client!r}")
     return settings
 
 

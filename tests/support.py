@@ -98,7 +98,7 @@ class GatewayThread:
         server.stop()
         for t in timers:
             t.stop()
-        self.gw.close()
+        await self.gw.aclose()
 
     def counters(self) -> dict[str, int]:
         return self.gw.counters.totals()
@@ -133,3 +133,31 @@ def env_for_subprocess(**extra: str) -> dict[str, str]:
     env = dict(os.environ)
     env.update(extra)
     return env
+
+
+class RedisServer:
+    """A private ``redis-server`` on a free port (for outage tests: stop and restart it)."""
+
+    def __init__(self, port: int | None = None) -> None:
+        self.port = port or free_port()
+        self.url = f"redis://127.0.0.1:{self.port}/0"
+        self.start()
+
+    def start(self) -> None:
+        self.proc = subprocess.Popen(
+            ["redis-server", "--port", str(self.port), "--bind", "127.0.0.1", "--save", "", "--appendonly", "no"],
+            stdout=subprocess.DEVNULL, stderr=subprocess.DEVNULL)
+        import redis
+
+        deadline = time.monotonic() + 10
+        while time.monotonic() < deadline:
+            try:
+                if redis.Redis(port=self.port, socket_connect_timeout=0.2).ping():
+                    return
+            except redis.RedisError:
+                time.sleep(0.05)
+        raise TimeoutError("redis-server did not start")
+
+    def stop(self) -> None:
+        self.proc.kill()
+        self.proc.wait(5)
