@@ -12,7 +12,7 @@ import logging
 import os
 import signal
 import time
-from dataclasses import dataclass
+from dataclasses import dataclass, field
 from typing import Any, Callable
 
 import tornado.web
@@ -27,10 +27,14 @@ from .cache import make_cache
 from .counters import SharedCounters
 from .crypto import Crypto
 from .handlers import NotFoundHandler, routes
+from . import logs
+from .limits import StreamLimiter
 from .invalidation import InvalidationPoller, Invalidator, SqliteLogBroadcast
 from .models import ModelLister
 from .services import ServiceRegistry
 from .settings import Settings
+from .pg_store import PgStore, is_postgres
+from .pg_store import create_schema as pg_create_schema
 from .store import Store
 from .upstream import UpstreamClient, make_upstream
 from .usage import UsageRecorder
@@ -59,25 +63,45 @@ class Gateway:
     requests_slot: int
     upstream_slot: int
     poller: InvalidationPoller | None = None
+    streams: StreamLimiter = field(default_factory=lambda: StreamLimiter(0))
     redis: Any = None
     subscriber: Any = None
 
     async def aclose(self) -> None:
-        self.usage.flush()
+        await self.usage.flush()
         if self.poller is not None:
             self.poller.stop()
+            await self.poller.background.close()
         if self.subscriber is not None:
             await self.subscriber.stop()
         if self.redis is not None:
             await self.redis.close()
         self.upstream.close()
+        await self.store.close()
 
 
-def prepare_storage(settings: Settings) -> list[str]:
+async def open_store(settings: Settings, counters: SharedCounters | None, counter: str | None = None):
+    """SQLite through sqlite-utils (a file path) or PostgreSQL (a ``postgresql://`` URL)."""
+    if is_postgres(settings.db):
+        return await PgStore(settings.db, counters=counters, counter=counter,
+                             max_size=settings.db_pool_size).open()
+    return Store(store_mod.connect(settings.db, counters=counters, counter=counter))
+
+
+async def prepare_storage(settings: Settings) -> list[str]:
     """Create the schema and settle the encryption key. Run once, before any fork."""
-    db = store_mod.connect(settings.db, counters=None)
-    store_mod.create_schema(db)
-    existing = Store(db).any_encrypted_key()
+    if is_postgres(settings.db):
+        if not settings.encryption_key:
+            raise StartupError("the PostgreSQL store needs FORGE_ENCRYPTION_KEY: every node must use the same key, "
+                               "so it cannot be a file generated on one of them")
+        pg_create_schema(settings.db)
+    else:
+        store_mod.create_schema(store_mod.connect(settings.db, counters=None))
+    store = await open_store(settings, None)
+    try:
+        existing = await store.any_encrypted_key()
+    finally:
+        await store.close()
     if not settings.encryption_key and existing is not None and not crypto_mod.key_file_for(settings.db).exists():
         raise StartupError(
             f"{settings.db} holds encrypted provider keys but neither FORGE_ENCRYPTION_KEY nor the key file "
@@ -89,15 +113,14 @@ def prepare_storage(settings: Settings) -> list[str]:
         raise StartupError(
             f"the configured encryption key cannot decrypt the provider keys stored in {settings.db}; "
             "set FORGE_ENCRYPTION_KEY to the key they were encrypted with (several, comma-separated, during rotation)")
-    db.conn.close()
     return keys
 
 
-def build_gateway(settings: Settings, *, keys: list[str], counters: SharedCounters | None = None,
-                  timer: Callable[[], float] = time.monotonic, multi_process: bool = False) -> Gateway:
+async def build_gateway(settings: Settings, *, keys: list[str], counters: SharedCounters | None = None,
+                        timer: Callable[[], float] = time.monotonic, multi_process: bool = False) -> Gateway:
     counters = counters or SharedCounters(1)
     layers = settings.layers()  # the toggles, read here and nowhere else
-    store = Store(store_mod.connect(settings.db, counters=counters))
+    store = await open_store(settings, counters)
     crypto = Crypto(keys, counters)
 
     def cache(name: str, on: bool, maxsize: int, ttl: float):
@@ -106,7 +129,8 @@ def build_gateway(settings: Settings, *, keys: list[str], counters: SharedCounte
 
     def new_upstream() -> UpstreamClient:
         return make_upstream(settings.upstream_client, max_connections=settings.upstream_max_connections,
-                             connect_timeout=settings.connect_timeout, read_timeout=settings.read_timeout)
+                             connect_timeout=settings.connect_timeout, read_timeout=settings.read_timeout,
+                             refuse_private=not settings.allow_private_upstreams)
 
     upstream = new_upstream()
     user_cache = cache("user", layers["user"], settings.user_max, settings.user_ttl)
@@ -137,7 +161,8 @@ def build_gateway(settings: Settings, *, keys: list[str], counters: SharedCounte
     adapters = AdapterRegistry(shared=layers["adapters"], upstream=upstream,
                                make_upstream=lambda: make_upstream(
                                    settings.upstream_client, max_connections=1,
-                                   connect_timeout=settings.connect_timeout, read_timeout=settings.read_timeout),
+                                   connect_timeout=settings.connect_timeout, read_timeout=settings.read_timeout,
+                                   refuse_private=not settings.allow_private_upstreams),
                                counters=counters)
     models = ModelLister(
         models_cache,
@@ -154,13 +179,15 @@ def build_gateway(settings: Settings, *, keys: list[str], counters: SharedCounte
     gw = Gateway(settings=settings, layers=layers, counters=counters, store=store, crypto=crypto, auth=auth,
                  services=services, models=models, adapters=adapters, invalidator=invalidator,
                  usage=UsageRecorder(store, max_rows=settings.usage_flush_rows), upstream=upstream,
-                 requests_slot=counters.slot("requests"), upstream_slot=counters.slot("upstream_requests"))
+                 requests_slot=counters.slot("requests"), upstream_slot=counters.slot("upstream_requests"),
+                 streams=StreamLimiter(settings.max_streams_per_key))
     if link is not None:
         gw.redis = link
         gw.subscriber = rb.Subscriber(link, broadcast, invalidator)
     elif multi_process:
-        background = Store(store_mod.connect(settings.db, counters=counters, counter="db_background_queries"))
+        background = await open_store(settings, counters, counter="db_background_queries")
         gw.poller = InvalidationPoller(invalidator, background, settings.invalidation_poll)
+        await gw.poller.init()
     return gw
 
 
@@ -177,7 +204,8 @@ def _quiet_access_log(handler: tornado.web.RequestHandler) -> None:
 def make_app(gw: Gateway) -> tornado.web.Application:
     return tornado.web.Application(
         routes(gw), default_handler_class=NotFoundHandler, default_handler_args={"gw": gw},
-        log_function=_quiet_access_log, compress_response=False, xheaders=False,
+        log_function=logs.access_line if gw.settings.access_log else _quiet_access_log,
+        compress_response=False, xheaders=False,
     )
 
 
@@ -195,7 +223,7 @@ def serve(settings: Settings, *, ready: Callable[[str], None] | None = None) -> 
     """Bind, fork into ``settings.processes`` workers if asked, and serve until SIGTERM/SIGINT."""
     from tornado import netutil, process
 
-    keys = prepare_storage(settings)
+    keys = asyncio.run(prepare_storage(settings))
     sockets = netutil.bind_sockets(settings.port, settings.host)
     port = sockets[0].getsockname()[1]
     n = settings.processes if settings.processes > 0 else (os.cpu_count() or 1)
@@ -209,7 +237,7 @@ def serve(settings: Settings, *, ready: Callable[[str], None] | None = None) -> 
 
 
 async def _run(settings: Settings, keys: list[str], counters: SharedCounters, sockets, *, multi_process: bool) -> None:
-    gw = build_gateway(settings, keys=keys, counters=counters, multi_process=multi_process)
+    gw = await build_gateway(settings, keys=keys, counters=counters, multi_process=multi_process)
     server = HTTPServer(make_app(gw), max_body_size=max(settings.max_body_bytes * 4, 64 * 1024 * 1024),
                         idle_connection_timeout=300)
     server.add_sockets(sockets)

@@ -8,16 +8,15 @@ from __future__ import annotations
 
 import argparse
 import asyncio
-import logging
 import sys
 
+from . import logs
 from . import settings as settings_mod
-from .app import StartupError, prepare_storage, serve
+from .app import StartupError, open_store, prepare_storage, serve
 from .auth import display_prefix, hash_key, new_key
 from .counters import SharedCounters
 from .crypto import Crypto
 from .errors import ForgeError
-from .store import Store, connect
 
 
 def _add_setting_flags(parser: argparse.ArgumentParser, names: list[str] | None = None) -> None:
@@ -43,7 +42,7 @@ def _settings(args: argparse.Namespace) -> settings_mod.Settings:
 
 def _cmd_serve(args: argparse.Namespace) -> None:
     s = _settings(args)
-    logging.basicConfig(level=s.log_level.upper(), format="%(asctime)s %(levelname)s %(name)s %(message)s")
+    logs.configure(s.log_level)  # the format, plus the guards that keep secrets out of log lines
     try:
         serve(s, ready=lambda line: print(line, flush=True))
     except StartupError as exc:
@@ -61,39 +60,80 @@ def _cmd_mock(args: argparse.Namespace) -> None:
     mock_provider.main(argv)
 
 
-def _open(args: argparse.Namespace) -> tuple[Store, Crypto]:
+async def _open(args: argparse.Namespace):
     s = _settings(args)
     try:
-        keys = prepare_storage(s)
+        keys = await prepare_storage(s)
     except StartupError as exc:
         raise SystemExit(f"forge-ref: {exc}") from None
-    return Store(connect(s.db, counters=None)), Crypto(keys, SharedCounters(1))
+    return await open_store(s, None), Crypto(keys, SharedCounters(1))
 
 
 def _cmd_users_create(args: argparse.Namespace) -> None:
-    store, _ = _open(args)
-    key = new_key()
-    store.create_user(args.name, hash_key(key), display_prefix(key))
-    print(key)  # alone on stdout: scripts capture it
+    async def run() -> str:
+        store, _ = await _open(args)
+        key = new_key()
+        try:
+            await store.create_user(args.name, hash_key(key), display_prefix(key))
+        finally:
+            await store.close()
+        return key
+
+    print(asyncio.run(run()))  # alone on stdout: scripts capture it
 
 
 def _cmd_provider_keys_add(args: argparse.Namespace) -> None:
     from . import validation
 
-    store, crypto = _open(args)
-    user = store.user_by_key_hash(hash_key(args.forge_key))
-    if user is None:
-        raise SystemExit("forge-ref: no user has that Forge key")
-    body = {"provider": args.provider, "api_key": args.api_key, "base_url": args.base_url, "kind": args.kind}
-    body = {k: v for k, v in body.items() if v is not None}
+    async def run():
+        store, crypto = await _open(args)
+        try:
+            user = await store.user_by_key_hash(hash_key(args.forge_key))
+            if user is None:
+                raise SystemExit("forge-ref: no user has that Forge key")
+            body = {"provider": args.provider, "api_key": args.api_key, "base_url": args.base_url, "kind": args.kind}
+            body = {k: v for k, v in body.items() if v is not None}
+            spec = await validation.new_provider_key(body, settings_mod.from_env().allow_private_upstreams)
+            await store.add_provider_key(user.id, spec.provider, spec.kind, crypto.encrypt(spec.api_key),
+                                         spec.base_url, spec.model_mapping)
+            return spec
+        finally:
+            await store.close()
+
     try:
-        allow = settings_mod.from_env().allow_private_upstreams
-        spec = asyncio.run(validation.new_provider_key(body, allow))
-        store.add_provider_key(user.id, spec.provider, spec.kind, crypto.encrypt(spec.api_key), spec.base_url,
-                               spec.model_mapping)
+        spec = asyncio.run(run())
     except ForgeError as exc:
         raise SystemExit(f"forge-ref: {exc.message}") from None
     print(f"added provider {spec.provider} ({spec.kind}) at {spec.base_url}")
+
+
+def _cmd_gen_key(args: argparse.Namespace) -> None:
+    from cryptography.fernet import Fernet
+
+    print(Fernet.generate_key().decode())
+
+
+def _cmd_rotate(args: argparse.Namespace) -> None:
+    from .rotation import rotate_all
+
+    s = _settings(args)
+    if not s.encryption_key.strip():
+        raise SystemExit('forge-ref: set FORGE_ENCRYPTION_KEY="NEW,OLD" (the new key first; the key file holds '
+                         "the current key) to rotate")
+
+    async def run():
+        store, crypto = await _open(args)
+        try:
+            return await rotate_all(store, [k for k in s.encryption_key.split(",") if k.strip()], crypto)
+        finally:
+            await store.close()
+
+    report = asyncio.run(run())
+    print(f"{report.rows} provider keys: {report.rotated} re-encrypted, {report.already} already under the new key, "
+          f"{report.raced} changed meanwhile (re-read), {report.undecryptable} undecryptable; {report.passes} pass(es)")
+    if not report.done:
+        raise SystemExit("forge-ref: rotation incomplete: keep the old key(s) in FORGE_ENCRYPTION_KEY and run it again")
+    print("every provider key decrypts under the first key alone: the old key(s) can be removed")
 
 
 def parser() -> argparse.ArgumentParser:
@@ -127,6 +167,13 @@ def parser() -> argparse.ArgumentParser:
     pa.add_argument("--kind")
     _add_setting_flags(pa, ["db"])
     pa.set_defaults(func=_cmd_provider_keys_add)
+
+    g = sub.add_parser("gen-key", help="print a new Fernet key (for FORGE_ENCRYPTION_KEY)")
+    g.set_defaults(func=_cmd_gen_key)
+    r = sub.add_parser("rotate-encryption-key",
+                       help='re-encrypt every provider key under the first key of FORGE_ENCRYPTION_KEY="NEW,OLD"')
+    _add_setting_flags(r, ["db"])
+    r.set_defaults(func=_cmd_rotate)
     return p
 
 

@@ -40,6 +40,7 @@ class BaseHandler(RequestHandler):
         self._chunks: list[bytes] = []
         self._size = 0
         self._too_large = False
+        self.log_fields: dict[str, Any] = {}  # this request's access-log fields (logs.access_line)
 
     def set_default_headers(self) -> None:
         self.set_header("Content-Type", "application/json")
@@ -48,7 +49,7 @@ class BaseHandler(RequestHandler):
         if self.counted:
             self.gw.counters._mine[self.gw.requests_slot] += 1
         length = self.request.headers.get("Content-Length")
-        if length is not None and length.isdigit() and int(length) > self.gw.settings.max_body_bytes:
+        if length is not None and length.isascii() and length.isdigit() and int(length) > self.gw.settings.max_body_bytes:
             raise PayloadTooLarge(f"request body is {length} bytes; the limit is {self.gw.settings.max_body_bytes}")
 
     def data_received(self, chunk: bytes) -> None:
@@ -85,7 +86,13 @@ class BaseHandler(RequestHandler):
         return self.request.headers.get("X-API-Key") or None
 
     async def user(self) -> User:
-        return await self.gw.auth.user(self.api_key())
+        # A hit never suspends, so "no miss counted in this process meanwhile" means this request hit.
+        mine, slot = self.gw.counters._mine, self.gw.counters.slot("cache.user.misses")
+        before = mine[slot]
+        user = await self.gw.auth.user(self.api_key())
+        self.log_fields["user"] = user.id
+        self.log_fields["cache"] = {"user": "hit" if mine[slot] == before else "miss"}
+        return user
 
     def require_admin(self) -> None:
         token = self.gw.settings.admin_token
@@ -106,7 +113,8 @@ class BaseHandler(RequestHandler):
                 self.set_header(name, value)
             body = exc.body()
         elif isinstance(exc, HTTPError) and status_code < 500:
-            body = error_body(exc.log_message or self._reason, "invalid_request_error", None)
+            code = "method_not_allowed" if status_code == 405 else None
+            body = error_body(exc.log_message or self._reason, "invalid_request_error", code)
         else:
             body = error_body("internal error", "server_error", "internal_error")  # never a traceback
         self.set_header("Content-Type", "application/json")
@@ -132,6 +140,15 @@ class NotFoundHandler(BaseHandler):
 
     def prepare(self) -> None:
         raise NotFound(f"no route for {self.request.method} {self.request.path}", code="unknown_route")
+
+
+class OpenAPIHandler(BaseHandler):
+    counted = False
+
+    def get(self) -> None:
+        from .openapi import document_bytes
+
+        self.finish(document_bytes())
 
 
 class HealthHandler(BaseHandler):
@@ -174,11 +191,11 @@ def _user_json(user: User) -> dict:
 
 
 class UsersHandler(BaseHandler):
-    def post(self) -> None:
+    async def post(self) -> None:
         self.require_admin()
         name = validation.user_name(self.json_body())
         key = new_key()
-        user = self.gw.store.create_user(name, hash_key(key), display_prefix(key))
+        user = await self.gw.store.create_user(name, hash_key(key), display_prefix(key))
         self.send_json(dict(_user_json(user), api_key=key), status=201)
 
 
@@ -189,7 +206,7 @@ class MeHandler(BaseHandler):
     async def patch(self) -> None:
         user = await self.user()
         name = validation.user_name(self.json_body())
-        updated = self.gw.store.update_user(user.id, name)
+        updated = await self.gw.store.update_user(user.id, name)
         if updated is None:
             raise NotFound("user no longer exists")
         await self.gw.invalidator.user_updated(user.id, user.key_hash)
@@ -197,7 +214,7 @@ class MeHandler(BaseHandler):
 
     async def delete(self) -> None:
         user = await self.user()
-        self.gw.store.delete_user(user.id)
+        await self.gw.store.delete_user(user.id)
         await self.gw.invalidator.user_deleted(user.id, user.key_hash)
         self.set_status(204)
         self.finish()
@@ -207,7 +224,7 @@ class ResetKeyHandler(BaseHandler):
     async def post(self) -> None:
         user = await self.user()
         key = new_key()
-        updated = self.gw.store.reset_user_key(user.id, hash_key(key), display_prefix(key))
+        updated = await self.gw.store.reset_user_key(user.id, hash_key(key), display_prefix(key))
         if updated is None:
             raise NotFound("user no longer exists")
         await self.gw.invalidator.user_key_reset(user.key_hash)
@@ -220,7 +237,7 @@ class ResetKeyHandler(BaseHandler):
 class ProviderKeysHandler(BaseHandler):
     async def get(self) -> None:
         user = await self.user()
-        rows = self.gw.store.provider_keys(user.id)
+        rows = await self.gw.store.provider_keys(user.id)
         # Masking needs the plaintext; this listing is rare and not on the proxy path.
         data = [validation.provider_json(row, mask(self.gw.crypto.decrypt(row.encrypted_key).reveal())) for row in rows]
         self.send_json({"object": "list", "data": data})
@@ -228,7 +245,7 @@ class ProviderKeysHandler(BaseHandler):
     async def post(self) -> None:
         user = await self.user()
         spec = await validation.new_provider_key(self.json_body(), self.gw.settings.allow_private_upstreams)
-        row = self.gw.store.add_provider_key(user.id, spec.provider, spec.kind, self.gw.crypto.encrypt(spec.api_key),
+        row = await self.gw.store.add_provider_key(user.id, spec.provider, spec.kind, self.gw.crypto.encrypt(spec.api_key),
                                              spec.base_url, spec.model_mapping)
         await self.gw.invalidator.provider_keys_changed(user.id)
         self.send_json(validation.provider_json(row, mask(spec.api_key)), status=201)
@@ -241,7 +258,7 @@ class ProviderKeyHandler(BaseHandler):
         changes, api_key = await validation.provider_key_changes(self.json_body(), self.gw.settings.allow_private_upstreams)
         if api_key is not None:
             changes["encrypted_key"] = self.gw.crypto.encrypt(api_key)
-        row = self.gw.store.update_provider_key(user.id, provider, changes)
+        row = await self.gw.store.update_provider_key(user.id, provider, changes)
         if row is None:
             raise NotFound(f"no provider key named {provider!r}", code="provider_not_found")
         await self.gw.invalidator.provider_keys_changed(user.id)
@@ -250,7 +267,7 @@ class ProviderKeyHandler(BaseHandler):
 
     async def delete(self, provider: str) -> None:
         user = await self.user()
-        if not self.gw.store.delete_provider_key(user.id, provider.lower()):
+        if not await self.gw.store.delete_provider_key(user.id, provider.lower()):
             raise NotFound(f"no provider key named {provider!r}", code="provider_not_found")
         await self.gw.invalidator.provider_keys_changed(user.id)
         self.set_status(204)
@@ -278,9 +295,16 @@ class ProxyHandler(BaseHandler):
         if not isinstance(model, str) or not model.strip():
             raise BadRequest("'model' is required: a string such as 'openai/gpt-4o-mini'", param="model",
                              code="missing_model")
+        mine, counters = self.gw.counters._mine, self.gw.counters
+        misses, decryptions = counters.slot("cache.service.misses"), counters.slot("decryptions")
+        before = mine[misses]
         service = await self.gw.services.get(user.id)
+        self.log_fields["cache"]["service"] = "hit" if mine[misses] == before else "miss"
         row, upstream_model = service.route(model)
+        before = mine[decryptions]
         target = Target(row.base_url, service.key(row).reveal(), upstream_model, model)
+        self.log_fields["cache"]["keys"] = "hit" if mine[decryptions] == before else "miss"
+        self.log_fields.update(provider=row.provider, model=upstream_model, stream=body.get("stream") is True)
         return user, row, target
 
     def _record(self, user: User, row: Any, target: Target, status: int, started: float,
@@ -297,12 +321,16 @@ class ChatHandler(ProxyHandler):
         adapter, client, owned = self.gw.adapters.get(row.kind)
         try:
             if body.get("stream"):
-                await self._stream(adapter, client, body, user, row, target, started)
+                self.gw.streams.acquire(user.id)  # 429 over FORGE_MAX_STREAMS_PER_KEY, before any upstream call
+                try:
+                    await self._stream(adapter, client, body, user, row, target, started)
+                finally:
+                    self.gw.streams.release(user.id)
             else:
                 req = adapter.chat_request(target, body)
                 self.gw.counters._mine[self.gw.upstream_slot] += 1
                 resp = await client.send(req)
-                if resp.status >= 400:
+                if resp.status >= 300:  # a 3xx is not followed (SSRF) and not a success
                     self._record(user, row, target, resp.status, started)
                     raise adapter.error(resp.status, resp.body, resp.headers)
                 out = adapter.chat_response(target, resp.body)
@@ -318,7 +346,7 @@ class ChatHandler(ProxyHandler):
         req = adapter.chat_request(target, body)
         self.gw.counters._mine[self.gw.upstream_slot] += 1
         stream = await client.open_stream(req)
-        if stream.status >= 400:
+        if stream.status >= 300:
             data = await stream.read_all()
             self._record(user, row, target, stream.status, started)
             raise adapter.error(stream.status, data, stream.headers)
@@ -361,7 +389,7 @@ class EmbeddingsHandler(ProxyHandler):
             req = adapter.embeddings_request(target, body)
             self.gw.counters._mine[self.gw.upstream_slot] += 1
             resp = await client.send(req)
-            if resp.status >= 400:
+            if resp.status >= 300:
                 self._record(user, row, target, resp.status, started)
                 raise adapter.error(resp.status, resp.body, resp.headers)
             out = adapter.embeddings_response(target, resp.body, body)
@@ -387,4 +415,5 @@ def routes(gw: "Gateway") -> list:
         (r"/health", HealthHandler, kw),
         (r"/_stats", StatsHandler, kw),
         (r"/metrics", MetricsHandler, kw),
+        (r"/openapi.json", OpenAPIHandler, kw),
     ]

@@ -39,7 +39,7 @@ class SqliteLogBroadcast(Broadcast):
         self.own_ids: set[int] = set()
 
     async def send(self, events: list[tuple[str, str]]) -> None:
-        self.own_ids.update(self._store.append_invalidations(events))
+        self.own_ids.update(await self._store.append_invalidations(events))
 
 
 class Invalidator:
@@ -92,9 +92,9 @@ class Invalidator:
 
     # the poller (multi-process, SQLite log)
 
-    def poll_once(self, background: Store, last_id: int) -> int:
+    async def poll_once(self, background: Store, last_id: int) -> int:
         own = self.broadcast.own_ids if isinstance(self.broadcast, SqliteLogBroadcast) else set()
-        for event_id, kind, key in background.invalidations_after(last_id):
+        for event_id, kind, key in await background.invalidations_after(last_id):
             last_id = event_id
             if event_id in own:
                 own.discard(event_id)
@@ -110,18 +110,21 @@ class InvalidationPoller:
 
     def __init__(self, invalidator: Invalidator, background: Store, interval: float) -> None:
         self._inv = invalidator
-        self._bg = background
+        self.background = background
         self.interval = interval
-        self.last_id = background.last_invalidation_id()
+        self.last_id = 0
         self._last_prune = time.monotonic()
         self._timer = None
 
-    def tick(self) -> None:
+    async def init(self) -> None:
+        self.last_id = await self.background.last_invalidation_id()
+
+    async def tick(self) -> None:
         try:
-            self.last_id = self._inv.poll_once(self._bg, self.last_id)
+            self.last_id = await self._inv.poll_once(self.background, self.last_id)
             if time.monotonic() - self._last_prune > 600:
                 self._last_prune = time.monotonic()
-                self._bg.prune_invalidations(time.time() - self.PRUNE_AFTER)
+                await self.background.prune_invalidations(time.time() - self.PRUNE_AFTER)
         except Exception:
             log.exception("invalidation poll failed; retrying")
 

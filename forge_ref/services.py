@@ -69,9 +69,10 @@ class ServiceRegistry:
         self._counters = counters
         self._lazy = lazy_keys
 
-    def _build(self, user_id: int) -> ProviderService:
+    async def _build(self, user_id: int) -> ProviderService:
+        rows = await self._store.provider_keys(user_id)
         self._counters.incr("services_built")
-        return ProviderService(user_id, self._store.provider_keys(user_id), self._crypto, lazy_keys=self._lazy)
+        return ProviderService(user_id, rows, self._crypto, lazy_keys=self._lazy)
 
     async def get(self, user_id: int) -> ProviderService:
         service = self.cache.get(user_id)

@@ -22,7 +22,8 @@ def _opt(default: Any, env: str, help: str, *, cli: bool = True) -> Any:
 class Settings:
     host: str = _opt("127.0.0.1", "FORGE_HOST", "address to listen on")
     port: int = _opt(8000, "FORGE_PORT", "port to listen on")
-    db: str = _opt("forge.db", "FORGE_DB", "SQLite database file")
+    db: str = _opt("forge.db", "FORGE_DB", "SQLite database file, or a postgresql:// URL for PostgreSQL")
+    db_pool_size: int = _opt(10, "FORGE_DB_POOL_SIZE", "PostgreSQL connections per process")
     caches: str = _opt("all", "FORGE_CACHES", "cache layers on: all, none, or a list of user,service,keys,models,adapters")
     processes: int = _opt(1, "FORGE_PROCESSES", "server processes sharing the port (0 = one per CPU)")
     encryption_key: str = _opt("", "FORGE_ENCRYPTION_KEY", "Fernet key(s), comma-separated, first encrypts; unset: a key file beside the DB", cli=False)
@@ -36,6 +37,7 @@ class Settings:
     models_concurrency: int = _opt(5, "FORGE_MODELS_CONCURRENCY", "model-list calls in flight at once per /v1/models request")
     models_failure_ttl: float = _opt(30.0, "FORGE_MODELS_FAILURE_TTL", "seconds a failed model-list call is remembered (0 = retry every time)")
     max_body_bytes: int = _opt(4 * 1024 * 1024, "FORGE_MAX_BODY_BYTES", "largest accepted request body (413 above)")
+    max_streams_per_key: int = _opt(0, "FORGE_MAX_STREAMS_PER_KEY", "streaming chat completions open at once per Forge key, per process (429 above; 0 = unlimited)")
     user_ttl: float = _opt(300.0, "FORGE_USER_TTL", "user cache TTL, seconds (0 turns the layer off)")
     user_max: int = _opt(10_000, "FORGE_USER_MAX", "user cache max entries")
     service_ttl: float = _opt(600.0, "FORGE_SERVICE_TTL", "ProviderService cache TTL, seconds (0 turns the layer off)")
@@ -54,6 +56,7 @@ class Settings:
     redis_max_connections: int = _opt(32, "FORGE_REDIS_MAX_CONNECTIONS", "Redis connection pool size per process")
     redis_timeout: float = _opt(0.25, "FORGE_REDIS_TIMEOUT", "Redis connect/command timeout, seconds (an outage costs at most this)")
     log_level: str = _opt("info", "FORGE_LOG_LEVEL", "debug, info, warning or error")
+    access_log: bool = _opt(False, "FORGE_ACCESS_LOG", "one JSON line per request (logger forge_ref.access, info level); off: only 5xx are logged")
 
     def layers(self) -> dict[str, bool]:
         """The cache toggles, resolved (the one place ``caches`` is interpreted)."""

@@ -7,6 +7,7 @@ bounded under load.
 
 from __future__ import annotations
 
+import asyncio
 import logging
 import time
 
@@ -27,14 +28,14 @@ class UsageRecorder:
         self._rows.append((user_id, provider, model, status, prompt_tokens, completion_tokens,
                            round(latency_ms, 3), time.time()))
         if len(self._rows) >= self._max_rows:
-            self.flush()
+            asyncio.ensure_future(self.flush())
 
-    def flush(self) -> None:
+    async def flush(self) -> None:
         rows, self._rows = self._rows, []
         if not rows:
             return
         try:
-            self._store.insert_usage(rows)
+            await self._store.insert_usage(rows)
             self.flushed += len(rows)
         except Exception:  # usage is telemetry: never fail requests over it, but say so
             log.exception("usage flush of %d rows failed", len(rows))

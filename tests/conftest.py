@@ -48,3 +48,40 @@ def redis_url():
     if os.environ.get("FORGE_REQUIRE_SERVICES") == "1":
         pytest.fail("Redis is required (FORGE_REQUIRE_SERVICES=1) but none answers and redis-server is missing")
     pytest.skip("needs Redis: set REDIS_URL or install redis-server")
+
+
+@pytest.fixture(scope="session")
+def pg_url():
+    """A real PostgreSQL: FORGE_TEST_POSTGRES_URL, else the server on 127.0.0.1:5432.
+
+    Without one these tests skip, except with FORGE_REQUIRE_SERVICES=1 (CI), where they fail.
+    """
+    import os
+
+    import psycopg
+
+    url = os.environ.get("FORGE_TEST_POSTGRES_URL", "postgresql://postgres@127.0.0.1:5432/postgres")
+    try:
+        psycopg.connect(url, connect_timeout=2).close()
+    except psycopg.Error:
+        if os.environ.get("FORGE_REQUIRE_SERVICES") == "1":
+            pytest.fail(f"PostgreSQL is required (FORGE_REQUIRE_SERVICES=1) but {url} does not answer")
+        pytest.skip("needs PostgreSQL: set FORGE_TEST_POSTGRES_URL")
+    return url
+
+
+@pytest.fixture
+def pg_db(pg_url):
+    """A PostgreSQL URL whose search_path is a fresh schema, dropped afterwards."""
+    import uuid
+    from urllib.parse import quote
+
+    import psycopg
+
+    schema = "forge_test_" + uuid.uuid4().hex[:10]
+    with psycopg.connect(pg_url, autocommit=True) as conn:
+        conn.execute(f"CREATE SCHEMA {schema}")
+    sep = "&" if "?" in pg_url else "?"
+    yield f"{pg_url}{sep}options={quote('-csearch_path=' + schema)}"
+    with psycopg.connect(pg_url, autocommit=True) as conn:
+        conn.execute(f"DROP SCHEMA {schema} CASCADE")

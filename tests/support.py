@@ -86,8 +86,8 @@ class GatewayThread:
     async def _main(self) -> None:
         from tornado.httpserver import HTTPServer
 
-        keys = prepare_storage(self.settings)
-        self.gw = build_gateway(self.settings, keys=keys, timer=self._timer)
+        keys = await prepare_storage(self.settings)
+        self.gw = await build_gateway(self.settings, keys=keys, timer=self._timer)
         self.loop = asyncio.get_running_loop()
         server = HTTPServer(make_app(self.gw), max_body_size=256 * 1024 * 1024)
         server.listen(self.port, "127.0.0.1")

@@ -285,3 +285,52 @@ def test_stats_and_metrics_report_caches(mock, tmp_path):
         assert httpx.get(gw.url + "/_stats").status_code == 403
     finally:
         gw.stop()
+
+
+# --- the same costs on PostgreSQL ------------------------------------------------------------------
+
+
+@pytest.mark.parametrize("spec", ["all", "none", "user,keys", "service,models"])
+def test_exact_costs_on_postgres(spec, mock, tmp_path, pg_db):
+    from forge_ref.settings import parse_layers
+
+    layers = parse_layers(spec)
+    gw = GatewayThread(settings_for(tmp_path, db=pg_db, caches=spec,
+                                    encryption_key="8vJ8L6b3zC7n2D0p4Qm1Xk9sT5yW3aR6uE0hF2gI4jM="))
+    try:
+        key = setup_user(gw.url, mock.url)
+        with httpx.Client(base_url=gw.url, headers={"Authorization": f"Bearer {key}"}) as client:
+            assert client.post("/v1/chat/completions", json=CHAT).status_code == 200
+            assert client.get("/v1/models").status_code == 200
+            for _ in range(2):
+                before = gw.counters()
+                assert client.post("/v1/chat/completions", json=CHAT).status_code == 200
+                assert costs(before, gw.counters()) == {k: v for k, v in expected_chat(layers).items() if v}
+                before = gw.counters()
+                assert client.get("/v1/models").status_code == 200
+                assert costs(before, gw.counters()) == {k: v for k, v in expected_models(layers).items() if v}
+    finally:
+        gw.stop()
+
+
+def test_cold_burst_on_postgres_needs_coalescing(tmp_path, pg_db, mock):
+    """On PostgreSQL a load awaits the network, so concurrent first requests would each query;
+    single-flight makes 200 of them cost one user query and one service query."""
+    gw = GatewayThread(settings_for(tmp_path, db=pg_db, caches="all",
+                                    encryption_key="8vJ8L6b3zC7n2D0p4Qm1Xk9sT5yW3aR6uE0hF2gI4jM="))
+    try:
+        key = setup_user(gw.url, mock.url)
+        gw.gw.auth.cache.clear()
+        gw.gw.services.cache.clear()
+        gw.gw.counters.reset()
+
+        async def burst():
+            async with httpx.AsyncClient(base_url=gw.url, headers={"Authorization": f"Bearer {key}"},
+                                         limits=httpx.Limits(max_connections=200), timeout=30) as c:
+                return await asyncio.gather(*(c.post("/v1/chat/completions", json=CHAT) for _ in range(200)))
+
+        assert all(r.status_code == 200 for r in asyncio.run(burst()))
+        d = gw.counters()
+        assert (d["db_queries"], d["decryptions"], d["services_built"]) == (2, 1, 1)
+    finally:
+        gw.stop()

@@ -1,3 +1,4 @@
+import asyncio
 import os
 import stat
 
@@ -50,13 +51,18 @@ def test_key_file_created_once_0600(tmp_path):
 def test_wrong_key_is_a_clear_startup_error(tmp_path):
     db = str(tmp_path / "f.db")
     settings = Settings(db=db)
-    keys = prepare_storage(settings)
-    store = Store(connect(db, counters=None))
-    u = store.create_user("a", "h", "p")
-    store.add_provider_key(u.id, "openai", "openai", Crypto(keys, SharedCounters()).encrypt("sk"), "http://x", {})
+
+    async def seed():
+        keys = await prepare_storage(settings)
+        store = Store(connect(db, counters=None))
+        u = await store.create_user("a", "h", "p")
+        await store.add_provider_key(u.id, "openai", "openai", Crypto(keys, SharedCounters()).encrypt("sk"),
+                                     "http://x", {})
+
+    asyncio.run(seed())
     with pytest.raises(StartupError, match="cannot decrypt"):
-        prepare_storage(Settings(db=db, encryption_key=Fernet.generate_key().decode()))
+        asyncio.run(prepare_storage(Settings(db=db, encryption_key=Fernet.generate_key().decode())))
     key_file_for(db).unlink()
     with pytest.raises(StartupError, match="refusing to generate"):
-        prepare_storage(settings)
+        asyncio.run(prepare_storage(settings))
     assert not key_file_for(db).exists()  # nothing was regenerated

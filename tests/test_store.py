@@ -1,74 +1,134 @@
+"""Both stores (SQLite through sqlite-utils, PostgreSQL through psycopg) against one set of
+tests: one SQL statement per method, counted at the one choke point."""
+
+import asyncio
+
 import pytest
 
+from forge_ref.app import open_store
 from forge_ref.counters import SharedCounters
 from forge_ref.errors import Conflict
-from forge_ref.store import Store, connect, create_schema
+from forge_ref.pg_store import create_schema as pg_create_schema
+from forge_ref.settings import Settings
+from forge_ref.store import connect, create_schema
 
 
-@pytest.fixture
-def store(tmp_path):
-    c = SharedCounters()
-    db = connect(str(tmp_path / "t.db"), counters=c)
-    create_schema(db)
-    c.reset()
-    return Store(db), c
+@pytest.fixture(params=["sqlite", "postgres"])
+def db(request, tmp_path):
+    if request.param == "sqlite":
+        path = str(tmp_path / "t.db")
+        create_schema(connect(path, counters=None))
+        return path
+    url = request.getfixturevalue("pg_db")
+    pg_create_schema(url)
+    return url
+
+
+def run(db, body):
+    """Open the store inside one event loop (a pool belongs to its loop), run, close."""
+    async def main():
+        c = SharedCounters()
+        s = await open_store(Settings(db=db), c)
+        try:
+            return await body(s, c)
+        finally:
+            await s.close()
+
+    return asyncio.run(main())
 
 
 def counts(c):
     return c.total("db_queries"), c.total("db_writes")
 
 
-def test_wal_mode(store):
-    s, _ = store
-    assert s.db.execute("PRAGMA journal_mode").fetchone()[0] == "wal"
+def test_each_method_is_one_statement(db):
+    async def body(s, c):
+        u = await s.create_user("alice", "h1", "forge-abc")
+        assert counts(c) == (0, 1)
+        assert await s.user_by_key_hash("h1") == u
+        assert counts(c) == (1, 1)
+        assert await s.user_by_key_hash("nope") is None
+        assert counts(c) == (2, 1)
+        row = await s.add_provider_key(u.id, "openai", "openai", "enc", "http://x", {"fast": "gpt-4o-mini"})
+        assert row.model_mapping == {"fast": "gpt-4o-mini"}
+        assert counts(c) == (2, 2)
+        assert [r.provider for r in await s.provider_keys(u.id)] == ["openai"]
+        assert counts(c) == (3, 2)
+        updated = await s.update_provider_key(u.id, "openai", {"base_url": "http://y"})
+        assert (updated.base_url, updated.encrypted_key) == ("http://y", "enc")  # other fields kept
+        assert await s.update_provider_key(u.id, "ghost", {"base_url": "http://y"}) is None
+        assert counts(c) == (3, 4)
+        assert (await s.update_user(u.id, "alice2")).name == "alice2"
+        assert (await s.reset_user_key(u.id, "h2", "forge-def")).key_hash == "h2"
+        assert counts(c) == (3, 6)
+        await s.insert_usage([(u.id, "openai", "m", 200, 1, 2, 3.0, 0.0)] * 3)
+        assert counts(c) == (3, 7)  # a batch is one statement
+
+    run(db, body)
 
 
-def test_each_method_is_one_statement(store):
-    s, c = store
-    u = s.create_user("alice", "h1", "forge-abc")
-    assert counts(c) == (0, 1)
-    assert s.user_by_key_hash("h1") == u
-    assert counts(c) == (1, 1)
-    assert s.user_by_key_hash("nope") is None
-    assert counts(c) == (2, 1)
-    row = s.add_provider_key(u.id, "openai", "openai", "enc", "http://x", {"fast": "gpt-4o-mini"})
-    assert row.model_mapping == {"fast": "gpt-4o-mini"}
-    assert counts(c) == (2, 2)
-    assert [r.provider for r in s.provider_keys(u.id)] == ["openai"]
-    assert counts(c) == (3, 2)
-    updated = s.update_provider_key(u.id, "openai", {"base_url": "http://y"})
-    assert (updated.base_url, updated.encrypted_key) == ("http://y", "enc")  # other fields kept
-    assert counts(c) == (3, 3)
-    assert s.update_user(u.id, "alice2").name == "alice2"
-    assert s.reset_user_key(u.id, "h2", "forge-def").key_hash == "h2"
-    assert counts(c) == (3, 5)
-    s.insert_usage([(u.id, "openai", "m", 200, 1, 2, 3.0, 0.0)] * 3)
-    assert counts(c) == (3, 6)  # a batch is one statement
-    assert s.db.execute("SELECT COUNT(*) FROM usage").fetchone()[0] == 3
+def test_duplicate_provider_conflict(db):
+    async def body(s, c):
+        u = await s.create_user("a", "h", "p")
+        await s.add_provider_key(u.id, "openai", "openai", "e", "http://x", {})
+        with pytest.raises(Conflict):
+            await s.add_provider_key(u.id, "openai", "openai", "e", "http://x", {})
+        # the store is still usable after the failed statement
+        assert len(await s.provider_keys(u.id)) == 1
+
+    run(db, body)
 
 
-def test_duplicate_provider_conflict(store):
-    s, _ = store
-    u = s.create_user("a", "h", "p")
-    s.add_provider_key(u.id, "openai", "openai", "e", "http://x", {})
-    with pytest.raises(Conflict):
-        s.add_provider_key(u.id, "openai", "openai", "e", "http://x", {})
+def test_delete_user_drops_keys_in_one_statement(db):
+    async def body(s, c):
+        u = await s.create_user("a", "h", "p")
+        await s.add_provider_key(u.id, "openai", "openai", "e", "http://x", {})
+        before = counts(c)
+        assert await s.delete_user(u.id) is True
+        assert counts(c) == (before[0], before[1] + 1)
+        assert await s.provider_keys(u.id) == []
+        assert await s.delete_user(u.id) is False
+
+    run(db, body)
 
 
-def test_delete_user_drops_keys(store):
-    s, c = store
-    u = s.create_user("a", "h", "p")
-    s.add_provider_key(u.id, "openai", "openai", "e", "http://x", {})
-    before = counts(c)
-    assert s.delete_user(u.id) is True
-    assert counts(c) == (before[0], before[1] + 1)
-    assert s.provider_keys(u.id) == []
+def test_delete_provider_key(db):
+    async def body(s, c):
+        u = await s.create_user("a", "h", "p")
+        await s.add_provider_key(u.id, "openai", "openai", "e", "http://x", {})
+        assert await s.delete_provider_key(u.id, "openai") is True
+        assert await s.delete_provider_key(u.id, "openai") is False
+
+    run(db, body)
 
 
-def test_invalidation_log(store):
-    s, _ = store
-    ids = s.append_invalidations([("user", "h"), ("service", "1")])
-    assert len(ids) == 2
-    assert [(k, v) for _, k, v in s.invalidations_after(0)] == [("user", "h"), ("service", "1")]
-    assert s.invalidations_after(ids[-1]) == []
-    assert s.last_invalidation_id() == ids[-1]
+def test_invalidation_log(db):
+    async def body(s, c):
+        ids = await s.append_invalidations([("user", "h"), ("service", "1")])
+        assert len(ids) == 2
+        assert [(k, v) for _, k, v in await s.invalidations_after(0)] == [("user", "h"), ("service", "1")]
+        assert await s.invalidations_after(ids[-1]) == []
+        assert await s.last_invalidation_id() == ids[-1]
+
+    run(db, body)
+
+
+def test_background_counter_is_separate(db):
+    async def body(s, c):
+        return None
+
+    async def main():
+        c = SharedCounters()
+        bg = await open_store(Settings(db=db), c, counter="db_background_queries")
+        try:
+            await bg.invalidations_after(0)
+        finally:
+            await bg.close()
+        assert (c.total("db_background_queries"), c.total("db_queries")) == (1, 0)
+
+    asyncio.run(main())
+
+
+def test_sqlite_wal_mode(tmp_path):
+    db = connect(str(tmp_path / "w.db"), counters=None)
+    assert db.execute("PRAGMA journal_mode").fetchone()[0] == "wal"

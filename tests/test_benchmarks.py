@@ -1,0 +1,186 @@
+"""The benchmark harness: seeding, a seconds-long real run, result files, and the report.
+
+The smoke run starts the real mock and server as subprocesses (about 10 s); the report test
+uses the small committed sample under ``tests/data/sample_results/``, made by the real runner.
+"""
+
+from __future__ import annotations
+
+import json
+import sqlite3
+import subprocess
+import sys
+from pathlib import Path
+
+import pytest
+
+from benchmarks import runner
+from benchmarks.profiles import PROFILES, QUICK_PLAN
+from benchmarks.report import report
+from benchmarks.results import load_results
+from benchmarks.seed import seed
+from forge_ref.auth import hash_key
+
+REPO = Path(__file__).resolve().parents[1]
+SAMPLE = Path(__file__).parent / "data" / "sample_results"
+
+
+# --- seeding ----------------------------------------------------------------------------------
+
+
+def test_seed_writes_users_keys_and_the_keys_file(tmp_path):
+    doc = seed(tmp_path / "s.db", 400, "http://127.0.0.1:9/", tmp_path / "keys.json")
+    assert json.loads((tmp_path / "keys.json").read_text()) == doc
+    assert doc["mock_url"] == "http://127.0.0.1:9"
+    conn = sqlite3.connect(tmp_path / "s.db")
+    assert conn.execute("SELECT COUNT(*) FROM users").fetchone()[0] == 400
+    counts = {len(t["providers"]) for t in doc["tenants"]}
+    assert counts == {1, 2, 3}  # 1-3 provider keys per user
+    assert all(t["providers"][0] == "openai" for t in doc["tenants"])
+    rows = conn.execute("SELECT COUNT(*) FROM provider_keys").fetchone()[0]
+    assert rows == sum(len(t["providers"]) for t in doc["tenants"])
+    t = doc["tenants"][7]
+    (uid,) = conn.execute("SELECT id FROM users WHERE key_hash = ?", (hash_key(t["key"]),)).fetchone()
+    assert uid == t["id"]
+    urls = dict(conn.execute("SELECT kind, base_url FROM provider_keys WHERE user_id = ?", (uid,)).fetchall())
+    assert urls["openai"] == "http://127.0.0.1:9/openai/v1"
+
+
+def test_seed_fixed_providers(tmp_path):
+    doc = seed(tmp_path / "s.db", 5, "http://127.0.0.1:9", None, providers="openai,gemini")
+    assert {tuple(t["providers"]) for t in doc["tenants"]} == {("openai", "gemini")}
+
+
+# --- pieces -----------------------------------------------------------------------------------
+
+
+def test_percentiles_and_locust_summary_keep_custom_measurements_apart():
+    entries = [
+        {"method": "POST", "name": "/v1/chat/completions", "num_requests": 10, "num_failures": 1,
+         "total_response_time": 55.0, "max_response_time": 10.0, "start_time": 100.0,
+         "last_request_timestamp": 102.0, "response_times": {"1": 5, "5": 4, "10": 1}},
+        {"method": "TTFT", "name": "ttft", "num_requests": 3, "num_failures": 0, "total_response_time": 6.0,
+         "max_response_time": 3.0, "start_time": 100.0, "last_request_timestamp": 101.0,
+         "response_times": {"2": 3}},
+        {"method": "CHECK", "name": "stale_response", "num_requests": 2, "num_failures": 2,
+         "total_response_time": 0, "max_response_time": 0, "start_time": 100.0,
+         "last_request_timestamp": 101.0, "response_times": {"0": 2}},
+    ]
+    s = runner.summarize_locust(entries)
+    assert (s["requests"], s["failures"], s["rps"]) == (10, 1, 5.0)
+    assert (s["p50_ms"], s["p90_ms"], s["p99_ms"]) == (1.0, 5.0, 10.0)
+    assert s["ttft"]["requests"] == 3 and s["ttft"]["p50_ms"] == 2.0
+    assert s["checks"] == {"stale_responses": 2, "fresh_responses": 0}
+    assert [e["name"] for e in s["endpoints"]] == ["/v1/chat/completions"]
+
+
+def test_quick_plan_is_small_and_full_plan_covers_the_matrix():
+    quick = runner.plan(quick=True)
+    forge = [j for j in quick if j.target == "forge-ref" and j.profile != "latency-c1"]
+    assert {j.profile for j in forge} == set(QUICK_PLAN)
+    assert len(quick) <= 20
+    assert {j.target for j in quick} >= {"mock-direct", "bare-proxy-curl", "forge-ref-httpx"}
+    full = runner.plan(quick=False, baselines=False, profiles=["steady"])
+    assert len(full) == 12  # none, 5 alone, 5 all-but-one, all
+    assert len({j.label() for j in runner.plan(quick=False, peer="litellm")}) == len(runner.plan(quick=False,
+                                                                                              peer="litellm"))
+
+
+def test_locustfile_has_exactly_one_shape_and_only_fast_http_users():
+    code = (
+        "import inspect, locustfile as m\n"
+        "from locust import LoadTestShape, FastHttpUser, HttpUser, User\n"
+        "shapes = [o for o in vars(m).values() if inspect.isclass(o) and issubclass(o, LoadTestShape) and o is not LoadTestShape]\n"
+        "users = [o for o in vars(m).values() if inspect.isclass(o) and issubclass(o, User) and o not in (User, FastHttpUser, HttpUser)]\n"
+        "assert len(shapes) == 1, shapes\n"
+        "assert users and all(issubclass(u, FastHttpUser) for u in users), users\n"
+        "assert set(m.CLASSES) == set(m.PROFILES)\n"
+        "print('ok')\n"
+    )
+    # In a subprocess: importing Locust monkey-patches the standard library (gevent).
+    out = subprocess.run([sys.executable, "-c", code], cwd=REPO, capture_output=True, text=True, timeout=60)
+    assert out.stdout.strip() == "ok", out.stderr[-2000:]
+
+
+# --- a real run -------------------------------------------------------------------------------
+
+
+@pytest.fixture(scope="module")
+def smoke(tmp_path_factory):
+    out = tmp_path_factory.mktemp("results")
+    files = runner.run(profiles=["steady"], configs=["all", "none"], duration=3, users=5, out=out,
+                       baselines=False, verbose=False)
+    return out, files
+
+
+def test_smoke_run_writes_complete_immutable_result_files(smoke):
+    out, files = smoke
+    assert len(files) == 2 and all(p.parent == out for p in files)
+    for path in files:
+        doc = json.loads(path.read_text())
+        missing = [f for f in runner.REQUIRED_FIELDS if f not in doc]
+        assert not missing, missing
+        assert doc["target"] == "forge-ref" and doc["profile"] == "steady"
+        assert path.name.startswith(doc["started_at"][:4]) and doc["commit"] in path.name
+        for key in ("rps", "p50_ms", "p90_ms", "p99_ms", "avg_ms", "failures", "endpoints"):
+            assert key in doc["locust"]
+        for key in ("cpu_seconds", "cpu_ms_per_request", "peak_rss_mb"):
+            assert doc["server"][key] is not None
+        for key in ("hostname", "cpu_count", "cpu_model", "python", "platform"):
+            assert key in doc["machine"]
+        for key in ("duration_s", "users", "processes", "upstream_client", "pinning"):
+            assert key in doc["settings"]
+        assert doc["requests"] > 50 and doc["locust"]["failures"] == 0
+        assert doc["counters"]["upstream_requests"] == doc["requests"]  # steady: every request is one chat
+        assert doc["mock_calls"]["openai.chat"] == doc["requests"]
+    # Never overwrite: the same name again gets a suffix.
+    doc = json.loads(files[0].read_text())
+    again = runner.write_result(doc, out, runner.Job("forge-ref", "steady", doc["config"]),
+                                runner.datetime.strptime(doc["started_at"], "%Y-%m-%dT%H:%M:%SZ")
+                                .replace(tzinfo=runner.timezone.utc).timestamp())
+    assert again != files[0] and again.exists()
+    again.unlink()
+
+
+def test_smoke_run_counters_match_the_cost_model(smoke):
+    out, _ = smoke
+    docs = {d["config"]: d for d in load_results(out).attrs["raw"]}
+    on, off = docs["all"], docs["none"]
+    # Every layer on and warm: a proxied request costs no DB read and no decryption.
+    assert on["counters"]["db_queries"] == 0 and on["per_request"]["db_queries"] == 0
+    assert on["counters"]["decryptions"] == 0
+    # Every layer off: 1 user query + 1 provider-keys query, and every key of the user decrypted
+    # at build (steady tenants hold 3 keys).
+    keys_per_user = len(PROFILES["steady"].providers.split(","))
+    assert off["counters"]["db_queries"] == 2 * off["requests"]
+    assert off["counters"]["decryptions"] == keys_per_user * off["requests"]
+    assert off["caches_enabled"] == {k: False for k in off["caches_enabled"]}
+
+
+# --- results and report -----------------------------------------------------------------------
+
+
+def test_load_results_flattens_and_keeps_raw_dicts():
+    df = load_results(SAMPLE)
+    assert len(df) == len(list(SAMPLE.glob("*.json"))) >= 5
+    for col in ("profile", "config", "target", "per_request.db_queries", "locust.rps", "server.peak_rss_mb",
+                "caches.user.hit_ratio", "label", "file"):
+        assert col in df.columns
+    assert df.attrs["raw"][0]["_file"] == df["file"].iloc[0]
+    assert list(df["file"]) == sorted(df["file"])
+
+
+def test_report_is_byte_identical_when_regenerated(tmp_path):
+    outs = []
+    for name in ("a", "b"):
+        md = report(SAMPLE, tmp_path / name / "RESULTS.md", tmp_path / name / "figures")
+        outs.append((md.read_bytes(), {p.name: p.read_bytes() for p in sorted((tmp_path / name / "figures").glob("*.png"))}))
+    report(SAMPLE, tmp_path / "a" / "RESULTS.md", tmp_path / "a" / "figures")  # in place, a second time
+    assert (tmp_path / "a" / "RESULTS.md").read_bytes() == outs[0][0]
+    assert outs[0] == outs[1]
+    assert outs[0][1], "no figure written"
+    text = outs[0][0].decode()
+    for needle in ("Fewer DB queries per request", "Fewer decryptions", "Less memory", "Fewer provider API calls",
+                   "Lower latency", "Higher throughput", "Pinning", "python -m benchmarks run"):
+        assert needle in text
+    assert "](figures/" in text
