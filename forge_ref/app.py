@@ -232,8 +232,27 @@ def serve(settings: Settings, *, ready: Callable[[str], None] | None = None) -> 
         ready(f"forge-ref listening on http://{settings.host}:{port} ({n} process{'es' if n > 1 else ''}, "
               f"caches: {settings.caches})")
     task_id = process.fork_processes(n, max_restarts=100) if n > 1 else 0
+    if n > 1:
+        _die_with_parent()
     counters.bind(task_id or 0)
     asyncio.run(_run(settings, keys, counters, sockets, multi_process=n > 1))
+
+
+def _die_with_parent() -> None:
+    """A worker must not outlive its parent (stopping the parent stops the server).
+
+    Tornado's fork_processes leaves workers running when the parent gets SIGTERM; on Linux,
+    PR_SET_PDEATHSIG makes the kernel send each worker SIGTERM (a graceful stop) instead.
+    """
+    parent = os.getppid()
+    try:
+        import ctypes
+
+        ctypes.CDLL(None, use_errno=True).prctl(1, signal.SIGTERM)  # 1 = PR_SET_PDEATHSIG
+    except (OSError, AttributeError):
+        return  # not Linux: stop workers by their process group instead
+    if os.getppid() != parent:  # the parent died before prctl took effect
+        os.kill(os.getpid(), signal.SIGTERM)
 
 
 async def _run(settings: Settings, keys: list[str], counters: SharedCounters, sockets, *, multi_process: bool) -> None:

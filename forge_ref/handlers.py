@@ -118,6 +118,11 @@ class BaseHandler(RequestHandler):
         else:
             body = error_body("internal error", "server_error", "internal_error")  # never a traceback
         self.set_header("Content-Type", "application/json")
+        unread = getattr(self.request, "_body_future", None)
+        if unread is not None and not unread.done():
+            # Refused before the body was read (404, 405, 413): Tornado closes the connection after
+            # this answer, so say so, or a keep-alive client sends its next request into a closed socket.
+            self.set_header("Connection", "close")
         self.finish(body)
 
     def send_error(self, status_code: int = 500, **kwargs: Any) -> None:
@@ -307,6 +312,15 @@ class ProxyHandler(BaseHandler):
         self.log_fields.update(provider=row.provider, model=upstream_model, stream=body.get("stream") is True)
         return user, row, target
 
+    @staticmethod
+    def _translate(fn, *args):
+        """Run an adapter translation; a field of the wrong type (``"tools": 5``) is the client's 400, not a 500."""
+        try:
+            return fn(*args)
+        except (TypeError, AttributeError, ValueError, KeyError, IndexError) as exc:
+            raise BadRequest(f"the request has a field of the wrong type or shape for this provider "
+                             f"({type(exc).__name__})", code="invalid_request_body") from None
+
     def _record(self, user: User, row: Any, target: Target, status: int, started: float,
                 prompt: int | None = None, completion: int | None = None) -> None:
         self.gw.usage.record(user.id, row.provider, target.model, status, prompt, completion,
@@ -327,7 +341,7 @@ class ChatHandler(ProxyHandler):
                 finally:
                     self.gw.streams.release(user.id)
             else:
-                req = adapter.chat_request(target, body)
+                req = self._translate(adapter.chat_request, target, body)
                 self.gw.counters._mine[self.gw.upstream_slot] += 1
                 resp = await client.send(req)
                 if resp.status >= 300:  # a 3xx is not followed (SSRF) and not a success
@@ -342,8 +356,8 @@ class ChatHandler(ProxyHandler):
                 client.close()
 
     async def _stream(self, adapter, client, body, user, row, target, started) -> None:
-        translator = adapter.chat_stream(target, body)
-        req = adapter.chat_request(target, body)
+        translator = self._translate(adapter.chat_stream, target, body)
+        req = self._translate(adapter.chat_request, target, body)
         self.gw.counters._mine[self.gw.upstream_slot] += 1
         stream = await client.open_stream(req)
         if stream.status >= 300:
@@ -386,7 +400,7 @@ class EmbeddingsHandler(ProxyHandler):
         user, row, target = await self._target(body)
         adapter, client, owned = self.gw.adapters.get(row.kind)
         try:
-            req = adapter.embeddings_request(target, body)
+            req = self._translate(adapter.embeddings_request, target, body)
             self.gw.counters._mine[self.gw.upstream_slot] += 1
             resp = await client.send(req)
             if resp.status >= 300:

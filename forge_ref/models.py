@@ -51,7 +51,7 @@ class ModelLister:
             req = adapter.models_request(row.base_url, service.key(row).reveal())
             self._counters.incr("upstream_model_list_requests")
             resp = await client.send(req, timeout=self._timeout)
-            if resp.status >= 400:
+            if resp.status >= 300:  # redirects are not followed, nor taken as a list
                 raise adapter.error(resp.status, resp.body, resp.headers)
             return adapter.models_response(resp.body)
         finally:

@@ -47,6 +47,8 @@ class ProviderRow:
 _USER_COLS = "id, name, key_hash, key_prefix"
 _PROVIDER_COLS = "id, provider, kind, encrypted_key, base_url, model_mapping, updated_at"
 USAGE_COLS = ("user_id", "provider", "model", "status", "prompt_tokens", "completion_tokens", "latency_ms", "created_at")
+_INSERT_USAGE = (f"INSERT INTO usage ({', '.join(USAGE_COLS)}) SELECT "
+                 + ", ".join(f"json_extract(value, '$[{i}]')" for i in range(len(USAGE_COLS))) + " FROM json_each(?)")
 
 
 def _user(row: tuple | None) -> User | None:
@@ -207,13 +209,15 @@ class Store:
         return None if row is None else row[0]
 
     async def insert_usage(self, rows: list[tuple]) -> None:
-        """One multi-row INSERT per flush: a batch costs one statement, not one per request."""
+        """One INSERT per flush: a batch costs one statement, not one per request.
+
+        The rows travel as one JSON parameter: a ``VALUES (?, ...), (?, ...)`` text per batch size
+        would be a new statement for every size, and sqlite3's statement cache keeps 128 of them
+        compiled (measured: +30 MB of RSS under a soak). This text never changes.
+        """
         if not rows:
             return
-        marks = "(" + ", ".join("?" * len(USAGE_COLS)) + ")"
-        self.db.execute(
-            f"INSERT INTO usage ({', '.join(USAGE_COLS)}) VALUES " + ", ".join([marks] * len(rows)),
-            [v for row in rows for v in row])
+        self.db.execute(_INSERT_USAGE, (orjson.dumps(rows).decode(),))
 
     async def append_invalidations(self, events: list[tuple[str, str]]) -> list[int]:
         if not events:

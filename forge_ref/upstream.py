@@ -16,11 +16,16 @@ from __future__ import annotations
 
 import asyncio
 import collections
+import logging
+import socket
 from dataclasses import dataclass
 from typing import AsyncIterator, Protocol
 
 from .adapters.base import UpstreamRequest
 from .errors import UpstreamError, UpstreamTimeout
+from .ssrf import blocked
+
+log = logging.getLogger("forge_ref.upstream")
 
 
 @dataclass(slots=True)
@@ -51,6 +56,22 @@ class UpstreamClient(Protocol):
 
 _CURL_TIMEOUT = 28
 _CURL_WRITE_ERROR = 23
+
+
+def _open_public_socket(purpose: int, address) -> object:
+    """libcurl's OPENSOCKETFUNCTION: refuse a non-public peer (SSRF, DNS rebinding). Per connection."""
+    import pycurl
+
+    if blocked(address.addr[0]):
+        log.warning("refused an upstream connection to non-public address %s", address.addr[0])
+        return pycurl.SOCKET_BAD
+    return socket.socket(address.family, address.socktype, address.protocol)
+
+
+def _guard(curl) -> None:
+    import pycurl
+
+    curl.setopt(pycurl.OPENSOCKETFUNCTION, _open_public_socket)
 
 
 class _CurlStream:
@@ -118,15 +139,27 @@ class _CurlStream:
 class CurlUpstream:
     name = "curl"
 
-    def __init__(self, *, max_connections: int, connect_timeout: float, read_timeout: float) -> None:
+    def __init__(self, *, max_connections: int, connect_timeout: float, read_timeout: float,
+                 refuse_private: bool = False) -> None:
         from tornado.curl_httpclient import CurlAsyncHTTPClient
 
         self._client = CurlAsyncHTTPClient(force_instance=True, max_clients=max_connections)
         self.connect_timeout = connect_timeout
         self.read_timeout = read_timeout
+        self.refuse_private = refuse_private
 
     def _request(self, req: UpstreamRequest, timeout: float | None, prepare=None):
         from tornado.httpclient import HTTPRequest
+
+        if self.refuse_private:
+            if prepare is None:
+                prepare = _guard
+            else:
+                stream_prepare = prepare
+
+                def prepare(curl) -> None:
+                    _guard(curl)
+                    stream_prepare(curl)
 
         return HTTPRequest(
             req.url, method=req.method, headers=req.headers, body=req.body,
@@ -181,7 +214,14 @@ class CurlUpstream:
                 stream.on_done(self._error(getattr(exc, "errno", None), str(exc)))
 
         fut.add_done_callback(done)
-        await stream._headers_done
+        try:
+            # libcurl's low-speed check alone lets a silent upstream hold a stream ~7 s past the
+            # read timeout before any header arrives; the wait for headers is bounded here instead.
+            await asyncio.wait_for(asyncio.shield(stream._headers_done), self.read_timeout)
+        except asyncio.TimeoutError:
+            stream.close()
+            stream._headers_done.cancel()  # curl's own timeout ends the transfer later, quietly
+            raise UpstreamTimeout("upstream timed out") from None
         return stream
 
     def close(self) -> None:
@@ -217,18 +257,44 @@ class _HttpxStream:
         asyncio.ensure_future(self._response.aclose())
 
 
+class _PublicOnlyBackend:
+    """httpcore network backend that refuses a non-public peer once connected (before any byte is sent)."""
+
+    def __init__(self, inner) -> None:
+        self._inner = inner
+
+    async def connect_tcp(self, host, port, timeout=None, local_address=None, socket_options=None):
+        import httpcore
+
+        stream = await self._inner.connect_tcp(host, port, timeout, local_address, socket_options)
+        peer = stream.get_extra_info("server_addr")
+        if peer is None or blocked(peer[0]):
+            await stream.aclose()
+            log.warning("refused an upstream connection to non-public address %s", peer and peer[0])
+            raise httpcore.ConnectError("refused: non-public upstream address")
+        return stream
+
+    def __getattr__(self, name):  # sleep, connect_unix_socket
+        return getattr(self._inner, name)
+
+
 class HttpxUpstream:
     name = "httpx"
 
-    def __init__(self, *, max_connections: int, connect_timeout: float, read_timeout: float) -> None:
+    def __init__(self, *, max_connections: int, connect_timeout: float, read_timeout: float,
+                 refuse_private: bool = False) -> None:
         import httpx
 
         self._httpx = httpx
         self._timeout = httpx.Timeout(connect=connect_timeout, read=read_timeout, write=read_timeout, pool=read_timeout)
-        self._client = httpx.AsyncClient(
-            limits=httpx.Limits(max_connections=max_connections, max_keepalive_connections=max_connections),
-            timeout=self._timeout, follow_redirects=False,
-        )
+        limits = httpx.Limits(max_connections=max_connections, max_keepalive_connections=max_connections)
+        transport = None
+        if refuse_private:
+            transport = httpx.AsyncHTTPTransport(limits=limits)
+            pool = transport._pool  # httpx has no public hook for the network backend
+            pool._network_backend = _PublicOnlyBackend(pool._network_backend)
+        self._client = httpx.AsyncClient(limits=limits, transport=transport, timeout=self._timeout,
+                                         follow_redirects=False)
 
     def _build(self, req: UpstreamRequest, timeout: float | None):
         t = self._timeout if timeout is None else self._httpx.Timeout(timeout)
@@ -261,9 +327,12 @@ class HttpxUpstream:
 CLIENTS = {"curl": CurlUpstream, "httpx": HttpxUpstream}
 
 
-def make_upstream(name: str, *, max_connections: int, connect_timeout: float, read_timeout: float) -> UpstreamClient:
+def make_upstream(name: str, *, max_connections: int, connect_timeout: float, read_timeout: float,
+                  refuse_private: bool = False) -> UpstreamClient:
+    """``refuse_private``: the request-time SSRF guard (``ssrf``), on unless private upstreams are allowed."""
     try:
         cls = CLIENTS[name]
     except KeyError:
         raise SystemExit(f"forge-ref: unknown upstream client {name!r}; choose from {', '.join(CLIENTS)}") from None
-    return cls(max_connections=max_connections, connect_timeout=connect_timeout, read_timeout=read_timeout)
+    return cls(max_connections=max_connections, connect_timeout=connect_timeout, read_timeout=read_timeout,
+               refuse_private=refuse_private)

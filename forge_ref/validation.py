@@ -9,13 +9,13 @@ resolves to a private, loopback, link-local or reserved address is refused unles
 from __future__ import annotations
 
 import asyncio
-import ipaddress
 import re
 import socket
 from dataclasses import dataclass
 from typing import Any
 from urllib.parse import urlsplit
 
+from . import ssrf
 from .adapters import DEFAULT_BASE_URLS, KINDS
 from .errors import BadRequest
 from .store import ProviderRow
@@ -113,16 +113,19 @@ def _mapping(body: dict) -> dict[str, str] | None:
     return dict(mapping)
 
 
-def _blocked(ip: ipaddress._BaseAddress) -> bool:
-    return ip.is_private or ip.is_loopback or ip.is_link_local or ip.is_reserved or ip.is_multicast \
-        or ip.is_unspecified
-
-
 async def _base_url(body: dict, allow_private: bool, required: bool) -> str | None:
     url = _str(body, "base_url", max_len=MAX_URL_LEN, required=required)
     if url is None:
         return None
-    parts = urlsplit(url)
+    if any(c.isspace() or ord(c) < 32 or c == "\\" for c in url):
+        # urlsplit silently drops tabs/newlines that curl would not: both must see one URL.
+        raise BadRequest("'base_url' must not contain whitespace, control characters or backslashes",
+                         param="base_url", code="invalid_url")
+    try:
+        parts = urlsplit(url)
+        port = parts.port  # raises on a non-numeric or out-of-range port
+    except ValueError:
+        raise BadRequest("'base_url' is not a valid URL", param="base_url", code="invalid_url") from None
     if parts.scheme not in ("http", "https") or not parts.hostname:
         raise BadRequest("'base_url' must be an http(s) URL", param="base_url", code="invalid_url")
     if parts.username or parts.password or parts.query or parts.fragment:
@@ -130,12 +133,12 @@ async def _base_url(body: dict, allow_private: bool, required: bool) -> str | No
                          code="invalid_url")
     if not allow_private:
         try:
-            infos = await asyncio.get_running_loop().getaddrinfo(parts.hostname, parts.port or 443,
+            infos = await asyncio.get_running_loop().getaddrinfo(parts.hostname, port or 443,
                                                                  type=socket.SOCK_STREAM)
-        except (socket.gaierror, UnicodeError):
+        except (OSError, UnicodeError):
             raise BadRequest(f"cannot resolve host {parts.hostname!r}", param="base_url", code="invalid_url") from None
         for info in infos:
-            if _blocked(ipaddress.ip_address(info[4][0].split("%")[0])):
+            if ssrf.blocked(info[4][0]):
                 raise BadRequest("'base_url' points at a private, loopback or link-local address; refused "
                                  "(FORGE_ALLOW_PRIVATE_UPSTREAMS=1 allows it)", param="base_url", code="private_upstream")
     return url.rstrip("/")

@@ -1,0 +1,174 @@
+"""Per-operation costs of what the cache layers replace, measured in one process, one run.
+
+    python -m benchmarks.micro [--out results] [--redis-url URL] [--postgres-url URL] [--n N]
+
+Measures, through forge-ref's own code (not a synthetic stand-in): an in-process cache hit
+(``Cache.get``), a Redis hit (``TieredCache`` after an L1 miss: one Lua round trip), a user
+look-up on SQLite and on PostgreSQL (``Store.user_by_key_hash``: one indexed SELECT), a Fernet
+decryption (``Crypto.decrypt``), and building a ProviderService from 3 rows. Writes one immutable
+result file (``profile: micro``) that the report and notebooks read like any other.
+"""
+
+from __future__ import annotations
+
+import argparse
+import asyncio
+import json
+import statistics
+import tempfile
+import time
+import uuid
+from pathlib import Path
+
+from cryptography.fernet import Fernet
+
+from forge_ref.app import open_store
+from forge_ref.auth import hash_key, new_key
+from forge_ref.cache import Cache
+from forge_ref.counters import SharedCounters
+from forge_ref.crypto import Crypto
+from forge_ref.services import ProviderService
+from forge_ref.settings import Settings
+from forge_ref.store import connect, create_schema
+
+from .runner import SCHEMA_VERSION, _stamp, _utc, git_commit, machine
+
+
+def _time_sync(fn, n: int, repeats: int = 5) -> dict:
+    """Best-of-``repeats`` mean, in microseconds (the minimum filters the shared machine's noise)."""
+    samples = []
+    for _ in range(repeats):
+        start = time.perf_counter()
+        for _ in range(n):
+            fn()
+        samples.append((time.perf_counter() - start) / n * 1e6)
+    return {"us_per_op": round(min(samples), 3), "median_us": round(statistics.median(samples), 3), "n": n,
+            "repeats": repeats}
+
+
+async def _time_async(fn, n: int, repeats: int = 5) -> dict:
+    samples = []
+    for _ in range(repeats):
+        start = time.perf_counter()
+        for _ in range(n):
+            await fn()
+        samples.append((time.perf_counter() - start) / n * 1e6)
+    return {"us_per_op": round(min(samples), 3), "median_us": round(statistics.median(samples), 3), "n": n,
+            "repeats": repeats}
+
+
+async def _store_lookup(db: str, n: int) -> dict:
+    counters = SharedCounters()
+    store = await open_store(Settings(db=db, encryption_key=Fernet.generate_key().decode()), counters)
+    try:
+        for i in range(1000):  # a realistic index, not a one-row table
+            await store.create_user(f"u{i}", hash_key(new_key()), "forge-x")
+        target = hash_key(new_key())
+        await store.create_user("target", target, "forge-x")
+        return await _time_async(lambda: store.user_by_key_hash(target), n)
+    finally:
+        await store.close()
+
+
+async def _redis_hit(url: str, n: int) -> dict:
+    from forge_ref import redis_backend as rb
+
+    counters = SharedCounters()
+    prefix = f"forge-micro:{uuid.uuid4().hex[:8]}:"
+    link = rb.RedisLink(url, prefix=prefix, max_connections=4, timeout=1.0, counters=counters)
+    l1 = Cache("user", maxsize=10, ttl=60, counters=counters)
+    tiered = rb.TieredCache("user", l1, link, ttl=300, locate=rb.user_locator(prefix), encode=rb.encode_user,
+                            decode=rb.decode_user, counters=counters)
+    from forge_ref.store import User
+
+    user = User(1, "micro", "h" * 64, "forge-x")
+
+    async def load():
+        return user
+
+    try:
+        await tiered.load("h" * 64, load)  # now in Redis
+
+        async def hit():
+            l1.clear()  # force the L1 miss: measure the Redis round trip + decode
+            return await tiered.load("h" * 64, load)
+
+        result = await _time_async(hit, n)
+        assert counters.total("redis_hits") >= n
+        return result
+    finally:
+        await link.client.delete(f"{prefix}user:{'h' * 64}", f"{prefix}gen:user:{'h' * 64}")
+        await link.close()
+
+
+def measure(*, n: int, redis_url: str | None, postgres_url: str | None) -> dict:
+    ops: dict[str, dict] = {}
+    counters = SharedCounters()
+    cache = Cache("user", maxsize=10_000, ttl=300, counters=counters)
+    cache.set("k", object())
+    ops["in_process_hit"] = _time_sync(lambda: cache.get("k"), n * 20)
+
+    crypto = Crypto([Fernet.generate_key().decode()], counters)
+    token = crypto.encrypt("sk-" + "x" * 48)
+    ops["fernet_decrypt"] = _time_sync(lambda: crypto.decrypt(token), n)
+
+    from forge_ref.store import ProviderRow
+
+    rows = [ProviderRow(i, f"p{i}", "openai", token, "http://x", {}, 0.0) for i in range(3)]
+    ops["service_build_3_keys_lazy"] = _time_sync(lambda: ProviderService(1, rows, crypto, lazy_keys=True), n)
+
+    with tempfile.TemporaryDirectory() as tmp:
+        db = str(Path(tmp) / "micro.db")
+        create_schema(connect(db, counters=None))
+        ops["sqlite_user_lookup"] = asyncio.run(_store_lookup(db, n))
+    if postgres_url:
+        from forge_ref.pg_store import create_schema as pg_schema
+        import psycopg
+
+        schema = "forge_micro_" + uuid.uuid4().hex[:8]
+        with psycopg.connect(postgres_url, autocommit=True) as conn:
+            conn.execute(f"CREATE SCHEMA {schema}")
+        sep = "&" if "?" in postgres_url else "?"
+        url = f"{postgres_url}{sep}options=-csearch_path%3D{schema}"
+        try:
+            pg_schema(url)
+            ops["postgres_user_lookup"] = asyncio.run(_store_lookup(url, max(200, n // 10)))
+        finally:
+            with psycopg.connect(postgres_url, autocommit=True) as conn:
+                conn.execute(f"DROP SCHEMA {schema} CASCADE")
+    if redis_url:
+        ops["redis_hit"] = asyncio.run(_redis_hit(redis_url, max(200, n // 10)))
+    return ops
+
+
+def main(argv: list[str] | None = None) -> Path:
+    p = argparse.ArgumentParser(prog="python -m benchmarks.micro", description=__doc__.split("\n\n")[0])
+    p.add_argument("--out", default="results")
+    p.add_argument("--n", type=int, default=5000)
+    p.add_argument("--redis-url", default=None, help="measure a Redis hit too (e.g. redis://127.0.0.1:6379/0)")
+    p.add_argument("--postgres-url", default=None, help="measure a PostgreSQL look-up too")
+    args = p.parse_args(argv)
+    started = time.time()
+    ops = measure(n=args.n, redis_url=args.redis_url, postgres_url=args.postgres_url)
+    commit, dirty = git_commit()
+    doc = {
+        "schema_version": SCHEMA_VERSION, "run_id": uuid.uuid4().hex[:12], "target": "micro", "profile": "micro",
+        "config": "n/a", "variant": "", "commit": commit, "dirty": dirty, "machine": machine(),
+        "started_at": _utc(started), "finished_at": _utc(time.time()),
+        "settings": {"n": args.n, "redis": bool(args.redis_url), "postgres": bool(args.postgres_url)},
+        "micro": ops,
+    }
+    out = Path(args.out)
+    out.mkdir(parents=True, exist_ok=True)
+    path = out / f"{_stamp(started)}_{commit}_micro.json"
+    with open(path, "x") as f:
+        json.dump(doc, f, indent=1, sort_keys=True)
+        f.write("\n")
+    for name, m in ops.items():
+        print(f"{name:28s} {m['us_per_op']:10.3f} us/op")
+    print(f"wrote {path}")
+    return path
+
+
+if __name__ == "__main__":
+    main()

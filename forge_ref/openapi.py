@@ -1,0 +1,192 @@
+"""The OpenAPI 3 description of forge-ref's HTTP API, served at ``GET /openapi.json`` (no auth).
+
+Written by hand, as data: every route of ``handlers.routes`` (a test checks none is missing),
+its auth, its request body schema, and its error responses, which all share the OpenAI
+error shape. ``tests/test_fuzz.py`` drives generated requests at every operation listed here.
+Proxy bodies are deliberately open (``additionalProperties``): forge-ref forwards fields it
+does not know, as OpenAI's API would accept them.
+"""
+
+from __future__ import annotations
+
+from functools import lru_cache
+
+import orjson
+
+ERROR = {"$ref": "#/components/responses/Error"}
+FORGE_KEY = [{"forgeKey": []}, {"forgeKeyHeader": []}]
+ADMIN = [{"adminToken": []}]
+
+
+def _json(schema: dict) -> dict:
+    return {"application/json": {"schema": schema}}
+
+
+def _ref(name: str) -> dict:
+    return {"$ref": f"#/components/schemas/{name}"}
+
+
+def _op(summary: str, ok: dict, *, errors: tuple[int, ...], security: list | None = FORGE_KEY,
+        body: str | None = None, params: list | None = None) -> dict:
+    op: dict = {"summary": summary, "responses": dict(ok)}
+    for status in errors:
+        op["responses"][str(status)] = ERROR
+    op["security"] = security if security is not None else []
+    if body is not None:
+        op["requestBody"] = {"required": True, "content": _json(_ref(body))}
+    if params:
+        op["parameters"] = params
+    return op
+
+
+def _ok(schema: str | None, status: int = 200, description: str = "success", stream: bool = False) -> dict:
+    if schema is None:
+        return {str(status): {"description": description}}
+    content = _json(_ref(schema))
+    if stream:
+        content["text/event-stream"] = {"schema": {"type": "string"}}
+    return {str(status): {"description": description, "content": content}}
+
+
+_USER_ERRORS = (400, 401, 404, 405, 413)
+_PROXY_ERRORS = (400, 401, 404, 405, 413, 422, 429, 502, 504)
+_PROVIDER = [{"name": "provider", "in": "path", "required": True, "schema": {"type": "string", "maxLength": 64}}]
+
+SCHEMAS = {
+    "Error": {
+        "type": "object", "required": ["error"],
+        "properties": {"error": {
+            "type": "object", "required": ["message", "type", "code", "param"],
+            "properties": {"message": {"type": "string"}, "type": {"type": "string"},
+                           "code": {"type": ["string", "null"]}, "param": {"type": ["string", "null"]}}}},
+    },
+    "UserName": {"type": "object", "required": ["name"], "additionalProperties": True,
+                 "properties": {"name": {"type": "string", "minLength": 1, "maxLength": 128}}},
+    "User": {"type": "object", "required": ["id", "name", "key_prefix"],
+             "properties": {"id": {"type": "integer"}, "name": {"type": "string"}, "key_prefix": {"type": "string"}}},
+    "UserWithKey": {"allOf": [_ref("User"), {"type": "object", "required": ["api_key"],
+                                             "properties": {"api_key": {"type": "string"}}}]},
+    "ProviderKeyCreate": {
+        "type": "object", "required": ["provider", "api_key"], "additionalProperties": True,
+        "properties": {
+            "provider": {"type": "string", "pattern": "^[a-zA-Z0-9][a-zA-Z0-9._-]{0,63}$"},
+            "api_key": {"type": "string", "minLength": 1, "maxLength": 4096},
+            "base_url": {"type": "string", "format": "uri", "maxLength": 2048},
+            "kind": {"type": "string", "enum": ["openai", "anthropic", "gemini"]},
+            "model_mapping": {"type": "object", "maxProperties": 256,
+                              "additionalProperties": {"type": "string", "minLength": 1, "maxLength": 256}},
+        },
+    },
+    "ProviderKeyUpdate": {
+        "type": "object", "additionalProperties": False, "minProperties": 1,
+        "properties": {
+            "api_key": {"type": "string", "minLength": 1, "maxLength": 4096},
+            "base_url": {"type": "string", "format": "uri", "maxLength": 2048},
+            "kind": {"type": "string", "enum": ["openai", "anthropic", "gemini"]},
+            "model_mapping": {"type": "object", "maxProperties": 256,
+                              "additionalProperties": {"type": "string", "minLength": 1, "maxLength": 256}},
+            "provider": {"type": "string"},
+        },
+    },
+    "ProviderKey": {
+        "type": "object", "required": ["provider", "kind", "base_url", "api_key", "model_mapping"],
+        "properties": {"provider": {"type": "string"}, "kind": {"type": "string"}, "base_url": {"type": "string"},
+                       "api_key": {"type": "string", "description": "masked: sk-...1234"},
+                       "model_mapping": {"type": "object", "additionalProperties": {"type": "string"}}},
+    },
+    "ProviderKeyList": {"type": "object", "required": ["object", "data"],
+                        "properties": {"object": {"const": "list"}, "data": {"type": "array", "items": _ref("ProviderKey")}}},
+    "Message": {"type": "object", "required": ["role"], "additionalProperties": True,
+                "properties": {"role": {"type": "string"},
+                               "content": {"oneOf": [{"type": "string"}, {"type": "array"}, {"type": "null"}]}}},
+    "ChatCompletionRequest": {
+        "type": "object", "required": ["model", "messages"], "additionalProperties": True,
+        "properties": {"model": {"type": "string", "minLength": 1, "description": "provider/model or an alias"},
+                       "messages": {"type": "array", "minItems": 1, "items": _ref("Message")},
+                       "stream": {"type": "boolean"}, "max_tokens": {"type": "integer"},
+                       "temperature": {"type": "number"}},
+    },
+    "ChatCompletion": {"type": "object", "additionalProperties": True,
+                       "properties": {"id": {"type": "string"}, "object": {"type": "string"},
+                                      "choices": {"type": "array"}, "usage": {"type": "object"}}},
+    "EmbeddingsRequest": {
+        "type": "object", "required": ["model", "input"], "additionalProperties": True,
+        "properties": {"model": {"type": "string", "minLength": 1},
+                       "input": {"oneOf": [{"type": "string", "minLength": 1},
+                                           {"type": "array", "minItems": 1, "items": {"type": "string"}},
+                                           {"type": "array", "minItems": 1, "items": {"type": "integer"}},
+                                           {"type": "array", "minItems": 1, "items": {"type": "array"}}]}},
+    },
+    "Embeddings": {"type": "object", "additionalProperties": True,
+                   "properties": {"object": {"type": "string"}, "data": {"type": "array"}}},
+    "ModelList": {"type": "object", "required": ["object", "data"],
+                  "properties": {"object": {"const": "list"}, "data": {"type": "array", "items": {
+                      "type": "object", "required": ["id", "object"],
+                      "properties": {"id": {"type": "string"}, "object": {"const": "model"},
+                                     "owned_by": {"type": "string"}}}}}},
+    "Health": {"type": "object", "properties": {"status": {"const": "ok"}}},
+    "Stats": {"type": "object", "required": ["caches_enabled", "counters", "caches"], "additionalProperties": True},
+}
+
+PATHS = {
+    "/v1/users": {"post": _op("create a user; returns its Forge key once", _ok("UserWithKey", 201),
+                              errors=(400, 403, 405, 413), security=ADMIN, body="UserName")},
+    "/v1/users/me": {
+        "get": _op("read the user of this key", _ok("User"), errors=_USER_ERRORS),
+        "patch": _op("rename the user", _ok("User"), errors=_USER_ERRORS, body="UserName"),
+        "delete": _op("delete the user, its keys and provider keys", _ok(None, 204), errors=_USER_ERRORS),
+    },
+    "/v1/users/me/reset-key": {"post": _op("new Forge key; the old one is refused at once, in every process",
+                                           _ok("UserWithKey"), errors=_USER_ERRORS)},
+    "/v1/provider-keys": {
+        "get": _op("the user's provider keys, secrets masked", _ok("ProviderKeyList"), errors=_USER_ERRORS),
+        "post": _op("add a provider key (a private base_url is refused)", _ok("ProviderKey", 201),
+                    errors=(*_USER_ERRORS, 409), body="ProviderKeyCreate"),
+    },
+    "/v1/provider-keys/{provider}": {
+        "put": _op("change the fields given, keep the others", _ok("ProviderKey"), errors=_USER_ERRORS,
+                   body="ProviderKeyUpdate", params=_PROVIDER),
+        "delete": _op("delete a provider key", _ok(None, 204), errors=_USER_ERRORS, params=_PROVIDER),
+    },
+    "/v1/chat/completions": {"post": _op("proxy a chat completion; stream: true answers SSE",
+                                         _ok("ChatCompletion", stream=True), errors=_PROXY_ERRORS,
+                                         body="ChatCompletionRequest")},
+    "/v1/embeddings": {"post": _op("proxy embeddings", _ok("Embeddings"), errors=_PROXY_ERRORS, body="EmbeddingsRequest")},
+    "/v1/models": {"get": _op("every model of every provider of the user, as provider/model, plus aliases",
+                              _ok("ModelList"), errors=(401, 405))},
+    "/health": {"get": _op("liveness", _ok("Health"), errors=(405,), security=None)},
+    "/_stats": {
+        "get": _op("cost counters, summed over processes", _ok("Stats"), errors=(403, 405), security=ADMIN),
+        "delete": _op("reset the counters", _ok("Stats"), errors=(403, 405), security=ADMIN),
+    },
+    "/metrics": {"get": _op("the counters in Prometheus text format",
+                            {"200": {"description": "Prometheus text", "content": {"text/plain": {"schema": {"type": "string"}}}}},
+                            errors=(403, 405), security=ADMIN)},
+    "/openapi.json": {"get": _op("this document", {"200": {"description": "OpenAPI 3 document",
+                                                           "content": _json({"type": "object"})}},
+                                 errors=(405,), security=None)},
+}
+
+
+def document() -> dict:
+    return {
+        "openapi": "3.1.0",
+        "info": {"title": "forge-ref", "version": "1",
+                 "description": "OpenAI-compatible LLM API gateway. Every error has the OpenAI shape "
+                                "{\"error\": {\"message\", \"type\", \"param\", \"code\"}}."},
+        "paths": PATHS,
+        "components": {
+            "schemas": SCHEMAS,
+            "responses": {"Error": {"description": "an error, OpenAI-shaped", "content": _json(_ref("Error"))}},
+            "securitySchemes": {
+                "forgeKey": {"type": "http", "scheme": "bearer", "description": "Authorization: Bearer forge-..."},
+                "forgeKeyHeader": {"type": "apiKey", "in": "header", "name": "X-API-Key"},
+                "adminToken": {"type": "http", "scheme": "bearer", "description": "FORGE_ADMIN_TOKEN"},
+            },
+        },
+    }
+
+
+@lru_cache(maxsize=1)
+def document_bytes() -> bytes:
+    return orjson.dumps(document())
