@@ -34,6 +34,7 @@ import re
 import time
 
 import gevent
+import gevent.event
 from locust import FastHttpUser, LoadTestShape, constant, events, task
 
 # --- data -------------------------------------------------------------------------------------
@@ -176,14 +177,18 @@ class ForgeUser(FastHttpUser):
             if resp.status_code != 200:
                 resp.failure(f"HTTP {resp.status_code}")
                 return
-            body = b""
-            for chunk in resp.iter_content(chunk_size=4096, decode_content=False):
-                if first is None and (FIRST_TOKEN.search(chunk) or b"[DONE]" in chunk):
+            # One SSE frame at a time as it arrives (iter_content's read(n) waits for n bytes).
+            raw, done = resp._response, False
+            while not done:
+                frame = raw.readline(b"\n\n")
+                if not frame:
+                    break
+                done = frame.startswith(b"data: [DONE]")
+                if first is None and (done or FIRST_TOKEN.search(frame)):
                     first = time.perf_counter()
-                body += chunk
             # The request's time is the whole stream; time to first token is its own metric.
             resp.request_meta["response_time"] = (time.perf_counter() - started) * 1000
-            if b"data: [DONE]" not in body:
+            if not done:
                 resp.failure("stream ended without [DONE]")
                 return
         if first is not None:
@@ -251,14 +256,21 @@ class ModelsHeavyUser(ForgeUser):
 
 
 class ColdBurstUser(ForgeUser):
-    """One first request per user, all users at once against cold caches (coalescing)."""
+    """One first request per user, all users at once against cold caches (coalescing).
+
+    Spawning is never instantaneous, so users wait at a gate that opens when the last one has
+    started: the requests then leave together.
+    """
 
     _seq = itertools.count()
+    _gate = gevent.event.Event()
 
     def on_start(self) -> None:
         super().on_start()
         self.n = next(ColdBurstUser._seq)
         self.done = False
+        if self.n + 1 >= (self.environment.parsed_options.num_users or 1):
+            ColdBurstUser._gate.set()
 
     def wait_time(self) -> float:
         return 3600.0 if self.done else 0.0
@@ -268,6 +280,7 @@ class ColdBurstUser(ForgeUser):
         if self.done:
             return
         self.done = True
+        ColdBurstUser._gate.wait(timeout=10)
         tenant = self.t.readers[self.n % len(self.t.readers)]
         if self.n % 2 == 0:
             self.client.get(self.t.prefix + "/v1/models", headers=tenant["headers"], name="/v1/models")
@@ -370,6 +383,6 @@ class ProfileShape(LoadTestShape):
         for until, fraction, rate in PROFILES[opts.forge_profile]["stages"]:
             if t < until * run_time:
                 n = max(1, round(fraction * users))
-                spawn = n if rate == "all" else (rate or opts.spawn_rate or n)
+                spawn = max(1000, n) if rate == "all" else (rate or opts.spawn_rate or n)
                 return n, spawn, CLASSES[opts.forge_profile]
         return None

@@ -28,11 +28,13 @@ def main(argv: list[str] | None = None) -> None:
     r.add_argument("--users", type=int, help="Locust users (default 32)")
     r.add_argument("--warmup", type=float, help="seconds of Locust warm-up where a profile warms up that way")
     r.add_argument("--processes", type=int, default=1, help="forge-ref server processes")
-    r.add_argument("--tenants", type=int, help="override every profile's tenant count")
+    r.add_argument("--tenants", type=int, help="tenants of many-tenants (default 100000, --quick 10000)")
     r.add_argument("--baselines", action=argparse.BooleanOptionalAction, default=True,
                    help="mock-direct, bare proxy, forge-ref-httpx, concurrency-1 latency (default on)")
     r.add_argument("--peer", choices=["litellm"], help="also run a peer gateway against the same mock")
     r.add_argument("--no-pin", action="store_true", help="do not pin processes to CPUs with taskset")
+    r.add_argument("--mock-latency-ms", type=float, default=0.0, help="mock provider latency per response")
+    r.add_argument("--mock-chunk-delay-ms", type=float, default=0.0, help="mock delay between stream chunks")
 
     rep = sub.add_parser("report", help="regenerate RESULTS.md and the figures from result files")
     rep.add_argument("--results", default="results")
@@ -50,7 +52,8 @@ def main(argv: list[str] | None = None) -> None:
 
         files = run(profiles=a.profiles, configs=a.configs, out=a.out, duration=a.duration, users=a.users,
                     quick=a.quick, baselines=a.baselines, peer=a.peer, processes=a.processes, tenants=a.tenants,
-                    warmup=a.warmup, pin=not a.no_pin)
+                    warmup=a.warmup, pin=not a.no_pin, mock_latency_ms=a.mock_latency_ms,
+                    mock_chunk_delay_ms=a.mock_chunk_delay_ms)
         if not files:
             raise SystemExit("no result written")
     else:

@@ -67,6 +67,8 @@ def start_litellm(ctx, port: int, name: str) -> procs.Proc:
     cfg = write_config(ctx.raw / f"{name}.litellm.yaml", ctx.mock_url)
     cmd = [str(ensure_litellm(verbose=False)), "--config", str(cfg), "--host", procs.HOST, "--port", str(port),
            "--num_workers", "1"]
-    env = {"LITELLM_LOG": "ERROR", "LITELLM_TELEMETRY": "False", "DISABLE_ADMIN_UI": "True",
-           "NO_DOCS": "True", "DATABASE_URL": "", "LITELLM_MODE": "PRODUCTION"}
+    # LITELLM_LOCAL_MODEL_COST_MAP: use the bundled cost map instead of fetching it from GitHub
+    # at start-up (benchmark traffic stays on loopback).
+    env = {"LITELLM_LOG": "ERROR", "LITELLM_TELEMETRY": "False", "LITELLM_LOCAL_MODEL_COST_MAP": "True", "DISABLE_ADMIN_UI": "True",
+           "NO_DOCS": "True", "DATABASE_URL": None, "LITELLM_MODE": "PRODUCTION"}
     return procs.start(name, cmd, ctx.raw, env=env, cpus=ctx.cpu("server"), cwd=str(ctx.raw))

@@ -83,12 +83,16 @@ class Proc:
             self.popen.wait(timeout)
 
 
-def start(name: str, cmd: list[str], log_dir: Path, *, env: dict[str, str] | None = None,
+def start(name: str, cmd: list[str], log_dir: Path, *, env: dict[str, str | None] | None = None,
           cpus: str | None = None, cwd: str | None = None) -> Proc:
     log_dir.mkdir(parents=True, exist_ok=True)
     log = log_dir / f"{name}.log"
     full_env = dict(os.environ)
-    full_env.update(env or {})
+    for key, value in (env or {}).items():
+        if value is None:
+            full_env.pop(key, None)  # None unsets
+        else:
+            full_env[key] = value
     with open(log, "ab") as out:
         popen = subprocess.Popen(pinned(cmd, cpus), stdout=out, stderr=subprocess.STDOUT, stdin=subprocess.DEVNULL,
                                  env=full_env, cwd=cwd, start_new_session=True)
@@ -148,6 +152,37 @@ def cpu_seconds(pid: int) -> float:
         except psutil.NoSuchProcess:
             pass
     return total
+
+
+def busy_cpu() -> tuple[float, float, float]:
+    """CPU seconds of the whole machine, all CPUs: (processes, interrupts, stolen by the hypervisor).
+
+    Interrupt time is kept apart: loopback networking runs largely in softirq, accounted to no
+    process, so it is mostly the benchmark's own traffic rather than other load.
+    """
+    t = psutil.cpu_times()
+    irq = getattr(t, "irq", 0.0) + getattr(t, "softirq", 0.0)
+    return t.user + t.nice + t.system, irq, getattr(t, "steal", 0.0)
+
+
+def tcp_counters() -> dict[str, int]:
+    """Kernel TCP counters that reveal connection-level artefacts (Linux; empty elsewhere).
+
+    ``ListenOverflows``: a SYN dropped because a listen backlog was full (the client retries
+    after a 1 s timeout, which shows as a 1 s latency tail in bursts).
+    """
+    wanted = ("ListenOverflows", "ListenDrops", "TCPSynRetrans")
+    try:
+        lines = Path("/proc/net/netstat").read_text().splitlines()
+    except OSError:
+        return {}
+    out = {}
+    for head, values in zip(lines[::2], lines[1::2]):
+        if head.startswith("TcpExt:"):
+            for name, value in zip(head.split()[1:], values.split()[1:]):
+                if name in wanted:
+                    out[name] = int(value)
+    return out
 
 
 def rss_bytes(pid: int) -> int:

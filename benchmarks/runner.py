@@ -14,7 +14,6 @@ import json
 import os
 import platform
 import resource
-import shutil
 import socket
 import subprocess
 import sys
@@ -75,9 +74,11 @@ class Options:
     processes: int = 1
     warmup: float = 3.0
     quick: bool = False
-    tenants: int | None = None  # override of every profile's tenant count
+    tenants: int | None = None  # tenant count of many-tenants (the other profiles' counts are part of them)
     pin: bool = True
     verbose: bool = True
+    mock_latency_ms: float = 0.0
+    mock_chunk_delay_ms: float = 0.0
 
 
 # --- the plan ---------------------------------------------------------------------------------
@@ -141,10 +142,10 @@ def machine() -> dict:
     except Exception:  # noqa: BLE001 (informational only)
         mem = None
     try:
-        import locust
+        from importlib.metadata import version
 
-        locust_version = locust.__version__
-    except ImportError:
+        locust_version = version("locust")  # never ``import locust`` here: it monkey-patches the process (gevent)
+    except Exception:  # noqa: BLE001 (informational only)
         locust_version = None
     return {"hostname": socket.gethostname(), "cpu_count": os.cpu_count(), "cpu_model": model,
             "memory_gb": mem, "python": platform.python_version(), "platform": platform.platform(),
@@ -294,7 +295,7 @@ class Context:
 
 def tenants_for(profile: str, opts: Options) -> int:
     spec = PROFILES[profile]
-    if opts.tenants:
+    if opts.tenants and profile == "many-tenants":
         return opts.tenants
     return spec.quick_tenants if (opts.quick and spec.quick_tenants) else spec.tenants
 
@@ -327,6 +328,16 @@ def _touch(base: str, doc: dict, cap: int = 2000) -> None:
         list(pool.map(one, reqs))
 
 
+def stale_bound(processes: int) -> float:
+    """Seconds a write may take to reach every process: 0 with one (invalidation is synchronous),
+    else a few invalidation-poll intervals (the documented bound of the SQLite log)."""
+    if processes <= 1:
+        return 0.0
+    from forge_ref.settings import Settings
+
+    return 3 * float(os.environ.get("FORGE_INVALIDATION_POLL") or Settings.invalidation_poll)
+
+
 def chat_request(target: str) -> tuple[str, bytes]:
     """Path and body of one non-streaming chat as each target spells it (see TARGETS in locustfile)."""
     routed = target.startswith("forge-ref") or target == "litellm"
@@ -349,7 +360,7 @@ def _locust(ctx: Context, job: Job, base: str, keys: Path, *, users: int, durati
     target = target or ("bare-proxy" if job.target.startswith("bare-proxy") else "forge-ref")
     env = {"FORGE_PROFILE": job.profile, "FORGE_KEYS_FILE": str(keys), "FORGE_TARGET": target,
            "FORGE_STATIC_KEY": static_key,
-           "FORGE_STALE_BOUND_S": str(0.0 if ctx.opts.processes == 1 else 3 * 0.1)}
+           "FORGE_STALE_BOUND_S": str(stale_bound(ctx.opts.processes))}
     cmd = [sys.executable, "-m", "locust", "-f", str(LOCUSTFILE), "--headless", "-u", str(users), "-r", str(users),
            "-t", f"{max(1, round(duration))}s", "--host", base, "--json-file", str(prefix), "--csv", str(prefix),
            "--only-summary", "--loglevel", "WARNING", "--logfile", str(ctx.raw / f"{name}.locust.log"),
@@ -426,6 +437,9 @@ def run_job(ctx: Context, job: Job, index: int) -> dict:
                 procs.http_json("DELETE", base + "/_stats", token=ADMIN)
             procs.http_json("DELETE", ctx.mock_url + "/_mock/stats")
             cpu0, mock0, t0 = procs.cpu_seconds(server.pid), procs.cpu_seconds(ctx.mock.pid), time.monotonic()
+            busy0, irq0, steal0, self0 = *procs.busy_cpu(), _self_cpu()
+            tcp0 = procs.tcp_counters()
+            loadavg = os.getloadavg()[0]
             if spec.probe:
                 path, body = chat_request(job.target)
                 cpu = int(ctx.cpu("load")) if ctx.pinning else None
@@ -437,6 +451,8 @@ def run_job(ctx: Context, job: Job, index: int) -> dict:
                                          static_key=static_key)
             wall = time.monotonic() - t0
             cpu1, mock1 = procs.cpu_seconds(server.pid), procs.cpu_seconds(ctx.mock.pid)
+            busy1, irq1, steal1, self1 = *procs.busy_cpu(), _self_cpu()
+            tcp1 = procs.tcp_counters()
             stats = procs.http_json("GET", base + "/_stats", token=ADMIN) if job.is_forge else None
             mock_stats = procs.http_json("GET", ctx.mock_url + "/_mock/stats")
         peak = sampler.peak
@@ -447,6 +463,15 @@ def run_job(ctx: Context, job: Job, index: int) -> dict:
     requests = counters.get("requests", 0) if stats else load["requests"]
     server_cpu = cpu1 - cpu0
     span = load["duration_s"] or wall  # the measured window proper (Locust's start-up excluded)
+    if span < 1.0:
+        span = 0.0  # a burst: utilisation over a few milliseconds means nothing
+    mock_cpu = mock1 - mock0 if server is not ctx.mock else 0.0
+    ours = server_cpu + mock_cpu + (load_cpu or 0.0) + (self1 - self0)
+    noise = {"loadavg_1m_before": round(loadavg, 2), "other_cpu_seconds": round(max(0.0, busy1 - busy0 - ours), 3),
+             "other_cpu_utilisation": round(max(0.0, busy1 - busy0 - ours) / wall, 3) if wall > 0 else None,
+             "interrupt_seconds": round(irq1 - irq0, 3), "steal_seconds": round(steal1 - steal0, 3),
+             "window_s": round(wall, 3),
+             "tcp": {k: tcp1[k] - tcp0.get(k, 0) for k in sorted(tcp1)}}
     per_request = {k: round(v / requests, 4) for k, v in counters.items()} if requests else {}
     per_request["cpu_ms"] = round(1000 * server_cpu / requests, 4) if requests else None
     result = {
@@ -476,6 +501,7 @@ def run_job(ctx: Context, job: Job, index: int) -> dict:
         "mock": {"total_calls": mock_stats.get("total"), "cpu_seconds": round(mock1 - mock0, 3)},
         "load_generator": {"cpu_seconds": round(load_cpu, 3) if load_cpu is not None else None,
                            "cpu_utilisation": round(load_cpu / span, 3) if load_cpu and span > 0 else None},
+        "noise": noise,
         "machine": ctx.machine,
         "commit": ctx.commit,
         "commit_dirty": ctx.dirty,
@@ -483,13 +509,27 @@ def run_job(ctx: Context, job: Job, index: int) -> dict:
             "duration_s": round(load["duration_s"], 1) if spec.probe else duration,
             "users": 1 if spec.probe else users, "warmup": warm_desc,
             "processes": opts.processes if job.is_forge else 1, "upstream_client": job.upstream_client,
-            "pinning": ctx.pinning, "tenants": len(doc["tenants"]) if job.is_forge else None,
+            "pinning": _pinning(ctx, job), "stale_bound_s": stale_bound(opts.processes) if job.is_forge else None,
+            "tenants": len(doc["tenants"]) if job.is_forge else None,
             "server_env": dict(job.server_env), "quick": opts.quick,
+            "mock": {"latency_ms": opts.mock_latency_ms, "chunk_delay_ms": opts.mock_chunk_delay_ms},
         },
         "started_at": _utc(started),
         "finished_at": _utc(time.time()),
     }
     return result
+
+
+def _pinning(ctx: Context, job: Job) -> dict | None:
+    """The pinning this job really had (a multi-process server is left unpinned)."""
+    if not ctx.pinning:
+        return None
+    pin = dict(ctx.pinning)
+    if job.is_forge and ctx.opts.processes > 1:
+        pin["server"] = None
+    if job.target == "mock-direct":
+        pin["server"] = pin["mock"]  # the process under test is the mock itself
+    return pin
 
 
 def write_result(result: dict, out: Path, job: Job, started: float) -> Path:
@@ -510,6 +550,11 @@ def write_result(result: dict, out: Path, job: Job, started: float) -> Path:
 # --- the matrix -------------------------------------------------------------------------------
 
 
+def _self_cpu() -> float:
+    r = resource.getrusage(resource.RUSAGE_SELF)
+    return r.ru_utime + r.ru_stime
+
+
 def _progress(i: int, n: int, job: Job, note: str) -> None:
     width = 20
     done = int(width * i / n)
@@ -521,11 +566,13 @@ def _progress(i: int, n: int, job: Job, note: str) -> None:
 def run(*, profiles: list[str] | None = None, configs: list[str] | None = None, out: str | os.PathLike = "results",
         duration: float | None = None, users: int | None = None, quick: bool = False, baselines: bool | None = None,
         peer: str | None = None, processes: int = 1, tenants: int | None = None, warmup: float | None = None,
-        pin: bool = True, verbose: bool = True) -> list[Path]:
+        pin: bool = True, verbose: bool = True, mock_latency_ms: float = 0.0,
+        mock_chunk_delay_ms: float = 0.0) -> list[Path]:
     """Run the matrix; return the result files written (one per job)."""
     opts = Options(out=Path(out), duration=duration or (8.0 if quick else 15.0), users=users or 32,
                    processes=processes, warmup=warmup if warmup is not None else (2.0 if quick else 5.0),
-                   quick=quick, tenants=tenants, pin=pin, verbose=verbose)
+                   quick=quick, tenants=tenants, pin=pin, verbose=verbose, mock_latency_ms=mock_latency_ms,
+                   mock_chunk_delay_ms=mock_chunk_delay_ms)
     if baselines is None:
         baselines = True
     jobs = plan(quick=quick, profiles=profiles, configs=configs, baselines=baselines, peer=peer,
@@ -538,11 +585,13 @@ def run(*, profiles: list[str] | None = None, configs: list[str] | None = None, 
     pinning = procs.pinning_plan() if pin else None
     written: list[Path] = []
     results: list[dict] = []
+    failed: list[tuple[Job, str]] = []
     with tempfile.TemporaryDirectory(prefix="forge-bench-") as work:
         mock_port = procs.free_port()
-        mock = procs.start("mock", [sys.executable, "-m", "forge_ref.cli", "mock-provider", "--host", procs.HOST,
-                                    "--port", str(mock_port)], raw, cpus=pinning["mock"] if pinning else None,
-                           cwd=str(REPO))
+        mock_cmd = [sys.executable, "-m", "forge_ref.cli", "mock-provider", "--host", procs.HOST, "--port",
+                    str(mock_port), "--latency-ms", str(opts.mock_latency_ms), "--chunk-delay-ms",
+                    str(opts.mock_chunk_delay_ms)]
+        mock = procs.start("mock", mock_cmd, raw, cpus=pinning["mock"] if pinning else None, cwd=str(REPO))
         ctx = Context(opts, run_id, commit, dirty, machine(), pinning, raw, Path(work), mock, mock_port)
         try:
             procs.wait_ready(mock, ctx.mock_url + "/_mock/stats")
@@ -557,8 +606,13 @@ def run(*, profiles: list[str] | None = None, configs: list[str] | None = None, 
                 try:
                     result = run_job(ctx, job, i)
                 except Exception as exc:  # one failed job must not lose the others
+                    import traceback
+
+                    (raw / f"{i:03d}_{job.label()}.error.txt").write_text(traceback.format_exc())
                     if verbose:
-                        _progress(i + 1, len(jobs), job, f"FAILED: {exc}".splitlines()[0][:200])
+                        lines = [x for x in str(exc).splitlines() if x.strip()] or [type(exc).__name__]
+                        _progress(i + 1, len(jobs), job, f"FAILED: {lines[0][:120]} ... {lines[-1][:160]}")
+                    failed.append((job, str(exc)))
                     continue
                 written.append(write_result(result, opts.out, job, t0))
                 results.append(result)
@@ -570,6 +624,8 @@ def run(*, profiles: list[str] | None = None, configs: list[str] | None = None, 
             mock.stop()
     if verbose:
         print(summary_table(results))
+        for job, err in failed:
+            print(f"FAILED {job.target} {job.profile} {job.config} {job.variant}: see logs in {raw}/", file=sys.stderr)
         print(f"\n{len(written)} result files in {opts.out}/ ({time.time() - t_start:.0f}s); logs in {raw}/")
     return written
 

@@ -18,7 +18,6 @@ COUNTERS = (
     "decryptions",
     "upstream_requests",
     "upstream_model_list_requests",
-    "upstream_errors",
     "services_built",
     "adapters_built",
     "coalesced_waits",

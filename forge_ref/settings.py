@@ -32,7 +32,7 @@ class Settings:
     upstream_client: str = _opt("curl", "FORGE_UPSTREAM_CLIENT", "shared upstream HTTP client: curl (Tornado CurlAsyncHTTPClient) or httpx")
     upstream_max_connections: int = _opt(200, "FORGE_UPSTREAM_MAX_CONNECTIONS", "upstream connection pool size per process")
     connect_timeout: float = _opt(5.0, "FORGE_CONNECT_TIMEOUT", "upstream connect timeout, seconds")
-    read_timeout: float = _opt(120.0, "FORGE_READ_TIMEOUT", "upstream read timeout (between bytes), seconds")
+    read_timeout: float = _opt(120.0, "FORGE_READ_TIMEOUT", "upstream read timeout, seconds: the whole answer when not streaming, the gap between chunks when streaming")
     models_timeout: float = _opt(5.0, "FORGE_MODELS_TIMEOUT", "timeout of one provider's model-list call, seconds")
     models_concurrency: int = _opt(5, "FORGE_MODELS_CONCURRENCY", "model-list calls in flight at once per /v1/models request")
     models_failure_ttl: float = _opt(30.0, "FORGE_MODELS_FAILURE_TTL", "seconds a failed model-list call is remembered (0 = retry every time)")
