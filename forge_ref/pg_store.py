@@ -145,9 +145,10 @@ class PgStore:
         return await self._run("DELETE FROM provider_keys WHERE user_id = %s AND provider = %s",
                                (user_id, provider), fetch=None) > 0
 
-    async def reencrypt_provider_key(self, key_id: int, encrypted_key: str) -> bool:
-        return await self._run("UPDATE provider_keys SET encrypted_key = %s WHERE id = %s",
-                               (encrypted_key, key_id), fetch=None) > 0
+    async def swap_encrypted_key(self, key_id: int, old: str, new: str) -> bool:
+        """Compare-and-swap (key rotation): only if nobody changed the row since it was read."""
+        return await self._run("UPDATE provider_keys SET encrypted_key = %s WHERE id = %s AND encrypted_key = %s",
+                               (new, key_id, old), fetch=None) > 0
 
     # not on the request path
 

@@ -47,16 +47,6 @@ class RotationReport:
         return self.undecryptable == 0 and self.raced_left == 0
 
 
-async def _swap(store, key_id: int, old: str, new: str) -> bool:
-    """One compare-and-swap UPDATE (SQLite through sqlite-utils, or the PostgreSQL store)."""
-    if hasattr(store, "db"):
-        cur = store.db.execute("UPDATE provider_keys SET encrypted_key = ? WHERE id = ? AND encrypted_key = ?",
-                               (new, key_id, old))
-        return cur.rowcount > 0
-    return await store._run("UPDATE provider_keys SET encrypted_key = %s WHERE id = %s AND encrypted_key = %s",
-                            (new, key_id, old), fetch=None) > 0
-
-
 async def rotate_all(store, keys: list[str], crypto: Crypto) -> RotationReport:
     """Re-encrypt every row not yet under ``keys[0]``; see the module docstring."""
     first = Fernet(keys[0].strip().encode())
@@ -77,7 +67,7 @@ async def rotate_all(store, keys: list[str], crypto: Crypto) -> RotationReport:
             if not crypto.can_decrypt(token):
                 report.undecryptable += 1
                 continue
-            if await _swap(store, key_id, token, crypto.rotate(token)):
+            if await store.swap_encrypted_key(key_id, token, crypto.rotate(token)):
                 report.rotated += 1
             else:
                 report.raced += 1

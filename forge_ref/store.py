@@ -195,9 +195,10 @@ class Store:
         return self.db.execute(
             "DELETE FROM provider_keys WHERE user_id = ? AND provider = ?", (user_id, provider)).rowcount > 0
 
-    async def reencrypt_provider_key(self, key_id: int, encrypted_key: str) -> bool:
-        return self.db.execute(
-            "UPDATE provider_keys SET encrypted_key = ? WHERE id = ?", (encrypted_key, key_id)).rowcount > 0
+    async def swap_encrypted_key(self, key_id: int, old: str, new: str) -> bool:
+        """Compare-and-swap (key rotation): only if nobody changed the row since it was read."""
+        return self.db.execute("UPDATE provider_keys SET encrypted_key = ? WHERE id = ? AND encrypted_key = ?",
+                               (new, key_id, old)).rowcount > 0
 
     # not on the request path -----------------------------------------------------------------
 

@@ -70,6 +70,9 @@ def test_a_concurrent_update_is_not_overwritten(tmp_path):
                                 (crypto.encrypt("sk-rot-changed-by-user"), ids[2]))
             return rows
 
+        async def swap_encrypted_key(self, key_id, old_token, new_token):
+            return await self.inner.swap_encrypted_key(key_id, old_token, new_token)
+
     report = asyncio.run(rotate_all(Racing(store), [new, old], crypto))
     assert report.raced == 1 and report.rotated == 4 and report.done and report.passes == 2
     token = store.db.execute("SELECT encrypted_key FROM provider_keys WHERE id = ?", (ids[2],)).fetchone()[0]
