@@ -3,11 +3,13 @@
 from __future__ import annotations
 
 import importlib
-from typing import Callable
+from typing import TYPE_CHECKING, Callable
 
 from ..counters import SharedCounters
-from ..upstream import UpstreamClient
 from .base import Adapter
+
+if TYPE_CHECKING:  # upstream imports adapters.base: a runtime import here would be circular
+    from ..upstream import UpstreamClient
 
 KINDS = {"openai": "OpenAIAdapter", "anthropic": "AnthropicAdapter", "gemini": "GeminiAdapter"}
 DEFAULT_BASE_URLS = {
