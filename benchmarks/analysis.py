@@ -1,0 +1,518 @@
+"""Small shared functions for the notebooks: where the results are, which rows to compare, tidy frames.
+
+Everything is read through :mod:`benchmarks.results` (the one parser of result files); this module
+only selects, reshapes and subtracts. The notebooks call it so that no parsing is copied between
+them, and so that every number they show comes from a result file.
+
+    from benchmarks import analysis as an
+    df = an.load(an.results_dir())                  # FORGE_RESULTS_DIR, else results/, else the sample
+    steady = an.select(df, profile="steady", target="forge-ref")   # the latest run holding it
+    an.summary(steady)                              # one row per configuration, per-request costs
+    an.on_off(steady)                               # what switching layers on changes, pair by pair
+
+Micro results (``python -m benchmarks.micro``, ``profile: "micro"``) are looked for in the chosen
+directory and in a sibling ``sample_micro/`` directory: the committed sample keeps its micro result
+with Redis and PostgreSQL measured in ``tests/data/sample_micro/``, beside ``sample_results/``.
+"""
+
+from __future__ import annotations
+
+import os
+from collections import Counter
+from pathlib import Path
+from typing import Iterable
+
+import pandas as pd
+
+from forge_ref.settings import LAYERS
+
+from .profiles import layers_on
+from .report import TARGET_ORDER, _config_key, _noise_line
+from .results import is_load_run, load_results, result_files
+
+REPO = Path(__file__).resolve().parent.parent
+ENV_VAR = "FORGE_RESULTS_DIR"
+DEFAULT_DIR = REPO / "results"
+SAMPLE_DIR = REPO / "tests" / "data" / "sample_results"
+MICRO_SIBLING = "sample_micro"
+
+# tidy name -> flattened column of a result file (all per request, except latency, rps and memory)
+METRICS = {
+    "rps": "locust.rps",
+    "avg_ms": "locust.avg_ms",
+    "p50_ms": "locust.p50_ms",
+    "p90_ms": "locust.p90_ms",
+    "p99_ms": "locust.p99_ms",
+    "max_ms": "locust.max_ms",
+    "failures": "locust.failures",
+    "db_queries": "per_request.db_queries",
+    "decryptions": "per_request.decryptions",
+    "upstream_requests": "per_request.upstream_requests",
+    "model_list_calls": "per_request.upstream_model_list_requests",
+    "services_built": "per_request.services_built",
+    "adapters_built": "per_request.adapters_built",
+    "cpu_ms": "server.cpu_ms_per_request",
+    "server_busy": "server.cpu_utilisation",
+    "peak_rss_mb": "server.peak_rss_mb",
+}
+PERCENTILES = ["p50_ms", "p90_ms", "p99_ms", "max_ms"]
+
+# Commands that produce what a notebook looks for, for the "not in this directory" messages.
+COMMANDS = {
+    "layers": "python -m benchmarks run --profiles steady",  # without --quick: every layer alone, all but each
+    "many-tenants": "python -m benchmarks run --profiles many-tenants",
+    "cold-burst": "python -m benchmarks run --profiles cold-burst",
+    "churn": "python -m benchmarks run --profiles churn --configs all",
+    "churn-processes": "python -m benchmarks run --profiles churn --configs all --processes 2",
+    "litellm": "python -m benchmarks run --profiles steady --configs all --peer litellm",
+    "baselines": "python -m benchmarks run --profiles steady latency-c1 --configs all",
+    "micro": ("python -m benchmarks.micro --redis-url redis://127.0.0.1:6379/0 "
+              "--postgres-url postgresql://postgres@127.0.0.1:5432/postgres"),
+}
+
+
+MISSING = {  # what a notebook looks for -> (what is missing, the command that produces it)
+    "steady": ("no `steady` forge-ref results in this directory", COMMANDS["layers"]),
+    "models-heavy": ("no `models-heavy` or `mixed` results in this directory",
+                     "python -m benchmarks run --profiles models-heavy mixed --configs none all"),
+    "many-tenants": ("no many-tenants results in this directory", COMMANDS["many-tenants"]),
+    "cold-burst": ("no cold-burst results in this directory", COMMANDS["cold-burst"]),
+    "churn": ("no churn results in this directory", COMMANDS["churn"]),
+    "churn-processes": ("no multi-process churn results in this directory: every churn run here used one "
+                        "process, where invalidation is synchronous", COMMANDS["churn-processes"]),
+    "baselines": ("no baseline results (mock-direct, bare proxy) in this directory", COMMANDS["baselines"]),
+    "litellm": ("no LiteLLM results in this directory", COMMANDS["litellm"]),
+    "latency-c1": ("no `latency-c1` results in this directory", COMMANDS["baselines"]),
+    "micro": ("no micro results (`target: micro`) in this directory or a sibling `sample_micro/`",
+              COMMANDS["micro"] + " --out DIR"),
+}
+
+
+def have(frame: pd.DataFrame | None, what: str) -> bool:
+    """True if ``frame`` has rows; else show (in the notebook) what is missing and how to produce it."""
+    if frame is not None and not frame.empty:
+        return True
+    from IPython.display import Markdown, display
+
+    missing, command = MISSING[what]
+    display(Markdown(f"**{missing[0].upper() + missing[1:]}**; run `{command}`."))
+    return False
+
+
+# --- where and what ---------------------------------------------------------------------------
+
+
+def results_dir(environ: dict | None = None) -> Path:
+    """``$FORGE_RESULTS_DIR``; else ``results/`` if it holds result files; else the committed sample."""
+    environ = os.environ if environ is None else environ
+    chosen = environ.get(ENV_VAR)
+    if chosen:  # a relative path is taken from the current directory, else from the repository root
+        for path in (Path(chosen).expanduser().resolve(), (REPO / chosen).resolve()):
+            if path.is_dir():
+                return path
+        raise FileNotFoundError(f"{ENV_VAR}={chosen}: no such directory")
+    return DEFAULT_DIR if result_files(DEFAULT_DIR) else SAMPLE_DIR
+
+
+def micro_dirs(directory: str | os.PathLike) -> list[Path]:
+    """Where micro results are looked for: the directory itself and a sibling ``sample_micro/``."""
+    directory = Path(directory).resolve()
+    sibling = directory.parent / MICRO_SIBLING
+    return [directory] + ([sibling] if sibling.is_dir() and sibling != directory else [])
+
+
+def _coalesce(doc: dict) -> bool | None:
+    value = ((doc.get("settings") or {}).get("server_env") or {}).get("FORGE_COALESCE")
+    if value is None and "coalesce" in (doc.get("variant") or ""):
+        value = doc["variant"].rstrip()[-1]  # "coalesce=1", "coalesce1"
+    return None if value is None else value not in ("0", "false", "off")
+
+
+def backend(doc: dict) -> tuple[str, str]:
+    """(store, cache backend) a result ran with: from settings, the server environment or the variant."""
+    settings = doc.get("settings") or {}
+    env = settings.get("server_env") or {}
+    variant = (doc.get("variant") or "").lower()
+    db = str(settings.get("store") or settings.get("db") or env.get("FORGE_DB") or "")
+    store = "postgresql" if db.startswith("postgres") or "postgres" in variant else "sqlite"
+    cache = settings.get("cache_backend") or env.get("FORGE_CACHE_BACKEND") or (
+        "redis" if "redis" in variant else "memory")
+    return store, cache
+
+
+def long_label(doc: dict, label: str) -> str:
+    """A label that stays clear next to other targets: ``forge-ref (all)`` rather than ``all``."""
+    return f"forge-ref ({label})" if doc["target"] == "forge-ref" else label
+
+
+def load(directory: str | os.PathLike) -> pd.DataFrame:
+    """:func:`benchmarks.results.load_results` plus derived columns the notebooks select on: ``kind``
+    (``load`` for the runner's Locust/probe results, else the file's profile: ``micro``, ``soak``), and
+    for load results ``long_label``, ``processes``, ``coalesce``, ``store``, ``cache_backend``, ``order``."""
+    df = load_results(directory)
+    if df.empty:
+        return df
+    df["kind"] = ["load" if is_load_run(d) else d.get("profile") for d in df["raw"]]
+    loads = [(d, lab) if k == "load" else (None, None) for d, lab, k in zip(df["raw"], df["label"], df["kind"])]
+    forge = [d is not None and d["target"].startswith("forge-ref") for d, _ in loads]
+    df["long_label"] = [long_label(d, lab) if d else None for d, lab in loads]
+    df["processes"] = [(d.get("settings") or {}).get("processes") or 1 if d else None for d, _ in loads]
+    df["coalesce"] = [_coalesce(d) if d else None for d, _ in loads]
+    df["store"] = [backend(d)[0] if f else None for (d, _), f in zip(loads, forge)]
+    df["cache_backend"] = [backend(d)[1] if f else None for (d, _), f in zip(loads, forge)]
+    df["order"] = [(TARGET_ORDER.index(d["target"]) if d["target"] in TARGET_ORDER else 99, *_config_key(d))
+                   if d else None for d, _ in loads]
+    return df
+
+
+def pinning_text(settings: dict) -> str:
+    pin = settings.get("pinning")
+    if not pin:
+        return "none (taskset missing, fewer than 2 CPUs, or --no-pin)"
+    load_cpu = f"Locust and the mock on CPU {pin.get('load')}"
+    if pin.get("server") is None:
+        return f"server unpinned ({settings.get('processes')} processes), {load_cpu} (`taskset -c`)"
+    if pin.get("server") == pin.get("mock"):
+        return f"the process under test shares CPU {pin['server']} with Locust and the mock (`taskset -c`)"
+    return f"server on CPU {pin['server']}, {load_cpu} (`taskset -c`)"
+
+
+def _count(items: Iterable[str]) -> str:
+    counts = Counter(items)
+    if len(counts) == 1:
+        return next(iter(counts))
+    return "; ".join(f"{k} ({n} file{'s' if n > 1 else ''})" for k, n in counts.most_common())
+
+
+def provenance(df: pd.DataFrame, directory: str | os.PathLike) -> str:
+    """Markdown: which files, which machine, how processes were pinned, what load; all from the files."""
+    directory = Path(directory)
+    try:
+        where = directory.resolve().relative_to(REPO)
+    except ValueError:
+        where = directory
+    if df.empty:
+        return f"**No result files in `{where}`.** Run `python -m benchmarks run --quick`, or unset `{ENV_VAR}`."
+    docs = list(df["raw"])
+    loads = [d for d, k in zip(docs, df["kind"]) if k == "load"]
+    runs = sorted({d["run_id"] for d in loads})
+    others = Counter(k for k in df["kind"] if k != "load")
+    dirty = " (uncommitted changes)"
+    commits = sorted({str(d.get("commit")) + (dirty if d.get("commit_dirty") or d.get("dirty") else "") for d in docs})
+    machines = _count("{cpu_model}, {cpu_count} CPUs, {memory_gb} GB, Python {python}, {platform}".format(
+        **{k: (d.get("machine") or {}).get(k) for k in ("cpu_model", "cpu_count", "memory_gb", "python", "platform")})
+        for d in docs)
+    what = [f"{len(loads)} load results from {len(runs)} run(s) (`{'`, `'.join(runs)}`)"] if loads else []
+    what += [f"{n} {k} result{'s' if n > 1 else ''}" for k, n in sorted(others.items())]
+    if not loads:  # e.g. micro results alone: name the files
+        what[-1] += f" (`{'`, `'.join(df['file'])}`)"
+    lines = [f"- Results: `{where}`: {', '.join(what)}; commit {', '.join(f'`{c}`' for c in commits)}.",
+             f"- Machine: {machines}."]
+    if loads:
+        lines.append(f"- Pinning: {_count(pinning_text(d.get('settings') or {}) for d in loads)}.")
+        lines.append("- Load: " + _count(
+            f"{s.get('users')} users, {s.get('duration_s')} s measured, warm-up: {s.get('warmup')}, "
+            f"mock latency {(s.get('mock') or {}).get('latency_ms')} ms" + (", `--quick`" if s.get("quick") else "")
+            for s in (d.get("settings") or {} for d in loads)) + ".")
+        lines.append(_noise_line(loads))
+    return "\n".join(lines)
+
+
+def inventory(df: pd.DataFrame) -> pd.DataFrame:
+    """What the directory holds: per profile and target, the configurations and how many files."""
+    loads = df[df["kind"] == "load"].sort_values("order")
+    return (loads.groupby(["profile", "target"], sort=False)
+            .agg(configurations=("label", lambda s: ", ".join(dict.fromkeys(s))), files=("file", "size"),
+                 runs=("run_id", "nunique"))
+            .sort_index())
+
+
+# --- selection --------------------------------------------------------------------------------
+
+
+def select(df: pd.DataFrame, *, run: str | None = "latest", need: Iterable[str] = (), **match) -> pd.DataFrame:
+    """Load results matching every ``column=value`` (a list matches any of its values).
+
+    ``run="latest"``: per profile, only the latest run that holds a match (and every target in
+    ``need``), so compared rows share a machine, commit and mock; ``run=None``: every run.
+    """
+    if df.empty:
+        return df
+    rows = df[df["kind"] == "load"]
+    for col, want in match.items():
+        if col not in rows:
+            return rows.iloc[0:0]
+        rows = rows[rows[col].isin(want) if isinstance(want, (list, tuple, set)) else rows[col] == want]
+    if run == "latest" and not rows.empty:
+        keep = []
+        for _, grp in rows.groupby("profile"):
+            ok = [r for r, g in grp.groupby("run_id") if set(need) <= set(g["target"])]
+            if ok:
+                keep.append(grp[grp["run_id"] == max(ok)])
+        rows = pd.concat(keep) if keep else rows.iloc[0:0]
+    elif run not in (None, "latest"):
+        rows = rows[rows["run_id"] == run]
+    return rows.sort_values(["profile", "order"])
+
+
+def summary(frame: pd.DataFrame, by: str | list[str] = "label", metrics: Iterable[str] | None = None) -> pd.DataFrame:
+    """One row per result: the tidy metrics (per request, where a count), indexed by ``by``."""
+    if isinstance(by, str):
+        index = pd.Index(frame[by].values if by in frame else [], name=by)
+    else:
+        index = pd.MultiIndex.from_frame(frame[list(by)])
+    out = pd.DataFrame(index=index)
+    for name in metrics or METRICS:
+        col = METRICS[name]
+        out[name] = frame[col].values if col in frame else float("nan")
+    if metrics is None:
+        calls = frame["mock.total_calls"] if "mock.total_calls" in frame else pd.Series(float("nan"), frame.index)
+        out["provider_calls"] = (calls / frame["requests"].where(frame["requests"] > 0)).values
+    return out
+
+
+def endpoints(frame: pd.DataFrame, by: str = "label") -> pd.DataFrame:
+    """Long frame of Locust's per-endpoint summaries (``locust.endpoints``)."""
+    rows = [{by: label, **e} for d, label in zip(frame["raw"], frame[by])
+            for e in (d.get("locust") or {}).get("endpoints") or []]
+    return pd.DataFrame(rows)
+
+
+# --- layers on against off --------------------------------------------------------------------
+
+
+def _metric(row: pd.Series, name: str) -> float:
+    value = row.get(METRICS[name])
+    return float("nan") if value is None else float(value)
+
+
+DELTAS = ["db_queries", "decryptions", "model_list_calls", "services_built", "adapters_built", "cpu_ms", "p50_ms",
+          "p99_ms"]
+
+
+def on_off(frame: pd.DataFrame) -> pd.DataFrame:
+    """Every pair of forge-ref configurations of one run where the second only adds layers to the first,
+    with nothing measured in between (``none`` → ``user``, all but ``keys`` → ``all``, or, in a sparse
+    run, ``none`` → ``user,service,keys``). Columns: the layers added, both configurations, the change
+    of each per-request cost (``Δ …``: on minus off) and the throughput ratio (on / off)."""
+    rows = []
+    forge = frame[frame["target"] == "forge-ref"]
+    for _, grp in forge.groupby(["run_id", "profile", "variant", "store", "cache_backend"], dropna=False):
+        by_cfg = {cfg: g.iloc[-1] for cfg, g in grp.groupby("config")}
+        sets = {cfg: frozenset(layers_on(cfg)) for cfg in by_cfg}
+        for off, a in sets.items():
+            for on, b in sets.items():
+                if not a < b or any(a < c < b for c in sets.values()):
+                    continue
+                lo, hi = by_cfg[off], by_cfg[on]
+                row = {"profile": hi["profile"], "added": "+" + " +".join(x for x in LAYERS if x in b - a),
+                       "n_added": len(b - a), "off": off, "on": on, "variant": hi["variant"],
+                       "store": hi["store"], "cache_backend": hi["cache_backend"]}
+                row["step"] = f"{row['added']}  ({off} → {on})" + (f" [{hi['variant']}]" if hi["variant"] else "")
+                for m in DELTAS:
+                    row[f"Δ {m}"] = _metric(hi, m) - _metric(lo, m)
+                row["rps ×"] = _metric(hi, "rps") / _metric(lo, "rps") if _metric(lo, "rps") else float("nan")
+                rows.append(row)
+    columns = ["profile", "added", "n_added", "off", "on", "variant", "store", "cache_backend", "step",
+               *(f"Δ {m}" for m in DELTAS), "rps ×"]
+    out = pd.DataFrame(rows, columns=columns)
+    if out.empty:
+        return out
+    order = {layer: i for i, layer in enumerate(LAYERS)}
+    # from `none` upwards: first the layers added to nothing, last the ones added to all the others
+    out["_k"] = [(p, len(layers_on(o)), n, min(order[x.strip(" +")] for x in a.split(" +")))
+                 for p, n, a, o in zip(out["profile"], out["n_added"], out["added"], out["off"])]
+    return out.sort_values("_k").drop(columns="_k").reset_index(drop=True)
+
+
+def on_off_note(effects: pd.DataFrame, profile: str) -> str:
+    """Markdown: whether each layer could be isolated in these results, and how to get the rest."""
+    single = set(effects.loc[effects["n_added"] == 1, "added"].str.strip("+"))
+    missing = [x for x in LAYERS if x not in single]
+    if not missing:
+        return f"Each of the {len(LAYERS)} layers has at least one on/off pair in `{profile}`."
+    have = ", ".join(f"`{x}`" for x in LAYERS if x in single) or "none"
+    steps = "; ".join(f"`{o}` → `{n}`" for o, n in zip(effects["off"], effects["on"]))
+    return (f"Layers isolated by a one-layer pair in `{profile}`: {have}. For the others these results hold only "
+            + (f"coarser steps ({steps}), which are shown instead" if steps else "no comparable configurations")
+            + f". For every layer alone and every all-but-one, run `{COMMANDS['layers']}` (the full matrix, without "
+            "`--quick`).")
+
+
+# --- latency distributions --------------------------------------------------------------------
+
+HIST_KEYS = ("hist", "response_times", "histogram")
+
+
+def latency_hist(doc: dict, endpoint: str | None = None) -> dict[float, int] | None:
+    """A per-request latency histogram (ms → count) if the result holds one, merged over endpoints.
+
+    Locust's own stats have one (``response_times``), but the runner keeps only the summary
+    percentiles; this looks in ``locust`` and in each of ``locust.endpoints``."""
+    loc = doc.get("locust") or {}
+    sources = [e for e in loc.get("endpoints") or [] if endpoint in (None, e.get("name"))]
+    if endpoint is None and any(k in loc for k in HIST_KEYS):
+        sources = [loc]
+    merged: dict[float, int] = {}
+    for src in sources:
+        hist = next((src[k] for k in HIST_KEYS if isinstance(src.get(k), dict)), None) or {}
+        for ms, n in hist.items():
+            merged[float(ms)] = merged.get(float(ms), 0) + int(n)
+    return merged or None
+
+
+def has_histograms(frame: pd.DataFrame) -> bool:
+    return any(latency_hist(d) for d in frame["raw"])
+
+
+def cdf(hist: dict[float, int]) -> pd.DataFrame:
+    """Empirical CDF of a bucketed histogram: ``ms`` and the fraction of requests at or below it."""
+    s = pd.Series(hist).sort_index()
+    return pd.DataFrame({"ms": s.index.astype(float), "fraction": (s.cumsum() / s.sum()).values})
+
+
+def ladder(frame: pd.DataFrame, by: str = "label") -> pd.DataFrame:
+    """The percentile ladder (p50, p90, p99, max), one row per result: the fallback without histograms."""
+    return summary(frame, by, PERCENTILES)
+
+
+def plain_log(ax, axis: str = "y") -> None:
+    """A log scale labelled 0.5, 1, 2, 10, 300 rather than 5×10⁻¹: these axes are read as µs and ms."""
+    from matplotlib.ticker import FuncFormatter
+
+    def label(v: float, _) -> str:  # label 1, 2 and 5 of each decade only, or minor labels crowd
+        return f"{v:g}" if v > 0 and f"{v:.0e}"[0] in "125" else ""
+
+    fmt = FuncFormatter(label)
+    target = ax.xaxis if axis == "x" else ax.yaxis
+    (ax.set_xscale if axis == "x" else ax.set_yscale)("log")
+    target.set_major_formatter(fmt)
+    target.set_minor_formatter(fmt)
+
+
+# --- scaling, consistency ---------------------------------------------------------------------
+
+
+def tenants_table(frame: pd.DataFrame) -> pd.DataFrame:
+    """Many-tenants: per result, tenant count, cache bound, hit ratios, evictions, sizes, memory, rps."""
+    rows = []
+    for d, label in zip(frame["raw"], frame["label"]):
+        s, caches = d.get("settings") or {}, d.get("caches") or {}
+        env = s.get("server_env") or {}
+        bound = env.get("FORGE_USER_MAX")
+        row = {"label": label, "run_id": d["run_id"], "config": d["config"], "variant": d["variant"],
+               "tenants": s.get("tenants"), "user_bound": int(bound) if bound else None}
+        for layer in ("user", "service", "models"):
+            c = caches.get(layer) or {}
+            row.update({f"{layer}_hit_ratio": c.get("hit_ratio"), f"{layer}_evictions": c.get("evictions"),
+                        f"{layer}_size": c.get("size")})
+        row.update({"db_queries": (d.get("per_request") or {}).get("db_queries"),
+                    "peak_rss_mb": d["server"]["peak_rss_mb"], "rps": d["locust"]["rps"]})
+        row["name"] = f"{label}, {row['tenants']:,} tenants" + (
+            f", bound {row['user_bound']:,}" if row["user_bound"] else "")
+        rows.append(row)
+    return pd.DataFrame(rows).set_index("name")
+
+
+BURST_COUNTERS = ["db_queries", "decryptions", "services_built", "upstream_model_list_requests",
+                  "coalesced_waits", "upstream_requests"]
+
+
+def burst_table(frame: pd.DataFrame) -> pd.DataFrame:
+    """Cold burst: per result, coalescing on or off, the burst's total loads (counters, not per request),
+    its latency, and connection attempts that overflowed a listen backlog (they retry after 1 s)."""
+    rows = []
+    for d, label, on in zip(frame["raw"], frame["label"], frame["coalesce"]):
+        c, loc = d.get("counters") or {}, d.get("locust") or {}
+        tcp = (d.get("noise") or {}).get("tcp") or {}
+        rows.append({"label": label, "coalescing": on, "users": (d.get("settings") or {}).get("users"),
+                     "requests": d.get("requests"), **{k: c.get(k) for k in BURST_COUNTERS},
+                     **{k: loc.get(k) for k in PERCENTILES}, "listen_overflows": tcp.get("ListenOverflows")})
+    return pd.DataFrame(rows).set_index("label")
+
+
+def relative(table: pd.DataFrame, base: str, columns: list[str], how: str = "ratio") -> pd.DataFrame | None:
+    """Each row's ``columns`` divided by (``how="ratio"``) or minus (``"diff"``) the ``base`` row; None
+    without a base row."""
+    if base not in table.index:
+        return None
+    ref = table.loc[base, columns]
+    out = table[columns] / ref if how == "ratio" else table[columns] - ref
+    return out.rename(columns=lambda c: f"{c} {'/' if how == 'ratio' else '−'} {base}")
+
+
+def _is_write(e: dict) -> bool:
+    name = e.get("name") or ""
+    return e.get("method") in ("PUT", "PATCH", "DELETE") or "reset-key" in name or (
+        e.get("method") == "POST" and "provider-keys" in name)
+
+
+def churn_table(frame: pd.DataFrame) -> pd.DataFrame:
+    """Churn: per result, processes, the allowed staleness window, writes, checked reads, stale ones."""
+    rows = []
+    for d, label in zip(frame["raw"], frame["label"]):
+        s, c, checks = d.get("settings") or {}, d.get("counters") or {}, (d.get("locust") or {}).get("checks") or {}
+        eps = (d.get("locust") or {}).get("endpoints") or []
+        rows.append({
+            "file": d["_file"], "label": label, "cache_backend": backend(d)[1], "processes": s.get("processes"),
+            "stale_bound_s": s.get("stale_bound_s"), "writes": sum(e["requests"] for e in eps if _is_write(e)),
+            "checked_reads": checks.get("fresh_responses", 0) + checks.get("stale_responses", 0),
+            "fresh": checks.get("fresh_responses"), "stale_responses": d.get("stale_responses"),
+            "invalidations": c.get("invalidations"), "db_background_queries": c.get("db_background_queries"),
+            "requests": d.get("requests")})
+        rows[-1]["name"] = (f"{label}, {rows[-1]['processes']} process(es), {rows[-1]['cache_backend']}, "
+                            f"window {rows[-1]['stale_bound_s']} s")
+    return pd.DataFrame(rows)
+
+
+# --- micro costs and backends -----------------------------------------------------------------
+
+OPS = {  # micro op -> what it is
+    "in_process_hit": "in-process cache hit",
+    "service_build_3_keys_lazy": "build a ProviderService (3 keys, lazy)",
+    "sqlite_user_lookup": "SQLite user look-up",
+    "fernet_decrypt": "Fernet decryption",
+    "redis_hit": "Redis hit (L1 miss)",
+    "postgres_user_lookup": "PostgreSQL user look-up",
+}
+
+
+def load_micro(directory: str | os.PathLike) -> pd.DataFrame:
+    """Every micro result in :func:`micro_dirs` of ``directory`` (one row per file, like :func:`load`)."""
+    frames = [f.assign(dir=str(d)) for d, f in ((d, load(d)) for d in micro_dirs(directory)) if not f.empty]
+    frames = [f[(f["kind"] == "micro") & f["raw"].map(lambda d: isinstance(d.get("micro"), dict))] for f in frames]
+    frames = [f for f in frames if not f.empty]
+    if not frames:
+        return pd.DataFrame()
+    micro = pd.concat(frames, ignore_index=True)
+    micro["ops"] = micro["raw"].map(lambda d: len(d["micro"]))
+    # the most complete measurement last (Redis and PostgreSQL need their servers), then the latest
+    return micro.sort_values(["ops", "started_at"]).reset_index(drop=True)
+
+
+def micro_costs(micro: pd.DataFrame) -> pd.DataFrame:
+    """The last row of :func:`load_micro` (the most operations, then the latest) as a table: µs per
+    operation (best of the repeats, and their median), sorted by cost."""
+    if micro.empty:
+        return pd.DataFrame(columns=["op", "what", "us_per_op", "median_us", "n"]).set_index("op")
+    doc = micro["raw"].iloc[-1]
+    rows = [{"op": op, "what": OPS.get(op, op), **m} for op, m in doc["micro"].items()]
+    return pd.DataFrame(rows).sort_values("us_per_op").set_index("op")
+
+
+def lookup_cost_model(frame: pd.DataFrame, costs: pd.DataFrame) -> pd.DataFrame | None:
+    """µs per request spent on DB look-ups and decryptions, per configuration, priced with the micro costs
+    of each store: the measured counts of the load results × the measured cost of one operation. An
+    estimate of the work the layers remove, not a measurement of a run on that store."""
+    need = {"sqlite_user_lookup", "fernet_decrypt"}
+    if frame.empty or not need <= set(costs.index):
+        return None
+    t = summary(frame)
+    out = pd.DataFrame(index=t.index)
+    for store in ("sqlite", "postgres"):
+        op = f"{store}_user_lookup"
+        if op in costs.index:
+            out[f"{store} (µs/request)"] = (t["db_queries"] * costs.loc[op, "us_per_op"]
+                                            + t["decryptions"] * costs.loc["fernet_decrypt", "us_per_op"])
+    return out
+

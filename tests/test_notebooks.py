@@ -1,0 +1,163 @@
+"""The notebooks: committed without outputs, in sync with ``notebooks/build.py``, and each runs top to
+bottom (nbclient, a real kernel) and draws at least one figure.
+
+They run twice: against the committed sample (``tests/data/sample_results``, the default a fresh
+checkout sees) and against a directory that adds, to copies of the sample, the result kinds the sample
+lacks (many-tenants, multi-process churn, LiteLLM, histograms, one-layer pairs, a Redis variant), so
+the branches that plot them run too. Those additions are made-up numbers for this test only.
+"""
+
+from __future__ import annotations
+
+import copy
+import importlib.util
+import json
+import shutil
+import sys
+from pathlib import Path
+
+import nbformat
+import pytest
+from nbclient import NotebookClient
+
+REPO = Path(__file__).resolve().parents[1]
+NOTEBOOKS = REPO / "notebooks"
+SAMPLE = REPO / "tests" / "data" / "sample_results"
+SAMPLE_MICRO = REPO / "tests" / "data" / "sample_micro"
+NAMES = sorted(p.name for p in NOTEBOOKS.glob("*.ipynb"))
+KERNEL = "forge-ref-test-python3"
+TIMEOUT = 120  # seconds per cell; a whole notebook takes a few seconds
+
+
+def _build_module():
+    spec = importlib.util.spec_from_file_location("notebooks_build", NOTEBOOKS / "build.py")
+    module = importlib.util.module_from_spec(spec)
+    spec.loader.exec_module(module)
+    return module
+
+
+def test_the_five_notebooks_exist():
+    assert NAMES == ["01_cache_layers.ipynb", "02_scaling.ipynb", "03_consistency.ipynb",
+                     "04_peers_and_clients.ipynb", "05_backends.ipynb"]
+
+
+@pytest.mark.parametrize("name", NAMES)
+def test_committed_notebook_has_no_outputs(name):
+    nb = nbformat.read(NOTEBOOKS / name, as_version=4)
+    nbformat.validate(nb)
+    for cell in nb.cells:
+        if cell.cell_type == "code":
+            assert cell.outputs == [] and cell.execution_count is None, f"{name}: strip outputs before committing"
+
+
+def test_notebooks_are_what_build_py_writes():
+    build = _build_module()
+    assert sorted(build.NOTEBOOKS) == NAMES
+    for name in NAMES:
+        assert (NOTEBOOKS / name).read_text() == build.render(name), f"run `python notebooks/build.py` ({name})"
+
+
+# --- executing them ---------------------------------------------------------------------------
+
+
+@pytest.fixture(scope="module")
+def kernel(tmp_path_factory):
+    """A kernel spec that runs this interpreter (the venv's, with its ipykernel), found first on
+    JUPYTER_PATH, so no user- or system-wide ``python3`` spec can take its place."""
+    root = tmp_path_factory.mktemp("jupyter")
+    spec = root / "kernels" / KERNEL
+    spec.mkdir(parents=True)
+    (spec / "kernel.json").write_text(json.dumps({
+        "argv": [sys.executable, "-m", "ipykernel_launcher", "-f", "{connection_file}"],
+        "display_name": "forge-ref tests", "language": "python"}))
+    with pytest.MonkeyPatch.context() as mp:
+        mp.setenv("JUPYTER_PATH", str(root))
+        mp.delenv("FORGE_RESULTS_DIR", raising=False)
+        yield KERNEL
+
+
+@pytest.fixture(scope="module")
+def extended(tmp_path_factory) -> Path:
+    """Copies of the sample plus the kinds of result it lacks (see the module docstring)."""
+    out = tmp_path_factory.mktemp("results")
+    docs = {}
+    for path in sorted(SAMPLE.glob("*.json")) + sorted(SAMPLE_MICRO.glob("*.json")):
+        shutil.copy(path, out / path.name)
+        doc = json.loads(path.read_text())
+        docs.setdefault((doc.get("profile"), doc.get("target"), doc.get("config"), doc.get("variant")), doc)
+    steady_all, steady_none = docs[("steady", "forge-ref", "all", "")], docs[("steady", "forge-ref", "none", "")]
+
+    def variant(doc: dict, run: str | None = None, **changes) -> dict:
+        """A copy of ``doc`` with ``a__b=value`` changes, saved as a later file of the same run (or of ``run``)."""
+        new = copy.deepcopy(doc)
+        new["run_id"] = run or new["run_id"]
+        for key, value in changes.items():
+            where = new
+            *path, last = key.split("__")
+            for part in path:
+                where = where.setdefault(part, {})
+            where[last] = value
+        files = len(list(out.glob("*.json")))
+        (out / f"20991231T{files:06d}Z_synthetic.json").write_text(json.dumps(new))  # sorts after the sample
+        return new
+
+    for doc in (steady_all, steady_none):  # a Redis-backed variant of the same run
+        variant(doc, variant="redis", settings__server_env={"FORGE_CACHE_BACKEND": "redis"})
+    hist = {"3": 10, "5": 50, "8": 30, "13": 9, "27": 1}  # Locust's histogram: ms -> count
+    for doc, config, changes in ((steady_none, "user", {"per_request__db_queries": 1.0}),  # one-layer pairs
+                                 (steady_all, "user,service,models,adapters", {"server__cpu_ms_per_request": 0.7})):
+        variant(doc, config=config, locust__endpoints=[dict(doc["locust"]["endpoints"][0], response_times=hist)],
+                **changes)
+    mixed = docs[("mixed", "forge-ref", "all", "")]
+    for i, (tenants, bound) in enumerate([(10_000, None), (10_000, "100"), (100_000, "1000")]):
+        variant(mixed, f"20991231T00000{i}Z_synthetic", profile="many-tenants", settings__tenants=tenants,
+                variant="bounded" if bound else "", settings__server_env={"FORGE_USER_MAX": bound} if bound else {},
+                caches__user__evictions=0 if not bound else tenants // 2)
+    variant(docs[("churn", "forge-ref", "all", "")], settings__processes=2, settings__stale_bound_s=0.3,
+            settings__pinning__server=None)
+    variant(docs[("steady", "bare-proxy-curl", "n/a", "")], target="litellm")
+    return out
+
+
+def _execute(name: str, results: Path, kernel_name: str, monkeypatch) -> nbformat.NotebookNode:
+    monkeypatch.setenv("FORGE_RESULTS_DIR", str(results))  # the kernel inherits this process's environment
+    nb = nbformat.read(NOTEBOOKS / name, as_version=4)
+    NotebookClient(nb, timeout=TIMEOUT, kernel_name=kernel_name,
+                   resources={"metadata": {"path": str(NOTEBOOKS)}}).execute()  # raises on any cell error
+    return nb
+
+
+def _outputs(nb: nbformat.NotebookNode) -> list[dict]:
+    return [o for cell in nb.cells if cell.cell_type == "code" for o in cell.outputs]
+
+
+def _check(nb: nbformat.NotebookNode, name: str) -> str:
+    outputs = _outputs(nb)
+    assert any("image/png" in o.get("data", {}) for o in outputs), f"{name} drew no figure"
+    stderr = [o["text"] for o in outputs if o.get("output_type") == "stream" and o.get("name") == "stderr"]
+    assert not stderr, f"{name} wrote to stderr (a warning?): {stderr}"
+    return "\n".join(o["data"].get("text/markdown", "") for o in outputs if "data" in o)
+
+
+@pytest.mark.parametrize("name", NAMES)
+def test_notebook_runs_on_the_sample(name, kernel, monkeypatch):
+    nb = _execute(name, SAMPLE, kernel, monkeypatch)
+    text = _check(nb, name)
+    assert "Intel" in text or "CPUs" in text  # the machine, from the files
+    assert "Pinning:" in text and "taskset" in text
+    if name == "02_scaling.ipynb":  # the sample has no many-tenants run: said, not failed
+        assert "No many-tenants results in this directory" in text
+        assert "python -m benchmarks run --profiles many-tenants" in text
+    if name == "05_backends.ipynb":  # micro results found (sample_results/ or the sibling sample_micro/)
+        assert "micro result" in text and "No micro results" not in text
+
+
+@pytest.mark.parametrize("name", NAMES)
+def test_notebook_runs_on_fuller_results(name, kernel, extended, monkeypatch):
+    nb = _execute(name, extended, kernel, monkeypatch)
+    text = _check(nb, name)
+    assert "No many-tenants" not in text and "No multi-process churn" not in text and "No LiteLLM" not in text
+    if name == "01_cache_layers.ipynb":
+        assert "No per-request latency histograms" not in text  # the CDF branch ran
+    if name == "05_backends.ipynb":
+        assert "run on one store and cache backend" not in text  # the per-backend branch ran
