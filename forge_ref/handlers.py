@@ -366,6 +366,9 @@ class ChatHandler(ProxyHandler):
             raise adapter.error(stream.status, data, stream.headers)
         self.set_header("Content-Type", "text/event-stream")
         self.set_header("Cache-Control", "no-cache")
+        # Nagle would hold each chunk after the first on a keep-alive connection until the stream
+        # ends (measured: 30 ms); Tornado resets nodelay between requests, so set it per stream.
+        self.request.connection.stream.set_nodelay(True)
         self.set_header("X-Accel-Buffering", "no")
         status = 200
         try:

@@ -304,6 +304,9 @@ class _Api(tornado.web.RequestHandler):
         """Write SSE frames, flushing each; optionally cut the socket after."""
         for name, value in SSE_HEADERS.items():
             self.set_header(name, value)
+        # Without TCP_NODELAY, Nagle holds every frame after the first until the stream ends on a
+        # reused keep-alive connection (Tornado resets it between requests: set it per request).
+        self.request.connection.stream.set_nodelay(True)
         delay = self.application.chunk_delay_s
         try:
             for i, frame in enumerate(frames):
@@ -798,7 +801,7 @@ async def serve_mock(host: str = "127.0.0.1", port: int = 8001, *, latency_ms: f
                      chunks: int = 4, chunk_delay_ms: float = 0, announce: bool = True) -> None:
     """Serve forever. Port 0 picks a free port; the announced line has the real one."""
     app = make_mock_app(latency_ms=latency_ms, chunks=chunks, chunk_delay_ms=chunk_delay_ms)
-    sockets = tornado.netutil.bind_sockets(port, host)
+    sockets = tornado.netutil.bind_sockets(port, host, backlog=1024)  # bursts of new connections
     server = tornado.httpserver.HTTPServer(app, idle_connection_timeout=300)
     server.add_sockets(sockets)
     if announce:
