@@ -1,7 +1,7 @@
-"""Bulk-create benchmark tenants straight in SQLite, and write the keys file Locust reads.
+"""Bulk-create benchmark tenants straight in SQLite or PostgreSQL, and write the keys file Locust reads.
 
-Seeding is not the request path, so it may batch: one transaction, ``executemany``. It uses the
-gateway's own schema, key format and encryption (``forge_ref.store``, ``auth``, ``crypto``), so
+Seeding is not the request path, so it may batch: one transaction, ``executemany`` (SQLite) or
+``COPY`` (PostgreSQL). It uses the gateway's own schema, key format and encryption (``forge_ref.store``, ``auth``, ``crypto``), so
 the server reads the rows exactly as if they had come through the API. 100k users with 2 keys
 each on average take a few seconds, most of it Fernet encryption.
 
@@ -28,6 +28,8 @@ from forge_ref import crypto as crypto_mod
 from forge_ref import store as store_mod
 from forge_ref.auth import display_prefix, hash_key, new_key
 from forge_ref.counters import SharedCounters
+from forge_ref.pg_store import create_schema as create_pg_schema
+from forge_ref.pg_store import is_postgres
 
 KINDS = ("openai", "anthropic", "gemini")
 BASE_PATHS = {"openai": "/openai/v1", "anthropic": "/anthropic", "gemini": "/gemini"}
@@ -49,18 +51,11 @@ def parse_providers(spec: str | None) -> tuple[str, ...] | None:
     return kinds
 
 
-def seed(db_path: str | os.PathLike, users: int, mock_url: str, out: str | os.PathLike | None = None, *,
-         providers: str | None = None, name_prefix: str = "tenant") -> dict:
-    """Create ``users`` users with provider keys pointing at ``mock_url``; return the keys document."""
-    db_path = str(db_path)
+def build_rows(users: int, mock_url: str, crypto: crypto_mod.Crypto, *, providers: str | None = None,
+               name_prefix: str = "tenant", start_id: int = 1) -> tuple[dict, list[tuple], list[tuple]]:
+    """(keys document, user rows, provider-key rows): the encrypted rows any store can load in bulk."""
     mock_url = mock_url.rstrip("/")
     fixed = parse_providers(providers)
-    db = store_mod.connect(db_path, counters=None)
-    store_mod.create_schema(db)
-    keys = crypto_mod.load_keys(os.environ.get("FORGE_ENCRYPTION_KEY", ""), db_path)
-    crypto = crypto_mod.Crypto(keys, SharedCounters(1))
-    conn = db.conn
-    start_id = conn.execute("SELECT COALESCE(MAX(id), 0) FROM users").fetchone()[0] + 1
     now = time.time()
     tenants, user_rows, key_rows = [], [], []
     for i in range(users):
@@ -74,24 +69,80 @@ def seed(db_path: str | os.PathLike, users: int, mock_url: str, out: str | os.Pa
             key_rows.append((uid, kind, kind, crypto.encrypt(f"sk-bench-{kind}-{uid}"), mock_url + BASE_PATHS[kind],
                              "{}", now, now))
         tenants.append({"id": uid, "key": key, "providers": list(kinds)})
+    return {"schema": 1, "mock_url": mock_url, "tenants": tenants}, user_rows, key_rows
+
+
+USER_COLS = ("id", "name", "key_hash", "key_prefix", "created_at", "updated_at")
+KEY_COLS = ("user_id", "provider", "kind", "encrypted_key", "base_url", "model_mapping", "created_at", "updated_at")
+
+
+def seed(db_path: str | os.PathLike, users: int, mock_url: str, out: str | os.PathLike | None = None, *,
+         providers: str | None = None, name_prefix: str = "tenant", encryption_key: str | None = None) -> dict:
+    """Create ``users`` users with provider keys pointing at ``mock_url``; return the keys document.
+
+    ``db_path`` is a SQLite file or a ``postgresql://`` URL (which needs an encryption key:
+    ``encryption_key`` or ``FORGE_ENCRYPTION_KEY``). The key defaults to ``FORGE_ENCRYPTION_KEY``,
+    else (SQLite only) the key file beside the DB."""
+    db_path = str(db_path)
+    key = os.environ.get("FORGE_ENCRYPTION_KEY", "") if encryption_key is None else encryption_key
+    if is_postgres(db_path):
+        if not key.strip():
+            raise SystemExit("seeding PostgreSQL needs FORGE_ENCRYPTION_KEY (the servers must use the same key)")
+        crypto = crypto_mod.Crypto(crypto_mod.load_keys(key, db_path), SharedCounters(1))
+        create_pg_schema(db_path)
+        import psycopg
+
+        with psycopg.connect(db_path) as conn:
+            start_id = conn.execute("SELECT COALESCE(MAX(id), 0) FROM users").fetchone()[0] + 1
+        doc, user_rows, key_rows = build_rows(users, mock_url, crypto, providers=providers, name_prefix=name_prefix,
+                                              start_id=start_id)
+        load_postgres(db_path, user_rows, key_rows)
+    else:
+        db = store_mod.connect(db_path, counters=None)
+        store_mod.create_schema(db)
+        crypto = crypto_mod.Crypto(crypto_mod.load_keys(key, db_path), SharedCounters(1))
+        start_id = db.conn.execute("SELECT COALESCE(MAX(id), 0) FROM users").fetchone()[0] + 1
+        doc, user_rows, key_rows = build_rows(users, mock_url, crypto, providers=providers, name_prefix=name_prefix,
+                                              start_id=start_id)
+        load_sqlite(db, user_rows, key_rows)
+    if out is not None:
+        write_keys(doc, out)
+    return doc
+
+
+def load_sqlite(db, user_rows: list[tuple], key_rows: list[tuple]) -> None:
+    """Insert the rows in one transaction (``executemany``), then checkpoint so the file alone is complete."""
+    conn = db.conn
     conn.execute("BEGIN")
     try:
-        conn.executemany(
-            "INSERT INTO users (id, name, key_hash, key_prefix, created_at, updated_at) VALUES (?, ?, ?, ?, ?, ?)",
-            user_rows)
-        conn.executemany(
-            "INSERT INTO provider_keys (user_id, provider, kind, encrypted_key, base_url, model_mapping, created_at,"
-            " updated_at) VALUES (?, ?, ?, ?, ?, ?, ?, ?)", key_rows)
+        conn.executemany(f"INSERT INTO users ({', '.join(USER_COLS)}) VALUES ({', '.join('?' * len(USER_COLS))})",
+                         user_rows)
+        conn.executemany(f"INSERT INTO provider_keys ({', '.join(KEY_COLS)}) VALUES "
+                         f"({', '.join('?' * len(KEY_COLS))})", key_rows)
         conn.execute("COMMIT")
     except BaseException:
         conn.execute("ROLLBACK")
         raise
     conn.execute("PRAGMA wal_checkpoint(TRUNCATE)")  # the file alone is complete: safe to copy
     conn.close()
-    doc = {"schema": 1, "mock_url": mock_url, "tenants": tenants}
-    if out is not None:
-        write_keys(doc, out)
-    return doc
+
+
+def load_postgres(url: str, user_rows: list[tuple], key_rows: list[tuple]) -> None:
+    """COPY the rows into an existing schema in one transaction, then move the id sequences past them
+    (the server's own inserts must not collide). 100k users with 250k keys take a few seconds."""
+    import psycopg
+
+    with psycopg.connect(url) as conn:  # one transaction: committed on leaving the block
+        with conn.cursor() as cur:
+            for table, cols, rows in (("users", USER_COLS, user_rows), ("provider_keys", KEY_COLS, key_rows)):
+                with cur.copy(f"COPY {table} ({', '.join(cols)}) FROM STDIN") as copy:
+                    for row in rows:
+                        copy.write_row(row)
+            for table in ("users", "provider_keys"):
+                cur.execute(f"SELECT setval(pg_get_serial_sequence('{table}', 'id'), "
+                            f"GREATEST((SELECT COALESCE(MAX(id), 0) FROM {table}), 1))")
+            cur.execute("ANALYZE users")
+            cur.execute("ANALYZE provider_keys")
 
 
 def write_keys(doc: dict, out: str | os.PathLike) -> None:
