@@ -162,9 +162,12 @@ def test_redirects_are_not_followed(tmp_path, mock):
 
 # --- revocation under load ----------------------------------------------------------------------
 
-# (serve arguments, extra environment, documented propagation bound in seconds). A Redis variant
-# joins this list: ("--processes", "2", "--cache-backend", "redis"), {"REDIS_URL": ...}, bound.
-SERVER_MODES = [pytest.param(("--processes", "2"), {}, 1.0, id="memory-sqlite-log")]
+# (serve arguments, extra environment, documented propagation bound in seconds). "redis" in the
+# environment stands for the Redis that the ``redis_url`` fixture finds or starts.
+SERVER_MODES = [
+    pytest.param(("--processes", "2"), {}, 1.0, id="memory-sqlite-log"),
+    pytest.param(("--processes", "2", "--cache-backend", "redis"), {"REDIS_URL": "redis"}, 0.05, id="redis-pubsub"),
+]
 
 
 async def _load(url: str, key: str, model: str, *, write, settle: float, after: float, tasks: int = 50):
@@ -197,9 +200,14 @@ async def _load(url: str, key: str, model: str, *, write, settle: float, after: 
 
 
 @pytest.mark.parametrize("args,env,bound", SERVER_MODES)
-def test_revocation_under_load(tmp_path, mock, args, env, bound):
+def test_revocation_under_load(tmp_path, mock, args, env, bound, request):
+    import uuid
+
     from test_e2e import ServerProcess
 
+    if env.get("REDIS_URL") == "redis":
+        env = dict(env, REDIS_URL=request.getfixturevalue("redis_url"),
+                   FORGE_REDIS_PREFIX=f"forge-revoke:{uuid.uuid4().hex[:8]}:")
     server = ServerProcess(tmp_path, *args, env=env)
     try:
         key = create_user(server.url)
