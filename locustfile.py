@@ -13,6 +13,8 @@ Configuration (options, each also an environment variable; the runner sets them)
   --forge-stale-bound FORGE_STALE_BOUND_S  seconds a write may take to reach every process (churn)
   --forge-churn-period FORGE_CHURN_PERIOD_S  seconds between two churn writes per churn user
   --forge-zipf-s    FORGE_ZIPF_S      Zipf exponent of tenant popularity (many-tenants)
+  --forge-hosts     FORGE_HOSTS       comma-separated base URLs of several nodes: user i sends to node
+                                      i mod N (default: --host alone)
 
 Custom measurements go through ``events.request`` with their own request types, which the
 runner keeps apart from HTTP totals: ``TTFT ttft`` (time to first token of a stream, ms) and
@@ -73,6 +75,7 @@ def _options(parser) -> None:
     parser.add_argument("--forge-stale-bound", env_var="FORGE_STALE_BOUND_S", type=float, default=0.0)
     parser.add_argument("--forge-churn-period", env_var="FORGE_CHURN_PERIOD_S", type=float, default=0.25)
     parser.add_argument("--forge-zipf-s", env_var="FORGE_ZIPF_S", type=float, default=1.1)
+    parser.add_argument("--forge-hosts", env_var="FORGE_HOSTS", default="")
 
 
 # --- tenants ----------------------------------------------------------------------------------
@@ -154,8 +157,13 @@ class ForgeUser(FastHttpUser):
     network_timeout = 30.0
     connection_timeout = 10.0
 
+    _node_seq = itertools.count()  # user number across classes: which node a user sends to
+
     def on_start(self) -> None:
         self.t = tenants(self.environment)
+        hosts = [h.strip().rstrip("/") for h in self.environment.parsed_options.forge_hosts.split(",") if h.strip()]
+        if hosts:  # several nodes: each user keeps one (its own keep-alive connections), round-robin
+            self.client.base_url = hosts[next(ForgeUser._node_seq) % len(hosts)]
 
     def chat(self, tenant: dict | None = None, kind: str = "openai", name: str = "/v1/chat/completions") -> None:
         tenant = tenant or self.t.pick()

@@ -10,8 +10,9 @@ def main(argv: list[str] | None = None) -> None:
     p = argparse.ArgumentParser(prog="python -m benchmarks", description="forge-ref benchmark harness")
     sub = p.add_subparsers(dest="command", required=True)
 
-    s = sub.add_parser("seed", help="bulk-create users and provider keys in SQLite; write the keys file")
-    s.add_argument("--db", required=True)
+    s = sub.add_parser("seed", help="bulk-create users and provider keys in SQLite or PostgreSQL; write the keys "
+                                    "file")
+    s.add_argument("--db", required=True, help="a SQLite file, or a postgresql:// URL (needs FORGE_ENCRYPTION_KEY)")
     s.add_argument("--users", type=int, required=True)
     s.add_argument("--mock-url", required=True, help="e.g. http://127.0.0.1:8001")
     s.add_argument("--out", default="keys.json", help="keys file for the locustfile (FORGE_KEYS_FILE)")
@@ -35,6 +36,18 @@ def main(argv: list[str] | None = None) -> None:
     r.add_argument("--no-pin", action="store_true", help="do not pin processes to CPUs with taskset")
     r.add_argument("--mock-latency-ms", type=float, default=0.0, help="mock provider latency per response")
     r.add_argument("--mock-chunk-delay-ms", type=float, default=0.0, help="mock delay between stream chunks")
+    r.add_argument("--stores", default="sqlite",
+                   help="comma list: sqlite, postgres (every forge-ref job runs on each; default sqlite)")
+    r.add_argument("--backends", default="memory",
+                   help="comma list: memory, redis (every forge-ref job runs with each; default memory)")
+    r.add_argument("--multi-node", type=int, default=0, metavar="N",
+                   help="also run N forge-ref servers (one process each, all on CPU 0) on one PostgreSQL and one "
+                        "Redis, Locust spreading users over them (target forge-ref-nodes; profiles from --profiles, "
+                        "default steady; configs from --configs, default all)")
+    r.add_argument("--postgres-url", help="PostgreSQL server for --stores postgres / --multi-node (a schema per "
+                                          "job; default $FORGE_BENCH_POSTGRES_URL or postgres@127.0.0.1:5432)")
+    r.add_argument("--redis-url", help="Redis for --backends redis / --multi-node (a key prefix per job; default "
+                                       "$FORGE_BENCH_REDIS_URL or 127.0.0.1:6379/0)")
 
     rep = sub.add_parser("report", help="regenerate RESULTS.md and the figures from result files")
     rep.add_argument("--results", default="results")
@@ -53,7 +66,8 @@ def main(argv: list[str] | None = None) -> None:
         files = run(profiles=a.profiles, configs=a.configs, out=a.out, duration=a.duration, users=a.users,
                     quick=a.quick, baselines=a.baselines, peer=a.peer, processes=a.processes, tenants=a.tenants,
                     warmup=a.warmup, pin=not a.no_pin, mock_latency_ms=a.mock_latency_ms,
-                    mock_chunk_delay_ms=a.mock_chunk_delay_ms)
+                    mock_chunk_delay_ms=a.mock_chunk_delay_ms, stores=a.stores, backends=a.backends,
+                    multi_node=a.multi_node, postgres_url=a.postgres_url, redis_url=a.redis_url)
         if not files:
             raise SystemExit("no result written")
     else:

@@ -28,6 +28,7 @@ from forge_ref.settings import LAYERS
 
 from .profiles import layers_on
 from .report import TARGET_ORDER, _config_key, _noise_line
+from . import results
 from .results import is_load_run, load_results, result_files
 
 REPO = Path(__file__).resolve().parent.parent
@@ -129,15 +130,11 @@ def _coalesce(doc: dict) -> bool | None:
 
 
 def backend(doc: dict) -> tuple[str, str]:
-    """(store, cache backend) a result ran with: from settings, the server environment or the variant."""
-    settings = doc.get("settings") or {}
-    env = settings.get("server_env") or {}
-    variant = (doc.get("variant") or "").lower()
-    db = str(settings.get("store") or settings.get("db") or env.get("FORGE_DB") or "")
-    store = "postgresql" if db.startswith("postgres") or "postgres" in variant else "sqlite"
-    cache = settings.get("cache_backend") or env.get("FORGE_CACHE_BACKEND") or (
-        "redis" if "redis" in variant else "memory")
-    return store, cache
+    """(store, cache backend) a result ran with: ``sqlite``/``postgres``, ``memory``/``redis``.
+
+    The runner records ``settings.store`` and ``settings.cache_backend``; older files are read from
+    the server environment or the variant, and default to sqlite and memory."""
+    return results.store_backend(doc)
 
 
 def long_label(doc: dict, label: str) -> str:
@@ -347,8 +344,8 @@ HIST_KEYS = ("hist", "response_times", "histogram")
 def latency_hist(doc: dict, endpoint: str | None = None) -> dict[float, int] | None:
     """A per-request latency histogram (ms → count) if the result holds one, merged over endpoints.
 
-    Locust's own stats have one (``response_times``), but the runner keeps only the summary
-    percentiles; this looks in ``locust`` and in each of ``locust.endpoints``."""
+    The runner keeps Locust's own bucketed histogram per endpoint (``locust.endpoints[i].response_times``,
+    ms → count; older result files have none); this looks in ``locust`` and in each of ``locust.endpoints``."""
     loc = doc.get("locust") or {}
     sources = [e for e in loc.get("endpoints") or [] if endpoint in (None, e.get("name"))]
     if endpoint is None and any(k in loc for k in HIST_KEYS):

@@ -197,26 +197,30 @@ def rss_bytes(pid: int) -> int:
 
 @dataclass
 class Sampler:
-    """Samples the RSS of a process tree in a thread; ``peak`` is the largest sum seen."""
+    """Samples the RSS of process trees in a thread; ``peak`` is the largest sum seen."""
 
     pid: int
     interval: float = 0.2
     peak: int = 0
+    pids: tuple[int, ...] = ()  # further process trees summed with ``pid`` (the nodes of a multi-node target)
     _stop: threading.Event = field(default_factory=threading.Event)
     _thread: threading.Thread | None = None
 
+    def rss(self) -> int:
+        return sum(rss_bytes(p) for p in (self.pid, *self.pids))
+
     def __enter__(self) -> "Sampler":
-        self.peak = rss_bytes(self.pid)
+        self.peak = self.rss()
         self._thread = threading.Thread(target=self._run, daemon=True)
         self._thread.start()
         return self
 
     def _run(self) -> None:
         while not self._stop.wait(self.interval):
-            self.peak = max(self.peak, rss_bytes(self.pid))
+            self.peak = max(self.peak, self.rss())
 
     def __exit__(self, *exc) -> None:
         self._stop.set()
         if self._thread is not None:
             self._thread.join()
-        self.peak = max(self.peak, rss_bytes(self.pid))
+        self.peak = max(self.peak, self.rss())

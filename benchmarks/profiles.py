@@ -51,6 +51,8 @@ QUICK_PLAN = {
     "churn": ["all"],
     "cold-burst": ["all"],
 }
+# --quick also runs these (profile, config) once on PostgreSQL + Redis (the default --stores/--backends only).
+QUICK_BACKEND_JOBS = [("steady", "all")]
 
 
 def layers_on(config: str) -> set[str]:

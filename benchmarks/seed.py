@@ -1,9 +1,10 @@
 """Bulk-create benchmark tenants straight in SQLite or PostgreSQL, and write the keys file Locust reads.
 
 Seeding is not the request path, so it may batch: one transaction, ``executemany`` (SQLite) or
-``COPY`` (PostgreSQL). It uses the gateway's own schema, key format and encryption (``forge_ref.store``, ``auth``, ``crypto``), so
-the server reads the rows exactly as if they had come through the API. 100k users with 2 keys
-each on average take a few seconds, most of it Fernet encryption.
+``COPY`` (PostgreSQL). It uses the gateway's own schema, key format and encryption
+(``forge_ref.store``/``pg_store``, ``auth``, ``crypto``), so the server reads the rows exactly as
+if they had come through the API. 100k users with 2.5 keys each on average take a few seconds
+(about 2 s of Fernet encryption, then about 2 s to load SQLite or to COPY into PostgreSQL).
 
 Provider keys per user (deterministic by user index ``i``), unless ``providers`` fixes them:
 

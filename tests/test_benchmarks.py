@@ -1,7 +1,9 @@
 """The benchmark harness: seeding, a seconds-long real run, result files, and the report.
 
-The smoke run starts the real mock and server as subprocesses (about 10 s); the report test
-uses the small committed sample under ``tests/data/sample_results/``, made by the real runner.
+The smoke runs start the real mock and server as subprocesses (about 10 s for SQLite + memory, a
+few more for one PostgreSQL + Redis job, which needs those servers: it skips without them unless
+``FORGE_REQUIRE_SERVICES=1``); the report test uses the small committed sample under
+``tests/data/sample_results/``, made by the real runner.
 """
 
 from __future__ import annotations
@@ -16,8 +18,9 @@ import pytest
 
 from benchmarks import runner
 from benchmarks.profiles import PROFILES, QUICK_PLAN
-from benchmarks.report import report
-from benchmarks.results import load_results
+from benchmarks import analysis
+from benchmarks.report import BACKENDS_TITLE, render, report
+from benchmarks.results import config_label, load_raw, load_results
 from benchmarks.seed import seed
 from forge_ref.auth import hash_key
 
@@ -86,6 +89,25 @@ def test_quick_plan_is_small_and_full_plan_covers_the_matrix():
                                                                                               peer="litellm"))
 
 
+def test_store_and_backend_dimensions_multiply_forge_jobs_with_distinct_labels():
+    jobs = runner.plan(profiles=["steady"], configs=["none", "all"], baselines=False, stores="sqlite,postgres",
+                       backends=["memory,redis"], multi_node=2)
+    forge = [j for j in jobs if j.target == "forge-ref"]
+    assert {(j.store, j.backend) for j in forge} == {(s, b) for s in runner.STORES for b in runner.BACKENDS}
+    assert {j.variant for j in forge} == {"", "redis", "postgres", "postgres+redis"}
+    nodes = [j for j in jobs if j.target == "forge-ref-nodes"]
+    assert [(j.config, j.store, j.backend, j.nodes) for j in nodes] == [("none", "postgres", "redis", 2),
+                                                                         ("all", "postgres", "redis", 2)]
+    labels = [j.label() for j in jobs]
+    assert len(set(labels)) == len(labels)
+    assert "steady_all_postgres+redis" in labels and "steady_forge-ref-nodes_all_postgres+redis+nodes2" in labels
+    with pytest.raises(SystemExit):
+        runner.plan(profiles=["steady"], stores="mysql")
+    # the default is SQLite + memory only; --quick adds one PostgreSQL + Redis job
+    assert {(j.store, j.backend) for j in runner.plan(profiles=["steady"])} == {("sqlite", "memory")}
+    assert [(j.profile, j.config) for j in runner.plan(quick=True) if j.store == "postgres"] == [("steady", "all")]
+
+
 def test_locustfile_has_exactly_one_shape_and_only_fast_http_users():
     code = (
         "import inspect, locustfile as m\n"
@@ -130,6 +152,10 @@ def test_smoke_run_writes_complete_immutable_result_files(smoke):
             assert key in doc["machine"]
         for key in ("duration_s", "users", "processes", "upstream_client", "pinning"):
             assert key in doc["settings"]
+        assert (doc["settings"]["store"], doc["settings"]["cache_backend"]) == ("sqlite", "memory")
+        assert doc["variant"] == "" and "[" not in config_label(doc)
+        hist = doc["locust"]["endpoints"][0]["response_times"]  # Locust's own buckets, for CDFs
+        assert sum(hist.values()) == doc["locust"]["endpoints"][0]["requests"]
         assert doc["requests"] > 50 and doc["locust"]["failures"] == 0
         assert doc["counters"]["upstream_requests"] == doc["requests"]  # steady: every request is one chat
         assert doc["mock_calls"]["openai.chat"] == doc["requests"]
@@ -184,3 +210,51 @@ def test_report_is_byte_identical_when_regenerated(tmp_path):
                    "Lower latency", "Higher throughput", "Pinning", "python -m benchmarks run"):
         assert needle in text
     assert "](figures/" in text
+
+
+def test_smoke_run_on_postgres_and_redis(tmp_path, pg_url, redis_url):
+    import psycopg
+    import redis
+
+    files = runner.run(profiles=["steady"], configs=["all"], stores="postgres", backends="redis", duration=2,
+                       users=5, out=tmp_path, baselines=False, verbose=False, postgres_url=pg_url,
+                       redis_url=redis_url)
+    assert len(files) == 1 and "postgres+redis" in files[0].name
+    (doc,) = load_raw(tmp_path)
+    s = doc["settings"]
+    assert (s["store"], s["cache_backend"], doc["variant"]) == ("postgres", "redis", "postgres+redis")
+    assert config_label(doc) == "all [postgres+redis]"
+    assert analysis.backend(doc) == ("postgres", "redis")
+    assert doc["requests"] > 20 and doc["locust"]["failures"] == 0
+    # warm, every layer on: no DB read and no decryption per request, on PostgreSQL as on SQLite
+    assert doc["counters"]["db_queries"] == 0 and doc["per_request"]["db_queries"] == 0
+    assert doc["counters"]["decryptions"] == 0
+    assert analysis.latency_hist(doc)
+    # the job's schema and Redis keys are gone
+    schema = s["db"].rsplit(" ", 1)[1]
+    with psycopg.connect(pg_url) as conn:
+        assert conn.execute("SELECT 1 FROM pg_namespace WHERE nspname = %s", (schema,)).fetchone() is None
+    client = redis.Redis.from_url(redis_url)
+    assert not list(client.scan_iter(match=s["redis_prefix"] + "*"))
+    client.close()
+
+
+def test_report_compares_stores_and_backends_only_when_measured():
+    docs = sorted((d for d in load_raw(SAMPLE) if "locust" in d), key=lambda d: d["_file"])
+    text = render(docs, "figures", [])
+    assert BACKENDS_TITLE in text and "Not measured in these results" in text.split(BACKENDS_TITLE)[1][:200]
+    assert "Multi-node (`forge-ref-nodes`): not measured" in text
+    steady = [d for d in docs if d["target"] == "forge-ref" and d["profile"] == "steady"
+              and d["config"] in ("none", "all")]
+    pg = []
+    for d in steady:
+        d = json.loads(json.dumps(d))
+        d["variant"], d["_file"] = "postgres", d["_file"].replace(".json", "_postgres.json")
+        d["settings"].update(store="postgres", cache_backend="memory")
+        d["per_request"]["cpu_ms"] = d["server"]["cpu_ms_per_request"] = 9.5
+        pg.append(d)
+    text = render(docs + pg, "figures", [])
+    section = text.split(BACKENDS_TITLE)[1].split("\n## ")[0]
+    assert "| postgres | memory | `all` |" in section and "| sqlite | memory | `none` |" in section
+    assert "9.500" in section and "Not measured" not in section
+    assert render(docs + pg, "figures", []) == text  # deterministic

@@ -1,0 +1,100 @@
+"""Loading result files: the one module notebooks, the report and tests read results through.
+
+    from benchmarks.results import load_results
+    df = load_results("results")          # one row per result file, nested fields flattened
+    df["per_request.db_queries"]          # e.g.
+    df.attrs["raw"][i]                    # the i-th row's original dict (also df["raw"])
+
+Only ``DIR/*.json`` is read (``DIR/raw/`` holds Locust's and the servers' own output). Rows are
+sorted by file name, which starts with the UTC time, so the order is stable and chronological.
+Every result kind is loaded (load runs, ``micro``, ``soak``); ``is_load_run`` tells the runner's
+Locust/probe results apart.
+"""
+
+from __future__ import annotations
+
+import json
+import os
+from pathlib import Path
+from typing import Any, Iterator
+
+SEP = "."
+
+
+def result_files(directory: str | os.PathLike) -> list[Path]:
+    return sorted(p for p in Path(directory).glob("*.json") if p.is_file())
+
+
+def load_raw(directory: str | os.PathLike) -> list[dict]:
+    """The result dicts, each with ``_file`` (its file name) added."""
+    out = []
+    for path in result_files(directory):
+        with open(path) as f:
+            doc = json.load(f)
+        if isinstance(doc, dict) and "profile" in doc:
+            doc["_file"] = path.name
+            out.append(doc)
+    return out
+
+
+def flatten(doc: dict, prefix: str = "") -> Iterator[tuple[str, Any]]:
+    """Nested dicts become ``a.b.c`` columns; lists (per-endpoint stats, errors) stay whole."""
+    for key in sorted(doc):
+        value = doc[key]
+        name = f"{prefix}{key}"
+        if isinstance(value, dict) and value:
+            yield from flatten(value, name + SEP)
+        else:
+            yield name, value
+
+
+def is_load_run(doc: dict) -> bool:
+    """A result of ``python -m benchmarks run`` (Locust or the concurrency-1 probe)."""
+    return all(k in doc for k in ("target", "locust", "per_request", "server", "run_id"))
+
+
+def store_backend(doc: dict) -> tuple[str, str]:
+    """(store, cache backend) of a forge-ref result: ``sqlite``/``postgres``, ``memory``/``redis``.
+
+    From ``settings.store`` / ``settings.cache_backend`` (always recorded by the runner); older files
+    from ``FORGE_DB`` / ``FORGE_CACHE_BACKEND`` in ``settings.server_env`` or the variant."""
+    settings = doc.get("settings") or {}
+    env = settings.get("server_env") or {}
+    variant = (doc.get("variant") or "").lower()
+    db = str(settings.get("store") or env.get("FORGE_DB") or "")
+    store = "postgres" if db.startswith("postgres") or "postgres" in variant else "sqlite"
+    cache = settings.get("cache_backend") or env.get("FORGE_CACHE_BACKEND") or (
+        "redis" if "redis" in variant else "memory")
+    return store, cache
+
+
+def config_label(doc: dict) -> str:
+    """``all``, ``none``, a layer list, or the target for baselines; plus the variant in brackets, which
+    names the store and cache backend unless SQLite and memory: ``all [postgres]``, ``all [postgres+redis]``."""
+    target, config = doc.get("target", "forge-ref"), doc.get("config", "")
+    label = config if target == "forge-ref" else (
+        f"{target} ({config})" if target.startswith("forge-ref") else target)
+    variant = doc.get("variant") or ""
+    if target.startswith("forge-ref"):
+        store, cache = store_backend(doc)
+        missing = [x for x in (store if store != "sqlite" else "", cache if cache != "memory" else "")
+                   if x and x not in variant.split("+")]
+        variant = "+".join([*missing, variant] if variant else missing)
+    return label + (f" [{variant}]" if variant else "")
+
+
+def load_results(directory: str | os.PathLike = "results"):
+    """A pandas DataFrame: one row per result file, flattened columns, plus ``label`` and ``raw``."""
+    import pandas as pd
+
+    docs = load_raw(directory)
+    rows = []
+    for doc in docs:
+        row = dict(flatten({k: v for k, v in doc.items() if k != "_file"}))
+        row["file"] = doc["_file"]
+        row["label"] = config_label(doc)
+        row["raw"] = doc
+        rows.append(row)
+    df = pd.DataFrame(rows)
+    df.attrs["raw"] = docs
+    return df
