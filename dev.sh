@@ -1,7 +1,8 @@
 #!/usr/bin/env bash
 # One entry point that sets itself up: creates .venv (Python >= 3.11), installs the project with
 # its dev extra when pyproject.toml changed, then runs the asked-for job.
-#   ./dev.sh bench [args]   quick benchmark matrix: caches on/off, SQLite + in-memory defaults
+#   ./dev.sh bench [args]   quick benchmark matrix: caches on/off on SQLite + in-memory caches
+#                           (plus one PostgreSQL + Redis job when those servers answer)
 #   ./dev.sh test  [args]   the test suite (pytest)
 #   ./dev.sh <cmd> [args]   any command inside the virtualenv
 set -euo pipefail
