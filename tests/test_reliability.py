@@ -15,8 +15,6 @@ import json
 import os
 import signal
 import sqlite3
-import subprocess
-import sys
 import threading
 import time
 
@@ -25,7 +23,7 @@ import pytest
 from cryptography.fernet import Fernet
 
 from forge_ref.auth import hash_key
-from support import ADMIN, GatewayThread, add_provider, create_user, delta, free_port, settings_for, wait_http
+from support import ADMIN, GatewayThread, add_provider, create_user, delta, free_port, settings_for
 
 READ_TIMEOUT = 0.6
 KINDS = {"openai": ("/openai/v1", "gpt-4o-mini"), "anthropic": ("/anthropic", "claude-haiku-4-5"),

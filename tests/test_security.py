@@ -18,7 +18,7 @@ import time
 import httpx
 import pytest
 
-from support import ADMIN, GatewayThread, add_provider, create_user, free_port, settings_for
+from support import ADMIN, GatewayThread, add_provider, create_user, settings_for
 
 CHAT = {"messages": [{"role": "user", "content": "hi"}]}
 

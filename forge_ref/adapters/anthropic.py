@@ -13,14 +13,13 @@ import uuid
 
 import orjson
 
-from ..errors import BadRequest, ForgeError, UpstreamError
+from ..errors import BadRequest, ForgeError
 from .base import (
-    DONE_FRAME,
+    JsonEventStream,
     SSEParser,
     StreamResult,
     Target,
     UpstreamRequest,
-    error_frame,
     loads,
     sse_frame,
     status_error,
@@ -208,7 +207,7 @@ def _error_message(data: bytes) -> str:
     return "no detail"
 
 
-class AnthropicStream:
+class AnthropicStream(JsonEventStream):
     """Anthropic stream events in, OpenAI ``chat.completion.chunk`` frames out."""
 
     __slots__ = ("_label", "_usage", "_parser", "_id", "_created", "_tools", "_args_sent", "_counts", "_done", "result")
@@ -229,11 +228,6 @@ class AnthropicStream:
         choice = {"index": 0, "delta": delta, "finish_reason": finish}
         return sse_frame({"id": self._id, "object": "chat.completion.chunk", "created": self._created,
                           "model": self._label, "choices": [choice]})
-
-    def _fail(self, err: ForgeError) -> list[bytes]:
-        self.result.error = err
-        self._done = True
-        return [error_frame(err), DONE_FRAME]
 
     def _count(self, usage: dict | None) -> None:
         if usage:
@@ -287,32 +281,9 @@ class AnthropicStream:
             return self._fail(status_error(ERROR_STATUS.get(err.get("type"), 500), message[:500], {}))
         return []  # ping, message_stop and event types added later
 
-    def feed(self, chunk: bytes) -> list[bytes]:
-        out: list[bytes] = []
-        for _, data in self._parser.feed(chunk):
-            if self._done:
-                break
-            try:
-                ev = orjson.loads(data)
-            except orjson.JSONDecodeError:
-                out.extend(self._fail(UpstreamError("upstream sent an invalid stream event")))
-                break
-            if isinstance(ev, dict):
-                out.extend(self._event(ev))
-        return out
-
-    def close(self) -> list[bytes]:
-        # A final event without its blank line is still an event.
-        out = self.feed(b"\n\n") if not self._done else []
-        if self._done:
-            return out
-        self._done = True
-        if self._usage:
-            usage = _usage(self._counts)
-            out.append(sse_frame({"id": self._id, "object": "chat.completion.chunk", "created": self._created,
-                                  "model": self._label, "choices": [], "usage": usage}))
-        out.append(DONE_FRAME)
-        return out
+    def _usage_frame(self) -> bytes:
+        return sse_frame({"id": self._id, "object": "chat.completion.chunk", "created": self._created,
+                          "model": self._label, "choices": [], "usage": _usage(self._counts)})
 
 
 class AnthropicAdapter:

@@ -135,3 +135,49 @@ class SSEParser:
             if data or event:
                 events.append((event, b"\n".join(data)))
         return events
+
+
+class JsonEventStream:
+    """The skeleton both translating streams share: SSE bytes in, one JSON event at a time to
+    ``_event`` (the provider-specific part), OpenAI frames out; a final usage chunk when asked.
+
+    Subclasses set ``_usage`` (include_usage asked) and implement ``_event`` and ``_usage_frame``.
+    """
+
+    __slots__ = ()
+
+    def _fail(self, err: ForgeError) -> list[bytes]:
+        self.result.error = err
+        self._done = True
+        return [error_frame(err), DONE_FRAME]
+
+    def _event(self, ev: dict) -> list[bytes]:
+        raise NotImplementedError
+
+    def _usage_frame(self) -> bytes:
+        raise NotImplementedError
+
+    def feed(self, chunk: bytes) -> list[bytes]:
+        out: list[bytes] = []
+        for _, data in self._parser.feed(chunk):
+            if self._done:
+                break
+            try:
+                ev = orjson.loads(data)
+            except orjson.JSONDecodeError:
+                out.extend(self._fail(UpstreamError("upstream sent an invalid stream event")))
+                break
+            if isinstance(ev, dict):
+                out.extend(self._event(ev))
+        return out
+
+    def close(self) -> list[bytes]:
+        # A final event without its blank line is still an event.
+        out = self.feed(b"\n\n") if not self._done else []
+        if self._done:
+            return out
+        self._done = True
+        if self._usage:
+            out.append(self._usage_frame())
+        out.append(DONE_FRAME)
+        return out

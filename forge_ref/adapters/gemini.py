@@ -19,12 +19,11 @@ import orjson
 
 from ..errors import BadRequest, ForgeError, UpstreamError
 from .base import (
-    DONE_FRAME,
+    JsonEventStream,
     SSEParser,
     StreamResult,
     Target,
     UpstreamRequest,
-    error_frame,
     loads,
     sse_frame,
     status_error,
@@ -262,7 +261,7 @@ def _error_message(data: bytes) -> str:
     return "no detail"
 
 
-class GeminiStream:
+class GeminiStream(JsonEventStream):
     """``alt=sse`` GenerateContentResponse events in, OpenAI ``chat.completion.chunk`` frames out."""
 
     __slots__ = ("_label", "_usage", "_parser", "_id", "_created", "_ids", "_choices", "_meta", "_done", "result")
@@ -282,11 +281,6 @@ class GeminiStream:
     def _frame(self, choices: list, **extra) -> bytes:
         return sse_frame({"id": self._id, "object": "chat.completion.chunk", "created": self._created,
                           "model": self._label, "choices": choices, **extra})
-
-    def _fail(self, err: ForgeError) -> list[bytes]:
-        self.result.error = err
-        self._done = True
-        return [error_frame(err), DONE_FRAME]
 
     def _event(self, ev: dict) -> list[bytes]:
         if isinstance(ev.get("error"), dict):
@@ -320,30 +314,9 @@ class GeminiStream:
                 out.append(self._frame([{"index": index, "delta": {}, "finish_reason": finish}]))
         return out
 
-    def feed(self, chunk: bytes) -> list[bytes]:
-        out: list[bytes] = []
-        for _, data in self._parser.feed(chunk):
-            if self._done:
-                break
-            try:
-                ev = orjson.loads(data)
-            except orjson.JSONDecodeError:
-                out.extend(self._fail(UpstreamError("upstream sent an invalid stream event")))
-                break
-            if isinstance(ev, dict):
-                out.extend(self._event(ev))
-        return out
-
-    def close(self) -> list[bytes]:
-        out = self.feed(b"\n\n") if not self._done else []
-        if self._done:
-            return out
-        self._done = True
-        if self._usage:
-            self._id = self._id or "chatcmpl-" + uuid.uuid4().hex
-            out.append(self._frame([], usage=_usage(self._meta)))
-        out.append(DONE_FRAME)
-        return out
+    def _usage_frame(self) -> bytes:
+        self._id = self._id or "chatcmpl-" + uuid.uuid4().hex
+        return self._frame([], usage=_usage(self._meta))
 
 
 class GeminiAdapter:
