@@ -498,12 +498,16 @@ def figures(docs: list[dict], run: str | None, fig_dir: Path) -> list[tuple[str,
 
 
 def _primary_run(docs: list[dict]) -> str | None:
-    """The latest run with a steady forge-ref result (else the latest run)."""
-    runs = _runs(docs)
-    for run in runs:
-        if any(d["run_id"] == run and d["profile"] == "steady" and d["target"] == "forge-ref" for d in docs):
-            return run
-    return runs[0] if runs else None
+    """The run that holds the most forge-ref result files (the main matrix; ties: the latest).
+
+    Smaller follow-up runs (a peer, the store dimension, multi-node) get their own sections;
+    taking merely the latest run would make one of those the report's main table.
+    """
+    runs = _runs(docs)  # latest first
+    if not runs:
+        return None
+    sizes = {run: sum(d["run_id"] == run and d["target"] == "forge-ref" for d in docs) for run in runs}
+    return max(runs, key=lambda run: (sizes[run], run))
 
 
 def _stores_text(docs: list[dict]) -> str:
@@ -640,9 +644,30 @@ def report(results_dir: str | os.PathLike = "results", out: str | os.PathLike = 
     every = sorted(df.attrs["raw"], key=lambda d: d["_file"])
     docs = [d for d in every if is_load_run(d)]
     micro = [d for d in every if d.get("profile") == "micro" and isinstance(d.get("micro"), dict)]
+    soaks = [d for d in every if d.get("profile") == "soak" and isinstance(d.get("rss"), dict)]
     out, fig_dir = Path(out), Path(figures_dir)
     made = figures(docs, _primary_run(docs), fig_dir) if docs else []
     fig_rel = Path(os.path.relpath(fig_dir.resolve(), out.resolve().parent)).as_posix()
     out.parent.mkdir(parents=True, exist_ok=True)
-    out.write_text(render(docs, fig_rel, made, micro[-1] if micro else None))
+    text = render(docs, fig_rel, made, micro[-1] if micro else None)
+    if soaks:
+        text = text.rstrip("\n") + "\n\n" + soak_section(soaks[-1])
+    out.write_text(text)
     return out
+
+
+def soak_section(soak: dict) -> str:
+    """Memory under a long mixed load (``python -m benchmarks.soak``), from its result file."""
+    rss, st = soak["rss"], soak.get("settings", {})
+    sizes = [smp["cache_sizes"] for smp in rss.get("samples", []) if smp.get("cache_sizes")]
+    largest = {k: max(sz.get(k, 0) for sz in sizes) for k in sorted(sizes[0])} if sizes else {}
+    evictions = rss["samples"][-1].get("evictions") if rss.get("samples") else None
+    bits = ", ".join(f"{k} {v:,}" for k, v in largest.items())
+    return "\n".join([
+        "## Memory under a long load (soak)", "",
+        f"`{soak['_file']}`: {soak['requests']:,} mixed requests at {soak.get('throughput_rps', 0):,.0f} req/s "
+        f"with cache bounds of {st.get('cache_max', '?')} entries per layer "
+        f"({st.get('tenants', '?')} tenants, so the caches evict all the time: {evictions or 0:,} evictions). "
+        f"Server RSS grew {rss['growth_after_warmup_mb']:.2f} MB after the warm-up, peak "
+        f"{rss['peak_mb']:.1f} MB; largest cache sizes seen: {bits or 'n/a'}. "
+        "Command: `python -m benchmarks.soak --minutes N`.", ""])

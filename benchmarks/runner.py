@@ -842,7 +842,7 @@ def run(*, profiles: list[str] | None = None, configs: list[str] | None = None, 
     ``stores`` (``sqlite``, ``postgres``) and ``backends`` (``memory``, ``redis``): lists or comma
     strings, each forge-ref job runs once per combination (default sqlite, memory). ``multi_node`` N:
     also N forge-ref servers on one PostgreSQL and one Redis (target ``forge-ref-nodes``)."""
-    opts = Options(out=Path(out), duration=duration or (8.0 if quick else 15.0), users=users or 32,
+    opts = Options(out=Path(out).resolve(), duration=duration or (8.0 if quick else 15.0), users=users or 32,
                    processes=processes, warmup=warmup if warmup is not None else (2.0 if quick else 5.0),
                    quick=quick, tenants=tenants, pin=pin, verbose=verbose, mock_latency_ms=mock_latency_ms,
                    mock_chunk_delay_ms=mock_chunk_delay_ms,
