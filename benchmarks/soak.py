@@ -38,19 +38,13 @@ from forge_ref.auth import display_prefix, hash_key, new_key
 from forge_ref.counters import SharedCounters
 from forge_ref.crypto import Crypto
 
+from .procs import free_port
+
 ADMIN = "soak-admin-token"
 KINDS = {"openai": ("/openai/v1", "gpt-4o-mini"), "anthropic": ("/anthropic", "claude-haiku-4-5"),
          "gemini": ("/gemini", "gemini-2.5-flash")}
 PATTERNS = (("openai",), ("openai", "anthropic"), ("openai", "gemini"), ("openai", "anthropic", "gemini"))
 LAYERS = ("user", "service", "models")
-
-
-def _free_port() -> int:
-    import socket
-
-    with socket.socket() as s:
-        s.bind(("127.0.0.1", 0))
-        return s.getsockname()[1]
 
 
 def _wait(url: str, timeout: float = 20.0) -> None:
@@ -195,7 +189,7 @@ def run(*, seconds: float, warmup: float = 30.0, tenants: int = 5000, cache_max:
     from cryptography.fernet import Fernet
 
     tmp = Path(workdir or tempfile.mkdtemp(prefix="forge-soak-"))
-    mock_port, port = _free_port(), _free_port()
+    mock_port, port = free_port(), free_port()
     mock_url, url = f"http://127.0.0.1:{mock_port}", f"http://127.0.0.1:{port}"
     enc = Fernet.generate_key().decode()
     env = {**os.environ, "FORGE_ADMIN_TOKEN": ADMIN, "FORGE_ALLOW_PRIVATE_UPSTREAMS": "1", "FORGE_ENCRYPTION_KEY": enc,
