@@ -22,6 +22,12 @@ MISSING: Any = object()
 Loader = Callable[[], Any]  # returns a value or an awaitable of one
 
 
+async def call_loader(loader: Loader) -> Any:
+    """Run a loader that returns a value or an awaitable of one."""
+    result = loader()
+    return await result if inspect.isawaitable(result) else result
+
+
 class _CountingTTLCache(cachetools.TTLCache):
     """TTLCache that reports LRU evictions and TTL expirations as they happen."""
 
@@ -179,10 +185,7 @@ class NullCache(Cache):
         pass
 
     async def load(self, key: Hashable, loader: Loader) -> Any:
-        result = loader()
-        if inspect.isawaitable(result):
-            result = await result
-        return result
+        return await call_loader(loader)
 
     def invalidate(self, key: Hashable) -> bool:
         return False

@@ -321,6 +321,15 @@ class ProxyHandler(BaseHandler):
             raise BadRequest(f"the request has a field of the wrong type or shape for this provider "
                              f"({type(exc).__name__})", code="invalid_request_body") from None
 
+    async def _send(self, client, adapter, req, user: User, row: Any, target: Target, started: float) -> bytes:
+        """One counted upstream call (not streaming); a failure status is recorded and raised mapped."""
+        self.gw.counters._mine[self.gw.upstream_slot] += 1
+        resp = await client.send(req)
+        if resp.status >= 300:  # a 3xx is not followed (SSRF) and not a success
+            self._record(user, row, target, resp.status, started)
+            raise adapter.error(resp.status, resp.body, resp.headers)
+        return resp.body
+
     def _record(self, user: User, row: Any, target: Target, status: int, started: float,
                 prompt: int | None = None, completion: int | None = None) -> None:
         self.gw.usage.record(user.id, row.provider, target.model, status, prompt, completion,
@@ -342,12 +351,8 @@ class ChatHandler(ProxyHandler):
                     self.gw.streams.release(user.id)
             else:
                 req = self._translate(adapter.chat_request, target, body)
-                self.gw.counters._mine[self.gw.upstream_slot] += 1
-                resp = await client.send(req)
-                if resp.status >= 300:  # a 3xx is not followed (SSRF) and not a success
-                    self._record(user, row, target, resp.status, started)
-                    raise adapter.error(resp.status, resp.body, resp.headers)
-                out = adapter.chat_response(target, resp.body)
+                data = await self._send(client, adapter, req, user, row, target, started)
+                out = adapter.chat_response(target, data)
                 usage = out.get("usage") if isinstance(out.get("usage"), dict) else {}
                 self._record(user, row, target, 200, started, usage.get("prompt_tokens"), usage.get("completion_tokens"))
                 self.finish(orjson.dumps(out))
@@ -404,12 +409,8 @@ class EmbeddingsHandler(ProxyHandler):
         adapter, client, owned = self.gw.adapters.get(row.kind)
         try:
             req = self._translate(adapter.embeddings_request, target, body)
-            self.gw.counters._mine[self.gw.upstream_slot] += 1
-            resp = await client.send(req)
-            if resp.status >= 300:
-                self._record(user, row, target, resp.status, started)
-                raise adapter.error(resp.status, resp.body, resp.headers)
-            out = adapter.embeddings_response(target, resp.body, body)
+            data = await self._send(client, adapter, req, user, row, target, started)
+            out = adapter.embeddings_response(target, data, body)
             usage = out.get("usage") if isinstance(out.get("usage"), dict) else {}
             self._record(user, row, target, 200, started, usage.get("prompt_tokens"), None)
             self.finish(orjson.dumps(out))

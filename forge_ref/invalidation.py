@@ -86,10 +86,6 @@ class Invalidator:
     async def provider_keys_changed(self, user_id: int) -> None:
         await self.publish([(SERVICE, str(user_id)), (MODELS, str(user_id))])
 
-    async def all_services_changed(self, user_ids: list[int]) -> None:
-        """Key rotation re-encrypts rows: every cached service of those users holds old ciphertexts."""
-        await self.publish([(SERVICE, str(uid)) for uid in user_ids])
-
     # the poller (multi-process, SQLite log)
 
     async def poll_once(self, background: Store, last_id: int) -> int:

@@ -70,14 +70,9 @@ class ModelLister:
                 # The upstream client enforces the timeout (asyncio.wait_for would cancel a curl
                 # fetch that Tornado then completes anyway, logging "exception after cancel").
                 return await self.cache.load(key, lambda: self._fetch(service, row))
-        except (UpstreamError, asyncio.TimeoutError, OSError) as exc:
+        except Exception as exc:  # any provider failure, even an odd answer, must not take the list down
             reason = exc.message if isinstance(exc, UpstreamError) else type(exc).__name__
             log.warning("model list of provider %r (user %d) failed: %s", row.provider, service.user_id, reason)
-            self.failures.set(key, True)
-            return None
-        except Exception as exc:  # a provider's odd answer must not take the whole list down
-            log.warning("model list of provider %r (user %d) failed: %s", row.provider, service.user_id,
-                        type(exc).__name__)
             self.failures.set(key, True)
             return None
 

@@ -15,7 +15,7 @@ import orjson
 
 from .counters import SharedCounters
 from .errors import Conflict
-from .store import _PROVIDER_COLS, _USER_COLS, USAGE_COLS, ProviderRow, User, _provider, _user
+from .store import _PROVIDER_COLS, _USER_COLS, USAGE_COLS, ProviderRow, User, _provider, _user, update_values
 
 SCHEMA = [
     """CREATE TABLE IF NOT EXISTS users (
@@ -131,10 +131,7 @@ class PgStore:
         return _provider(row)
 
     async def update_provider_key(self, user_id: int, provider: str, changes: dict[str, Any]) -> ProviderRow | None:
-        changes = dict(changes)
-        if "model_mapping" in changes:
-            changes["model_mapping"] = orjson.dumps(changes["model_mapping"]).decode()
-        changes["updated_at"] = time.time()
+        changes = update_values(changes)
         sets = ", ".join(f"{col} = %s" for col in changes)  # column names come from code, not input
         row = await self._run(
             f"UPDATE provider_keys SET {sets} WHERE user_id = %s AND provider = %s RETURNING {_PROVIDER_COLS}",

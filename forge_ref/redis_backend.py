@@ -22,7 +22,6 @@ clears local caches (invalidations may have been missed) and resumes.
 from __future__ import annotations
 
 import asyncio
-import inspect
 import logging
 import time
 import uuid
@@ -30,7 +29,7 @@ from typing import Any, Callable, Hashable
 
 import orjson
 
-from .cache import MISSING, Cache, Loader
+from .cache import MISSING, Cache, Loader, call_loader
 from .counters import SharedCounters
 from .invalidation import MODELS, USER, Broadcast, Invalidator
 from .store import User
@@ -80,9 +79,6 @@ class RedisLink:
         self._guarded = self.client.register_script(_SET_GUARDED)
         self._get = self.client.register_script(_GET_WITH_GEN)
         self.on_down: Callable[[], None] | None = None
-
-    def healthy(self) -> bool:
-        return self.up
 
     def _trip(self) -> None:
         self.counters.incr("redis_round_trips")
@@ -160,9 +156,7 @@ class TieredCache(Cache):
                 self._counters.incr("redis_hits")
                 return self._decode(envelope["v"])
         self._counters.incr("redis_misses")
-        value = loader()
-        if inspect.isawaitable(value):
-            value = await value
+        value = await call_loader(loader)
         if value is not None and generation is not None:
             payload = orjson.dumps({"v": self._encode(value), "exp": time.time() + self.ttl})
             await self.link.set_guarded(rkey, gen, generation, field, payload, self.ttl)
@@ -170,8 +164,7 @@ class TieredCache(Cache):
 
     async def load(self, key: Hashable, loader: Loader) -> Any:
         if not self.link.up:
-            value = loader()
-            return await value if inspect.isawaitable(value) else value
+            return await call_loader(loader)
         return await self.l1.load(key, lambda: self._from_redis_or_load(key, loader))
 
     def invalidate(self, key: Hashable) -> bool:
@@ -210,13 +203,8 @@ class GuardedCache:
 
     async def load(self, key: Hashable, loader: Loader) -> Any:
         if not self.link.up:
-            value = loader()
-            return await value if inspect.isawaitable(value) else value
+            return await call_loader(loader)
         return await self.inner.load(key, loader)
-
-    async def get_or_load(self, key: Hashable, loader: Loader) -> Any:
-        value = self.get(key)
-        return await self.load(key, loader) if value is MISSING else value
 
     def invalidate(self, key: Hashable) -> bool:
         return self.inner.invalidate(key)

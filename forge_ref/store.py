@@ -59,6 +59,15 @@ def _provider(row: tuple) -> ProviderRow:
     return ProviderRow(row[0], row[1], row[2], row[3], row[4], orjson.loads(row[5] or "{}"), row[6])
 
 
+def update_values(changes: dict[str, Any]) -> dict[str, Any]:
+    """Column -> stored value for a provider-key update (both stores): JSON mapping, fresh updated_at."""
+    values = dict(changes)
+    if "model_mapping" in values:
+        values["model_mapping"] = orjson.dumps(values["model_mapping"]).decode()
+    values["updated_at"] = time.time()
+    return values
+
+
 def connect(path: str, *, counters: SharedCounters | None, counter: str | None = None) -> sqlite_utils.Database:
     """One connection per process (and one more for background polling), counted by ``tracer``."""
     conn = sqlite3.connect(path, isolation_level=None, check_same_thread=False, timeout=10.0)
@@ -181,10 +190,7 @@ class Store:
 
     async def update_provider_key(self, user_id: int, provider: str, changes: dict[str, Any]) -> ProviderRow | None:
         """``changes`` maps column -> value for the fields given; the others are kept."""
-        changes = dict(changes)
-        if "model_mapping" in changes:
-            changes["model_mapping"] = orjson.dumps(changes["model_mapping"]).decode()
-        changes["updated_at"] = time.time()
+        changes = update_values(changes)
         sets = ", ".join(f"{col} = ?" for col in changes)  # column names come from code, not input
         row = self._one(
             f"UPDATE provider_keys SET {sets} WHERE user_id = ? AND provider = ? RETURNING {_PROVIDER_COLS}",

@@ -21,6 +21,8 @@ import socket
 from dataclasses import dataclass
 from typing import AsyncIterator, Protocol
 
+from tornado.httpclient import HTTPClientError, HTTPRequest
+
 from .adapters.base import UpstreamRequest
 from .errors import UpstreamError, UpstreamTimeout
 from .ssrf import blocked
@@ -149,8 +151,6 @@ class CurlUpstream:
         self.refuse_private = refuse_private
 
     def _request(self, req: UpstreamRequest, timeout: float | None, prepare=None):
-        from tornado.httpclient import HTTPRequest
-
         if self.refuse_private:
             if prepare is None:
                 prepare = _guard
@@ -176,8 +176,6 @@ class CurlUpstream:
         return UpstreamError(f"upstream connection failed: {message}")
 
     async def send(self, req: UpstreamRequest, *, timeout: float | None = None) -> UpstreamResponse:
-        from tornado.httpclient import HTTPClientError
-
         try:
             resp = await self._client.fetch(self._request(req, timeout), raise_error=False)
         except HTTPClientError as err:  # Tornado raises transport errors (599) even with raise_error=False

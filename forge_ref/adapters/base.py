@@ -8,7 +8,7 @@ upstream client, which keeps adapters testable without a network.
 
 from __future__ import annotations
 
-from dataclasses import dataclass, field
+from dataclasses import dataclass
 from typing import Protocol
 
 import orjson
@@ -44,7 +44,6 @@ class StreamResult:
     completion_tokens: int | None = None
     finish_reason: str | None = None
     error: ForgeError | None = None
-    extra: dict = field(default_factory=dict)
 
 
 class StreamTranslator(Protocol):
