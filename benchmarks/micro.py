@@ -25,7 +25,7 @@ from cryptography.fernet import Fernet
 from forge_ref.app import open_store
 from forge_ref.auth import hash_key, new_key
 from forge_ref.cache import Cache
-from forge_ref.counters import SharedCounters
+from forge_ref.tracing import Tracer
 from forge_ref.crypto import Crypto
 from forge_ref.services import ProviderService
 from forge_ref.settings import Settings
@@ -58,8 +58,7 @@ async def _time_async(fn, n: int, repeats: int = 5) -> dict:
 
 
 async def _store_lookup(db: str, n: int) -> dict:
-    counters = SharedCounters()
-    store = await open_store(Settings(db=db, encryption_key=Fernet.generate_key().decode()), counters)
+    store = await open_store(Settings(db=db, encryption_key=Fernet.generate_key().decode()), Tracer())
     try:
         for i in range(1000):  # a realistic index, not a one-row table
             await store.create_user(f"u{i}", hash_key(new_key()), "forge-x")
@@ -73,12 +72,12 @@ async def _store_lookup(db: str, n: int) -> dict:
 async def _redis_hit(url: str, n: int) -> dict:
     from forge_ref import redis_backend as rb
 
-    counters = SharedCounters()
+    tracer = Tracer()
     prefix = f"forge-micro:{uuid.uuid4().hex[:8]}:"
-    link = rb.RedisLink(url, prefix=prefix, max_connections=4, timeout=1.0, counters=counters)
-    l1 = Cache("user", maxsize=10, ttl=60, counters=counters)
+    link = rb.RedisLink(url, prefix=prefix, max_connections=4, timeout=1.0, tracer=tracer)
+    l1 = Cache("user", maxsize=10, ttl=60, tracer=tracer)
     tiered = rb.TieredCache("user", l1, link, ttl=300, locate=rb.user_locator(prefix), encode=rb.encode_user,
-                            decode=rb.decode_user, counters=counters)
+                            decode=rb.decode_user, tracer=tracer)
     from forge_ref.store import User
 
     user = User(1, "micro", "h" * 64, "forge-x")
@@ -94,7 +93,7 @@ async def _redis_hit(url: str, n: int) -> dict:
             return await tiered.load("h" * 64, load)
 
         result = await _time_async(hit, n)
-        assert counters.total("redis_hits") >= n
+        assert tracer.total("redis_hits") >= n
         return result
     finally:
         await link.client.delete(f"{prefix}user:{'h' * 64}", f"{prefix}gen:user:{'h' * 64}")
@@ -103,12 +102,12 @@ async def _redis_hit(url: str, n: int) -> dict:
 
 def measure(*, n: int, redis_url: str | None, postgres_url: str | None) -> dict:
     ops: dict[str, dict] = {}
-    counters = SharedCounters()
-    cache = Cache("user", maxsize=10_000, ttl=300, counters=counters)
+    tracer = Tracer()
+    cache = Cache("user", maxsize=10_000, ttl=300, tracer=tracer)
     cache.set("k", object())
     ops["in_process_hit"] = _time_sync(lambda: cache.get("k"), n * 20)
 
-    crypto = Crypto([Fernet.generate_key().decode()], counters)
+    crypto = Crypto([Fernet.generate_key().decode()], tracer)
     token = crypto.encrypt("sk-" + "x" * 48)
     ops["fernet_decrypt"] = _time_sync(lambda: crypto.decrypt(token), n)
 
@@ -119,7 +118,7 @@ def measure(*, n: int, redis_url: str | None, postgres_url: str | None) -> dict:
 
     with tempfile.TemporaryDirectory() as tmp:
         db = str(Path(tmp) / "micro.db")
-        create_schema(connect(db, counters=None))
+        create_schema(connect(db, tracer=None))
         ops["sqlite_user_lookup"] = asyncio.run(_store_lookup(db, n))
     if postgres_url:
         from forge_ref.pg_store import create_schema as pg_schema

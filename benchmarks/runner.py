@@ -373,17 +373,17 @@ def seeded(ctx: Context, profile: str) -> tuple[Path, Path, dict]:
     if profile not in ctx.seeds:
         from forge_ref import crypto as crypto_mod
         from forge_ref import store as store_mod
-        from forge_ref.counters import SharedCounters
+        from forge_ref.tracing import Tracer
 
         from .seed import write_keys
 
         spec = PROFILES[profile]
         db = ctx.work / f"seed-{profile}.db"
         keys = ctx.raw / f"keys-{profile}.json"
-        crypto = crypto_mod.Crypto([ctx.encryption_key], SharedCounters(1))
+        crypto = crypto_mod.Crypto([ctx.encryption_key], Tracer())
         doc, user_rows, key_rows = build_rows(tenants_for(profile, ctx.opts), ctx.mock_url, crypto,
                                               providers=spec.providers)
-        sqlite_db = store_mod.connect(str(db), counters=None)
+        sqlite_db = store_mod.connect(str(db), tracer=None)
         store_mod.create_schema(sqlite_db)
         load_sqlite(sqlite_db, user_rows, key_rows)
         write_keys(doc, keys)

@@ -28,7 +28,7 @@ from pathlib import Path
 from forge_ref import crypto as crypto_mod
 from forge_ref import store as store_mod
 from forge_ref.auth import display_prefix, hash_key, new_key
-from forge_ref.counters import SharedCounters
+from forge_ref.tracing import Tracer
 from forge_ref.pg_store import create_schema as create_pg_schema
 from forge_ref.pg_store import is_postgres
 
@@ -89,7 +89,7 @@ def seed(db_path: str | os.PathLike, users: int, mock_url: str, out: str | os.Pa
     if is_postgres(db_path):
         if not key.strip():
             raise SystemExit("seeding PostgreSQL needs FORGE_ENCRYPTION_KEY (the servers must use the same key)")
-        crypto = crypto_mod.Crypto(crypto_mod.load_keys(key, db_path), SharedCounters(1))
+        crypto = crypto_mod.Crypto(crypto_mod.load_keys(key, db_path), Tracer())
         create_pg_schema(db_path)
         import psycopg
 
@@ -99,9 +99,9 @@ def seed(db_path: str | os.PathLike, users: int, mock_url: str, out: str | os.Pa
                                               start_id=start_id)
         load_postgres(db_path, user_rows, key_rows)
     else:
-        db = store_mod.connect(db_path, counters=None)
+        db = store_mod.connect(db_path, tracer=None)
         store_mod.create_schema(db)
-        crypto = crypto_mod.Crypto(crypto_mod.load_keys(key, db_path), SharedCounters(1))
+        crypto = crypto_mod.Crypto(crypto_mod.load_keys(key, db_path), Tracer())
         start_id = db.conn.execute("SELECT COALESCE(MAX(id), 0) FROM users").fetchone()[0] + 1
         doc, user_rows, key_rows = build_rows(users, mock_url, crypto, providers=providers, name_prefix=name_prefix,
                                               start_id=start_id)

@@ -35,7 +35,7 @@ import psutil
 
 from forge_ref import store as store_mod
 from forge_ref.auth import display_prefix, hash_key, new_key
-from forge_ref.counters import SharedCounters
+from forge_ref.tracing import Tracer
 from forge_ref.crypto import Crypto
 
 from .procs import free_port
@@ -60,9 +60,9 @@ def _wait(url: str, timeout: float = 20.0) -> None:
 
 def seed(db: Path, tenants: int, mock_url: str, enc_key: str) -> list[dict]:
     """Users with 1-3 provider keys each, written straight into the gateway's schema (fast)."""
-    conn_db = store_mod.connect(str(db), counters=None)
+    conn_db = store_mod.connect(str(db), tracer=None)
     store_mod.create_schema(conn_db)
-    crypto = Crypto([enc_key], SharedCounters(1))
+    crypto = Crypto([enc_key], Tracer())
     conn, now, out = conn_db.conn, time.time(), []
     conn.execute("BEGIN")
     for uid in range(1, tenants + 1):

@@ -12,30 +12,30 @@ import logging
 import os
 import signal
 import time
-from dataclasses import dataclass, field
-from typing import Any, Callable
+from typing import Callable
 
 import tornado.web
 from tornado.httpserver import HTTPServer
 from tornado.ioloop import PeriodicCallback
 
 from . import crypto as crypto_mod
+from . import logs
 from . import store as store_mod
 from .adapters import AdapterRegistry
 from .auth import Authenticator
 from .cache import make_cache
-from .counters import SharedCounters
-from .crypto import Crypto
+from .crypto import Crypto, EncryptionKeyError
+from .gateway import Gateway
 from .handlers import NotFoundHandler, routes
-from . import logs
-from .limits import StreamLimiter
 from .invalidation import InvalidationPoller, Invalidator, SqliteLogBroadcast
+from .limits import StreamLimiter
 from .models import ModelLister
-from .services import ServiceRegistry
-from .settings import Settings
 from .pg_store import PgStore, is_postgres
 from .pg_store import create_schema as pg_create_schema
+from .services import ServiceRegistry
+from .settings import Settings
 from .store import Store
+from .tracing import SharedCounters, Tracer
 from .upstream import UpstreamClient, make_upstream
 from .usage import UsageRecorder
 
@@ -46,46 +46,12 @@ class StartupError(Exception):
     """The gateway cannot start with this configuration (the message says why and what to do)."""
 
 
-@dataclass
-class Gateway:
-    settings: Settings
-    layers: dict[str, bool]
-    counters: SharedCounters
-    store: Store
-    crypto: Crypto
-    auth: Authenticator
-    services: ServiceRegistry
-    models: ModelLister
-    adapters: AdapterRegistry
-    invalidator: Invalidator
-    usage: UsageRecorder
-    upstream: UpstreamClient
-    requests_slot: int
-    upstream_slot: int
-    poller: InvalidationPoller | None = None
-    streams: StreamLimiter = field(default_factory=lambda: StreamLimiter(0))
-    redis: Any = None
-    subscriber: Any = None
-
-    async def aclose(self) -> None:
-        await self.usage.flush()
-        if self.poller is not None:
-            self.poller.stop()
-            await self.poller.background.close()
-        if self.subscriber is not None:
-            await self.subscriber.stop()
-        if self.redis is not None:
-            await self.redis.close()
-        self.upstream.close()
-        await self.store.close()
-
-
-async def open_store(settings: Settings, counters: SharedCounters | None, counter: str | None = None):
+async def open_store(settings: Settings, tracer: Tracer | None, *, background: bool = False):
     """SQLite through sqlite-utils (a file path) or PostgreSQL (a ``postgresql://`` URL)."""
     if is_postgres(settings.db):
-        return await PgStore(settings.db, counters=counters, counter=counter,
+        return await PgStore(settings.db, tracer=tracer, background=background,
                              max_size=settings.db_pool_size).open()
-    return Store(store_mod.connect(settings.db, counters=counters, counter=counter))
+    return Store(store_mod.connect(settings.db, tracer=tracer, background=background))
 
 
 async def prepare_storage(settings: Settings) -> list[str]:
@@ -96,7 +62,7 @@ async def prepare_storage(settings: Settings) -> list[str]:
                                "so it cannot be a file generated on one of them")
         pg_create_schema(settings.db)
     else:
-        store_mod.create_schema(store_mod.connect(settings.db, counters=None))
+        store_mod.create_schema(store_mod.connect(settings.db, tracer=None))
     store = await open_store(settings, None)
     try:
         existing = await store.any_encrypted_key()
@@ -108,7 +74,11 @@ async def prepare_storage(settings: Settings) -> list[str]:
             f"{crypto_mod.key_file_for(settings.db)} is there; refusing to generate a new key, which would make "
             "them unreadable. Restore the key file or set FORGE_ENCRYPTION_KEY.")
     keys = crypto_mod.load_keys(settings.encryption_key, settings.db)
-    check = Crypto(keys, SharedCounters(1))
+    try:
+        check = Crypto(keys, Tracer())
+    except EncryptionKeyError as exc:
+        where = "FORGE_ENCRYPTION_KEY" if settings.encryption_key else f"the key file {crypto_mod.key_file_for(settings.db)}"
+        raise StartupError(f"{exc} (read from {where})") from None
     if existing is not None and not check.can_decrypt(existing):
         raise StartupError(
             f"the configured encryption key cannot decrypt the provider keys stored in {settings.db}; "
@@ -118,21 +88,21 @@ async def prepare_storage(settings: Settings) -> list[str]:
 
 async def build_gateway(settings: Settings, *, keys: list[str], counters: SharedCounters | None = None,
                         timer: Callable[[], float] = time.monotonic, multi_process: bool = False) -> Gateway:
-    counters = counters or SharedCounters(1)
+    tracer = Tracer(counters)
     layers = settings.layers()  # the toggles, read here and nowhere else
-    store = await open_store(settings, counters)
-    crypto = Crypto(keys, counters)
+    store = await open_store(settings, tracer)
+    crypto = Crypto(keys, tracer)
 
     def cache(name: str, on: bool, maxsize: int, ttl: float):
-        return make_cache(name, enabled=on, maxsize=maxsize, ttl=ttl, counters=counters,
+        return make_cache(name, enabled=on, maxsize=maxsize, ttl=ttl, tracer=tracer,
                           coalesce=settings.coalesce, timer=timer)
 
-    def new_upstream() -> UpstreamClient:
-        return make_upstream(settings.upstream_client, max_connections=settings.upstream_max_connections,
+    def new_upstream(max_connections: int) -> UpstreamClient:
+        return make_upstream(settings.upstream_client, max_connections=max_connections,
                              connect_timeout=settings.connect_timeout, read_timeout=settings.read_timeout,
-                             refuse_private=not settings.allow_private_upstreams)
+                             refuse_private=not settings.allow_private_upstreams, tracer=tracer)
 
-    upstream = new_upstream()
+    upstream = new_upstream(settings.upstream_max_connections)
     user_cache = cache("user", layers["user"], settings.user_max, settings.user_ttl)
     service_cache = cache("service", layers["service"], settings.service_max, settings.service_ttl)
     models_cache = cache("models", layers["models"], settings.models_max, settings.models_ttl)
@@ -140,13 +110,13 @@ async def build_gateway(settings: Settings, *, keys: list[str], counters: Shared
     if settings.cache_backend == "redis":
         from . import redis_backend as rb
 
-        link = rb.RedisLink(settings.redis_url, prefix=settings.redis_prefix, counters=counters,
+        link = rb.RedisLink(settings.redis_url, prefix=settings.redis_prefix, tracer=tracer,
                             max_connections=settings.redis_max_connections, timeout=settings.redis_timeout)
 
         def tiered(name: str, ttl: float, locate, encode, decode):
             l1 = cache(name, True, settings.redis_l1_max, min(settings.redis_l1_ttl, ttl))
             return rb.TieredCache(name, l1, link, ttl=ttl, locate=locate, encode=encode, decode=decode,
-                                  counters=counters)
+                                  tracer=tracer)
 
         if user_cache.enabled:
             user_cache = tiered("user", settings.user_ttl, rb.user_locator(settings.redis_prefix),
@@ -155,37 +125,33 @@ async def build_gateway(settings: Settings, *, keys: list[str], counters: Shared
             models_cache = tiered("models", settings.models_ttl, rb.models_locator(settings.redis_prefix),
                                   rb.identity, rb.identity)
         if service_cache.enabled:  # services hold decrypted keys: in process only, never in Redis
-            service_cache = rb.GuardedCache(service_cache, link, counters)
+            service_cache = rb.GuardedCache(service_cache, link, tracer)
     auth = Authenticator(store, user_cache)
-    services = ServiceRegistry(store, crypto, service_cache, counters, lazy_keys=layers["keys"])
+    services = ServiceRegistry(store, crypto, service_cache, tracer, lazy_keys=layers["keys"])
     adapters = AdapterRegistry(shared=layers["adapters"], upstream=upstream,
-                               make_upstream=lambda: make_upstream(
-                                   settings.upstream_client, max_connections=1,
-                                   connect_timeout=settings.connect_timeout, read_timeout=settings.read_timeout,
-                                   refuse_private=not settings.allow_private_upstreams),
-                               counters=counters)
+                               make_upstream=lambda: new_upstream(1), tracer=tracer)
     models = ModelLister(
         models_cache,
         # Remembering failures is resilience, not a cache layer under test: on unless its TTL is 0.
-        cache("models_failures", True, settings.models_max, settings.models_failure_ttl),
-        adapters, counters, timeout=settings.models_timeout, concurrency=settings.models_concurrency)
+        cache("models_failures", settings.models_failure_ttl > 0, settings.models_max, settings.models_failure_ttl),
+        adapters, timeout=settings.models_timeout, concurrency=settings.models_concurrency)
     if link is not None:
         broadcast = rb.RedisBroadcast(link)
     elif multi_process:
         broadcast = SqliteLogBroadcast(store)
     else:
         broadcast = None
-    invalidator = Invalidator(auth, services, models, counters, broadcast=broadcast)
-    gw = Gateway(settings=settings, layers=layers, counters=counters, store=store, crypto=crypto, auth=auth,
+    invalidator = Invalidator(auth, services, models, tracer, broadcast=broadcast)
+    gw = Gateway(settings=settings, layers=layers, tracer=tracer, store=store, crypto=crypto, auth=auth,
                  services=services, models=models, adapters=adapters, invalidator=invalidator,
                  usage=UsageRecorder(store, max_rows=settings.usage_flush_rows), upstream=upstream,
-                 requests_slot=counters.slot("requests"), upstream_slot=counters.slot("upstream_requests"),
-                 streams=StreamLimiter(settings.max_streams_per_key))
+                 streams=StreamLimiter(settings.max_streams_per_key), server_timing=settings.server_timing,
+                 trace_requests=settings.server_timing or settings.access_log)
     if link is not None:
         gw.redis = link
         gw.subscriber = rb.Subscriber(link, broadcast, invalidator)
     elif multi_process:
-        background = await open_store(settings, counters, counter="db_background_queries")
+        background = await open_store(settings, tracer, background=True)
         gw.poller = InvalidationPoller(invalidator, background, settings.invalidation_poll)
         await gw.poller.init()
     return gw
@@ -236,7 +202,7 @@ def serve(settings: Settings, *, ready: Callable[[str], None] | None = None) -> 
     task_id = process.fork_processes(n, max_restarts=100) if n > 1 else 0
     if n > 1:
         _die_with_parent()
-    counters.bind(task_id or 0)
+    counters.bind(task_id or 0)  # before build_gateway creates this process's Tracer
     asyncio.run(_run(settings, keys, counters, sockets, multi_process=n > 1))
 
 

@@ -10,7 +10,7 @@ from __future__ import annotations
 import hashlib
 import secrets
 
-from .cache import MISSING, Cache
+from .cache import MISSING, CacheLayer
 from .errors import Unauthorized
 from .store import Store, User
 
@@ -30,7 +30,7 @@ def display_prefix(key: str) -> str:
 
 
 class Authenticator:
-    def __init__(self, store: Store, cache: Cache) -> None:
+    def __init__(self, store: Store, cache: CacheLayer) -> None:
         self._store = store
         self.cache = cache
 

@@ -12,14 +12,45 @@ from __future__ import annotations
 import asyncio
 import inspect
 import time
-from typing import Any, Callable, Hashable
+from typing import Any, Callable, Hashable, Protocol
 
 import cachetools
 
-from .counters import SharedCounters
+from .tracing import Layer, Tracer
 
 MISSING: Any = object()
 Loader = Callable[[], Any]  # returns a value or an awaitable of one
+
+
+class CacheLayer(Protocol):
+    """What every cache layer is, whatever it is made of.
+
+    Four implementations: ``Cache`` (in process, TTL+LRU), ``NullCache`` (the layer is off),
+    and in ``redis_backend`` ``TieredCache`` (an in-process L1 in front of Redis) and
+    ``GuardedCache`` (in process, but not served while invalidations cannot arrive).
+    """
+
+    name: str
+    enabled: bool
+
+    def __len__(self) -> int: ...
+
+    def get(self, key: Hashable) -> Any:
+        """The value, or ``MISSING`` (counted as a hit or a miss). Never suspends: the hot path."""
+
+    def set(self, key: Hashable, value: Any) -> None: ...
+
+    async def load(self, key: Hashable, loader: Loader) -> Any:
+        """After a miss: the loaded value, stored unless the load was overtaken by an invalidation.
+
+        ``None`` means "not found" and is never stored.
+        """
+
+    def invalidate(self, key: Hashable) -> bool: ...
+
+    def invalidate_where(self, predicate: Callable[[Hashable], bool]) -> int: ...
+
+    def clear(self) -> None: ...
 
 
 async def call_loader(loader: Loader) -> Any:
@@ -31,19 +62,19 @@ async def call_loader(loader: Loader) -> Any:
 class _CountingTTLCache(cachetools.TTLCache):
     """TTLCache that reports LRU evictions and TTL expirations as they happen."""
 
-    def __init__(self, maxsize: int, ttl: float, timer: Callable[[], float], stats: "Cache") -> None:
+    def __init__(self, maxsize: int, ttl: float, timer: Callable[[], float], meter: Layer) -> None:
         super().__init__(maxsize, ttl, timer=timer)
-        self._stats = stats
+        self._meter = meter
 
     def popitem(self):  # cachetools calls this only to make room: an LRU eviction
         item = super().popitem()
-        self._stats._count("evictions")
+        self._meter.evicted()
         return item
 
     def expire(self, time=None):
         expired = super().expire(time)
         if expired:
-            self._stats._count("expirations", len(expired))
+            self._meter.expired(len(expired))
         return expired
 
 
@@ -58,28 +89,21 @@ class Cache:
         *,
         maxsize: int,
         ttl: float,
-        counters: SharedCounters,
+        tracer: Tracer,
         coalesce: bool = True,
         timer: Callable[[], float] = time.monotonic,
     ) -> None:
         self.name = name
         self.ttl = ttl
         self.coalesce = coalesce
-        self._counters = counters
-        self._mine = counters._mine
-        self._hit = counters.slot(f"cache.{name}.hits")
-        self._miss = counters.slot(f"cache.{name}.misses")
-        self._size = counters.slot(f"cache.{name}.size")
-        self._data = _CountingTTLCache(maxsize, ttl, timer, self)
+        self._meter = tracer.layer(name)
+        self._data = _CountingTTLCache(maxsize, ttl, timer, self._meter)
         # key -> future of the load in flight. A load whose entry was invalidated (popped) while
         # it ran must not store its now-stale result; identity of the future tells.
         self._inflight: dict[Hashable, asyncio.Future] = {}
 
-    def _count(self, stat: str, n: int = 1) -> None:
-        self._counters.incr(f"cache.{self.name}.{stat}", n)
-
     def _sync_size(self) -> None:
-        self._mine[self._size] = len(self._data)
+        self._meter.size(len(self._data))
 
     def __len__(self) -> int:
         return len(self._data)
@@ -87,11 +111,11 @@ class Cache:
     def get(self, key: Hashable) -> Any:
         value = self._data.get(key, MISSING)
         if value is MISSING:
-            self._mine[self._miss] += 1
+            self._meter.miss()
             self._data.expire()  # expired entries are removed, not only skipped
             self._sync_size()
         else:
-            self._mine[self._hit] += 1
+            self._meter.hit()
         return value
 
     def set(self, key: Hashable, value: Any) -> None:
@@ -103,7 +127,7 @@ class Cache:
         if self.coalesce:
             pending = self._inflight.get(key)
             if pending is not None:
-                self._counters.incr("coalesced_waits")
+                self._meter.coalesced()
                 return await asyncio.shield(pending)
         result = loader()
         if not inspect.isawaitable(result):
@@ -133,12 +157,6 @@ class Cache:
         fut.set_result(value)
         return value
 
-    async def get_or_load(self, key: Hashable, loader: Loader) -> Any:
-        value = self.get(key)
-        if value is MISSING:
-            value = await self.load(key, loader)
-        return value
-
     def invalidate(self, key: Hashable) -> bool:
         self._inflight.pop(key, None)
         found = self._data.pop(key, MISSING) is not MISSING
@@ -161,24 +179,21 @@ class Cache:
         self._sync_size()
 
 
-class NullCache(Cache):
+class NullCache:
     """A layer that is off: same interface, never stores, every lookup a counted miss."""
 
     enabled = False
+    coalesce = False
 
-    def __init__(self, name: str, *, counters: SharedCounters, **_: Any) -> None:
+    def __init__(self, name: str, *, tracer: Tracer) -> None:
         self.name = name
-        self.ttl = 0.0
-        self.coalesce = False
-        self._counters = counters
-        self._mine = counters._mine
-        self._miss = counters.slot(f"cache.{name}.misses")
+        self._meter = tracer.layer(name)
 
     def __len__(self) -> int:
         return 0
 
     def get(self, key: Hashable) -> Any:
-        self._mine[self._miss] += 1
+        self._meter.miss()
         return MISSING
 
     def set(self, key: Hashable, value: Any) -> None:
@@ -197,9 +212,10 @@ class NullCache(Cache):
         pass
 
 
-def make_cache(name: str, *, enabled: bool, maxsize: int, ttl: float, counters: SharedCounters,
-               coalesce: bool = True, timer: Callable[[], float] = time.monotonic) -> Cache:
-    if not enabled or ttl <= 0 or maxsize <= 0:
-        return NullCache(name, counters=counters)
-    return Cache(name, maxsize=maxsize, ttl=ttl, counters=counters, coalesce=coalesce, timer=timer)
+def make_cache(name: str, *, enabled: bool, maxsize: int, ttl: float, tracer: Tracer,
+               coalesce: bool = True, timer: Callable[[], float] = time.monotonic) -> CacheLayer:
+    """``enabled`` is the layer's resolved toggle (``Settings.layers``: a TTL or bound of 0 is off)."""
+    if not enabled:
+        return NullCache(name, tracer=tracer)
+    return Cache(name, maxsize=maxsize, ttl=ttl, tracer=tracer, coalesce=coalesce, timer=timer)
 

@@ -14,8 +14,8 @@ from . import logs
 from . import settings as settings_mod
 from .app import StartupError, open_store, prepare_storage, serve
 from .auth import display_prefix, hash_key, new_key
-from .counters import SharedCounters
 from .crypto import Crypto
+from .tracing import Tracer
 from .errors import ForgeError
 
 
@@ -66,7 +66,7 @@ async def _open(args: argparse.Namespace):
         keys = await prepare_storage(s)
     except StartupError as exc:
         raise SystemExit(f"forge-ref: {exc}") from None
-    return await open_store(s, None), Crypto(keys, SharedCounters(1))
+    return await open_store(s, None), Crypto(keys, Tracer())
 
 
 def _cmd_users_create(args: argparse.Namespace) -> None:

@@ -13,7 +13,7 @@ from pathlib import Path
 
 from cryptography.fernet import Fernet, InvalidToken, MultiFernet
 
-from .counters import SharedCounters
+from .tracing import Tracer
 
 
 class Secret:
@@ -46,26 +46,26 @@ def mask(secret: str) -> str:
     return secret[:3] + "..." + secret[-4:]
 
 
-class KeyError_(Exception):
-    """The configured encryption key cannot be used (bad format, or it cannot decrypt the data)."""
+class EncryptionKeyError(Exception):
+    """The configured encryption key is not a Fernet key."""
 
 
 class Crypto:
     """Encrypts and decrypts provider keys; counts each decryption (the one place it is counted)."""
 
-    def __init__(self, keys: list[str], counters: SharedCounters) -> None:
+    def __init__(self, keys: list[str], tracer: Tracer) -> None:
         try:
             self._fernet = MultiFernet([Fernet(k.strip().encode()) for k in keys if k.strip()])
         except (ValueError, TypeError):
-            raise KeyError_("FORGE_ENCRYPTION_KEY is not a valid Fernet key (32 url-safe base64 bytes)") from None
-        self._counters = counters
-        self._slot = counters.slot("decryptions")
+            raise EncryptionKeyError("FORGE_ENCRYPTION_KEY is not a valid Fernet key (32 url-safe base64 bytes, "
+                                     "e.g. from `forge-ref gen-key`)") from None
+        self._tracer = tracer
 
     def encrypt(self, plaintext: str) -> str:
         return self._fernet.encrypt(plaintext.encode()).decode()
 
     def decrypt(self, token: str) -> Secret:
-        self._counters._mine[self._slot] += 1
+        self._tracer.decryption()
         return Secret(self._fernet.decrypt(token.encode()).decode())
 
     def can_decrypt(self, token: str) -> bool:

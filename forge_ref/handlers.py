@@ -3,6 +3,10 @@
 Handlers receive the composed ``Gateway`` through ``initialize`` (never globals). Bodies are
 streamed in (``stream_request_body``) so an oversized request is refused with 413 as soon as
 its size is known, in the OpenAI error shape, instead of Tornado's bare 400.
+
+Each counted request gets a trace (``tracing``) when something reads it; the handlers mark its
+phases (``lap``), the cost points note hits, misses and costs on it, and the first flush puts
+it in a ``Server-Timing`` header when that is on.
 """
 
 from __future__ import annotations
@@ -17,10 +21,9 @@ import orjson
 from tornado.iostream import StreamClosedError
 from tornado.web import HTTPError, RequestHandler, stream_request_body
 
-from . import validation
+from . import tracing, validation
 from .adapters.base import DONE_FRAME, Target, error_frame
 from .auth import display_prefix, hash_key, new_key
-from .counters import snapshot
 from .crypto import mask
 from .errors import BadRequest, Forbidden, ForgeError, NotFound, PayloadTooLarge, UpstreamError, error_body
 from .store import User
@@ -40,14 +43,16 @@ class BaseHandler(RequestHandler):
         self._chunks: list[bytes] = []
         self._size = 0
         self._too_large = False
-        self.log_fields: dict[str, Any] = {}  # this request's access-log fields (logs.access_line)
+        self.trace: tracing.Trace | tracing._NoTrace = tracing.NO_TRACE
 
     def set_default_headers(self) -> None:
         self.set_header("Content-Type", "application/json")
 
     def prepare(self) -> None:
         if self.counted:
-            self.gw.counters._mine[self.gw.requests_slot] += 1
+            self.gw.tracer.request()
+            if self.gw.trace_requests:
+                self.trace = tracing.begin()
         length = self.request.headers.get("Content-Length")
         if length is not None and length.isascii() and length.isdigit() and int(length) > self.gw.settings.max_body_bytes:
             raise PayloadTooLarge(f"request body is {length} bytes; the limit is {self.gw.settings.max_body_bytes}")
@@ -86,12 +91,9 @@ class BaseHandler(RequestHandler):
         return self.request.headers.get("X-API-Key") or None
 
     async def user(self) -> User:
-        # A hit never suspends, so "no miss counted in this process meanwhile" means this request hit.
-        mine, slot = self.gw.counters._mine, self.gw.counters.slot("cache.user.misses")
-        before = mine[slot]
         user = await self.gw.auth.user(self.api_key())
-        self.log_fields["user"] = user.id
-        self.log_fields["cache"] = {"user": "hit" if mine[slot] == before else "miss"}
+        self.trace.lap("user")
+        self.trace.note(user=user.id)
         return user
 
     def require_admin(self) -> None:
@@ -105,6 +107,15 @@ class BaseHandler(RequestHandler):
     def send_json(self, obj: Any, status: int = 200) -> None:
         self.set_status(status)
         self.finish(orjson.dumps(obj))
+
+    def flush(self, include_footers: bool = False):
+        # The first flush sends the headers: the moment the response's first byte leaves.
+        trace = self.trace
+        if trace and trace.first_byte is None:
+            trace.sent_first_byte()
+            if self.gw.server_timing:
+                self.set_header("Server-Timing", trace.server_timing())
+        return super().flush(include_footers)
 
     def write_error(self, status_code: int, **kwargs: Any) -> None:
         exc = kwargs.get("exc_info", (None, None, None))[1]
@@ -169,12 +180,12 @@ class StatsHandler(BaseHandler):
     def get(self) -> None:
         self.require_admin()
         self.set_header("X-Forge-Pid", str(os.getpid()))  # which process answered (multi-process tests)
-        self.send_json(dict(snapshot(self.gw.counters, self.gw.layers), cache_backend=self.gw.settings.cache_backend))
+        self.send_json(dict(self.gw.tracer.snapshot(self.gw.layers), cache_backend=self.gw.settings.cache_backend))
 
     def delete(self) -> None:
         self.require_admin()
-        self.gw.counters.reset()
-        self.send_json(snapshot(self.gw.counters, self.gw.layers))
+        self.gw.tracer.reset()
+        self.send_json(self.gw.tracer.snapshot(self.gw.layers))
 
 
 class MetricsHandler(BaseHandler):
@@ -185,7 +196,7 @@ class MetricsHandler(BaseHandler):
 
         self.require_admin()
         self.set_header("Content-Type", "text/plain; version=0.0.4; charset=utf-8")
-        self.finish(render(snapshot(self.gw.counters, self.gw.layers)))
+        self.finish(render(self.gw.tracer.snapshot(self.gw.layers)))
 
 
 # --- users --------------------------------------------------------------------------------------
@@ -286,7 +297,10 @@ class ModelsHandler(BaseHandler):
     async def get(self) -> None:
         user = await self.user()
         service = await self.gw.services.get(user.id)
-        self.send_json({"object": "list", "data": await self.gw.models.list(service)})
+        self.trace.lap("service")
+        data = await self.gw.models.list(service)
+        self.trace.lap("models")
+        self.send_json({"object": "list", "data": data})
 
 
 class ProxyHandler(BaseHandler):
@@ -294,23 +308,34 @@ class ProxyHandler(BaseHandler):
 
     client_gone = False
 
+    def _body(self, validate) -> dict:
+        """The JSON body, validated; the time since ``prepare`` was spent receiving it."""
+        self.trace.lap("body")
+        body = validate(self.json_body())
+        self.trace.lap("parse")
+        return body
+
     async def _target(self, body: dict) -> tuple[User, Any, Target]:
         user = await self.user()
         model = body.get("model")
         if not isinstance(model, str) or not model.strip():
             raise BadRequest("'model' is required: a string such as 'openai/gpt-4o-mini'", param="model",
                              code="missing_model")
-        mine, counters = self.gw.counters._mine, self.gw.counters
-        misses, decryptions = counters.slot("cache.service.misses"), counters.slot("decryptions")
-        before = mine[misses]
+        trace = self.trace
         service = await self.gw.services.get(user.id)
-        self.log_fields["cache"]["service"] = "hit" if mine[misses] == before else "miss"
+        trace.lap("service")
         row, upstream_model = service.route(model)
-        before = mine[decryptions]
         target = Target(row.base_url, service.key(row).reveal(), upstream_model, model)
-        self.log_fields["cache"]["keys"] = "hit" if mine[decryptions] == before else "miss"
-        self.log_fields.update(provider=row.provider, model=upstream_model, stream=body.get("stream") is True)
+        # The key layer hit when this request decrypted nothing (lazily now, or eagerly at a build).
+        trace.layer("key", "decryptions" not in trace.costs)
+        trace.lap("key")
+        trace.note(provider=row.provider, model=upstream_model, stream=body.get("stream") is True)
         return user, row, target
+
+    def _adapter(self, kind: str):
+        adapter, client, owned = self.gw.adapters.get(kind)
+        self.trace.layer("adapter", not owned)
+        return adapter, client, owned
 
     @staticmethod
     def _translate(fn, *args):
@@ -322,9 +347,10 @@ class ProxyHandler(BaseHandler):
                              f"({type(exc).__name__})", code="invalid_request_body") from None
 
     async def _send(self, client, adapter, req, user: User, row: Any, target: Target, started: float) -> bytes:
-        """One counted upstream call (not streaming); a failure status is recorded and raised mapped."""
-        self.gw.counters._mine[self.gw.upstream_slot] += 1
+        """One upstream call (not streaming); a failure status is recorded and raised mapped."""
+        self.trace.lap("translate")
         resp = await client.send(req)
+        self.trace.lap("upstream")
         if resp.status >= 300:  # a 3xx is not followed (SSRF) and not a success
             self._record(user, row, target, resp.status, started)
             raise adapter.error(resp.status, resp.body, resp.headers)
@@ -339,9 +365,9 @@ class ProxyHandler(BaseHandler):
 class ChatHandler(ProxyHandler):
     async def post(self) -> None:
         started = time.perf_counter()
-        body = validation.chat_body(self.json_body())
+        body = self._body(validation.chat_body)
         user, row, target = await self._target(body)
-        adapter, client, owned = self.gw.adapters.get(row.kind)
+        adapter, client, owned = self._adapter(row.kind)
         try:
             if body.get("stream"):
                 self.gw.streams.acquire(user.id)  # 429 over FORGE_MAX_STREAMS_PER_KEY, before any upstream call
@@ -355,16 +381,19 @@ class ChatHandler(ProxyHandler):
                 out = adapter.chat_response(target, data)
                 usage = out.get("usage") if isinstance(out.get("usage"), dict) else {}
                 self._record(user, row, target, 200, started, usage.get("prompt_tokens"), usage.get("completion_tokens"))
+                self.trace.lap("respond")
                 self.finish(orjson.dumps(out))
         finally:
             if owned:
                 client.close()
 
     async def _stream(self, adapter, client, body, user, row, target, started) -> None:
+        trace = self.trace
         translator = self._translate(adapter.chat_stream, target, body)
         req = self._translate(adapter.chat_request, target, body)
-        self.gw.counters._mine[self.gw.upstream_slot] += 1
+        trace.lap("translate")
         stream = await client.open_stream(req)
+        trace.point("upstream_headers")
         if stream.status >= 300:
             data = await stream.read_all()
             self._record(user, row, target, stream.status, started)
@@ -376,8 +405,12 @@ class ChatHandler(ProxyHandler):
         self.request.connection.stream.set_nodelay(True)
         self.set_header("X-Accel-Buffering", "no")
         status = 200
+        first = True
         try:
             async for chunk in stream:
+                if first:  # Server-Timing on a stream: up to the first byte
+                    trace.lap("upstream")
+                    first = False
                 frames = translator.feed(chunk)
                 if frames:
                     self.write(b"".join(frames))
@@ -395,6 +428,7 @@ class ChatHandler(ProxyHandler):
         if self.client_gone:
             stream.close()  # stop reading (and paying for) a generation nobody receives
             status = 499
+        trace.point("upstream_end")
         result = translator.result
         self._record(user, row, target, status, started, result.prompt_tokens, result.completion_tokens)
         if not self.client_gone:
@@ -404,15 +438,16 @@ class ChatHandler(ProxyHandler):
 class EmbeddingsHandler(ProxyHandler):
     async def post(self) -> None:
         started = time.perf_counter()
-        body = validation.embeddings_body(self.json_body())
+        body = self._body(validation.embeddings_body)
         user, row, target = await self._target(body)
-        adapter, client, owned = self.gw.adapters.get(row.kind)
+        adapter, client, owned = self._adapter(row.kind)
         try:
             req = self._translate(adapter.embeddings_request, target, body)
             data = await self._send(client, adapter, req, user, row, target, started)
             out = adapter.embeddings_response(target, data, body)
             usage = out.get("usage") if isinstance(out.get("usage"), dict) else {}
             self._record(user, row, target, 200, started, usage.get("prompt_tokens"), None)
+            self.trace.lap("respond")
             self.finish(orjson.dumps(out))
         finally:
             if owned:

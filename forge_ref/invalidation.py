@@ -14,10 +14,10 @@ import logging
 import time
 
 from .auth import Authenticator
-from .counters import SharedCounters
 from .models import ModelLister
 from .services import ServiceRegistry
 from .store import Store
+from .tracing import Tracer
 
 log = logging.getLogger("forge_ref.invalidation")
 
@@ -44,16 +44,16 @@ class SqliteLogBroadcast(Broadcast):
 
 class Invalidator:
     def __init__(self, auth: Authenticator, services: ServiceRegistry, models: ModelLister,
-                 counters: SharedCounters, *, broadcast: Broadcast | None = None) -> None:
+                 tracer: Tracer, *, broadcast: Broadcast | None = None) -> None:
         self._auth = auth
         self._services = services
         self._models = models
-        self._counters = counters
+        self._tracer = tracer
         self.broadcast = broadcast or Broadcast()
 
     def apply(self, kind: str, key: str) -> None:
         """Drop one stale thing from this process's caches (own writes and other processes')."""
-        self._counters.incr("invalidations")
+        self._tracer.count("invalidations")
         if kind == USER:
             self._auth.cache.invalidate(key)
         elif kind == SERVICE:

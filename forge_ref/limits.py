@@ -44,8 +44,5 @@ class StreamLimiter:
         else:
             self._open.pop(user_id, None)  # bounded by streams open, not by users ever seen
 
-    def open(self, user_id: int) -> int:
-        return self._open.get(user_id, 0)
-
     def __len__(self) -> int:
         return len(self._open)

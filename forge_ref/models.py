@@ -17,8 +17,7 @@ import logging
 import orjson
 
 from .adapters import AdapterRegistry
-from .cache import MISSING, Cache
-from .counters import SharedCounters
+from .cache import MISSING, CacheLayer
 from .errors import UpstreamError
 from .services import ProviderService
 from .store import ProviderRow
@@ -36,12 +35,11 @@ def user_prefix(user_id: int) -> str:
 
 
 class ModelLister:
-    def __init__(self, cache: Cache, failures: Cache, adapters: AdapterRegistry, counters: SharedCounters,
+    def __init__(self, cache: CacheLayer, failures: CacheLayer, adapters: AdapterRegistry,
                  *, timeout: float, concurrency: int) -> None:
         self.cache = cache
         self.failures = failures
         self._adapters = adapters
-        self._counters = counters
         self._timeout = timeout
         self._concurrency = max(1, concurrency)
 
@@ -49,7 +47,6 @@ class ModelLister:
         adapter, client, owned = self._adapters.get(row.kind)
         try:
             req = adapter.models_request(row.base_url, service.key(row).reveal())
-            self._counters.incr("upstream_model_list_requests")
             resp = await client.send(req, timeout=self._timeout)
             if resp.status >= 300:  # redirects are not followed, nor taken as a list
                 raise adapter.error(resp.status, resp.body, resp.headers)

@@ -13,7 +13,7 @@ from typing import Any
 
 import orjson
 
-from .counters import SharedCounters
+from .tracing import Tracer
 from .errors import Conflict
 from .store import _PROVIDER_COLS, _USER_COLS, USAGE_COLS, ProviderRow, User, _provider, _user, update_values
 
@@ -53,19 +53,14 @@ def create_schema(url: str) -> None:
 
 
 class PgStore:
-    def __init__(self, url: str, *, counters: SharedCounters | None, counter: str | None = None,
+    def __init__(self, url: str, *, tracer: Tracer | None, background: bool = False,
                  min_size: int = 1, max_size: int = 10) -> None:
         from psycopg_pool import AsyncConnectionPool
 
         self.pool = AsyncConnectionPool(url, min_size=min_size, max_size=max_size, open=False,
                                         kwargs={"autocommit": True})
-        self._counters = counters
-        if counters is None:
-            self._read = self._write = None
-        elif counter is not None:
-            self._read = self._write = counters.slot(counter)
-        else:
-            self._read, self._write = counters.slot("db_queries"), counters.slot("db_writes")
+        self._tracer = tracer
+        self._background = background
 
     async def open(self) -> "PgStore":
         await self.pool.open(wait=True, timeout=10)
@@ -75,8 +70,8 @@ class PgStore:
         await self.pool.close()
 
     async def _run(self, sql: str, params: Any = None, *, fetch: str | None = "one") -> Any:
-        if self._counters is not None:
-            self._counters._mine[self._read if sql.lstrip()[:6].upper() == "SELECT" else self._write] += 1
+        if self._tracer is not None:  # the DB hook: the one place PostgreSQL statements are counted
+            self._tracer.db_statement(sql, background=self._background)
         async with self.pool.connection() as conn:
             cur = await conn.execute(sql, params)
             if fetch == "one":

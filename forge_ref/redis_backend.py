@@ -29,10 +29,10 @@ from typing import Any, Callable, Hashable
 
 import orjson
 
-from .cache import MISSING, Cache, Loader, call_loader
-from .counters import SharedCounters
+from .cache import MISSING, CacheLayer, Loader, call_loader
 from .invalidation import MODELS, USER, Broadcast, Invalidator
 from .store import User
+from .tracing import Tracer
 
 log = logging.getLogger("forge_ref.redis")
 
@@ -62,7 +62,7 @@ class RedisLink:
     """One bounded connection pool, counted round trips, and the up/down state of the link."""
 
     def __init__(self, url: str, *, prefix: str, max_connections: int, timeout: float,
-                 counters: SharedCounters) -> None:
+                 tracer: Tracer) -> None:
         import redis.asyncio as aioredis
 
         self.errors = (aioredis.ConnectionError, aioredis.TimeoutError, OSError, asyncio.TimeoutError)
@@ -74,17 +74,17 @@ class RedisLink:
         self.client = aioredis.Redis(connection_pool=self.pool)
         self.prefix = prefix
         self.channel = prefix + "invalidations"
-        self.counters = counters
+        self.tracer = tracer
         self.up = True
         self._guarded = self.client.register_script(_SET_GUARDED)
         self._get = self.client.register_script(_GET_WITH_GEN)
         self.on_down: Callable[[], None] | None = None
 
-    def _trip(self) -> None:
-        self.counters.incr("redis_round_trips")
+    def trip(self) -> None:
+        self.tracer.count("redis_round_trips")
 
     def mark_down(self, exc: BaseException) -> None:
-        self.counters.incr("redis_errors")
+        self.tracer.count("redis_errors")
         if self.up:
             self.up = False
             log.warning("redis unavailable (%s); serving from the database until it returns", type(exc).__name__)
@@ -95,7 +95,7 @@ class RedisLink:
         """(value or None, generation); (None, None) when Redis is unavailable."""
         if not self.up:
             return None, None
-        self._trip()
+        self.trip()
         try:
             value, generation = await self._get(keys=[key, gen], args=[field or ""])
             return value, generation
@@ -107,7 +107,7 @@ class RedisLink:
                           ttl: float) -> None:
         if not self.up:
             return
-        self._trip()
+        self.trip()
         try:
             await self._guarded(keys=[key, gen], args=[field or "", payload, max(1, int(ttl)), generation])
         except self.errors as exc:
@@ -118,12 +118,14 @@ class RedisLink:
         await self.pool.disconnect()
 
 
-class TieredCache(Cache):
+class TieredCache:
     """L1 (in-process, short TTL) in front of Redis (shared, the layer's TTL), then the loader."""
 
-    def __init__(self, name: str, l1: Cache, link: RedisLink, *, ttl: float,
+    enabled = True
+
+    def __init__(self, name: str, l1: CacheLayer, link: RedisLink, *, ttl: float,
                  locate: Callable[[Hashable], tuple[str, str | None, str]],
-                 encode: Callable[[Any], Any], decode: Callable[[Any], Any], counters: SharedCounters) -> None:
+                 encode: Callable[[Any], Any], decode: Callable[[Any], Any], tracer: Tracer) -> None:
         self.name = name
         self.ttl = ttl
         self.l1 = l1
@@ -131,16 +133,15 @@ class TieredCache(Cache):
         self._locate = locate  # cache key -> (redis key, hash field or None, generation key)
         self._encode = encode
         self._decode = decode
-        self._counters = counters
-        self.coalesce = l1.coalesce
-        self._miss = counters.slot(f"cache.{name}.misses")
+        self._tracer = tracer
+        self._meter = tracer.layer(name)
 
     def __len__(self) -> int:
         return len(self.l1)
 
     def get(self, key: Hashable) -> Any:
         if not self.link.up:
-            self._counters._mine[self._miss] += 1
+            self._meter.miss()
             return MISSING
         return self.l1.get(key)
 
@@ -153,9 +154,10 @@ class TieredCache(Cache):
         if raw is not None:
             envelope = orjson.loads(raw)
             if envelope["exp"] > time.time():
-                self._counters.incr("redis_hits")
+                self._tracer.count("redis_hits")
+                self._meter.second_tier_hit()
                 return self._decode(envelope["v"])
-        self._counters.incr("redis_misses")
+        self._tracer.count("redis_misses")
         value = await call_loader(loader)
         if value is not None and generation is not None:
             payload = orjson.dumps({"v": self._encode(value), "exp": time.time() + self.ttl})
@@ -180,20 +182,19 @@ class TieredCache(Cache):
 class GuardedCache:
     """An in-process layer that must not serve while invalidations cannot reach it (link down)."""
 
-    def __init__(self, inner: Cache, link: RedisLink, counters: SharedCounters) -> None:
+    def __init__(self, inner: CacheLayer, link: RedisLink, tracer: Tracer) -> None:
         self.inner = inner
         self.link = link
         self.name = inner.name
         self.enabled = inner.enabled
-        self._counters = counters
-        self._miss = counters.slot(f"cache.{inner.name}.misses")
+        self._meter = tracer.layer(inner.name)
 
     def __len__(self) -> int:
         return len(self.inner)
 
     def get(self, key: Hashable) -> Any:
         if not self.link.up:
-            self._counters._mine[self._miss] += 1
+            self._meter.miss()
             return MISSING
         return self.inner.get(key)
 
@@ -263,7 +264,7 @@ class RedisBroadcast(Broadcast):
                 pipe.incr(f"{p}gen:{kind}:{key}")
                 pipe.expire(f"{p}gen:{kind}:{key}", GENERATION_TTL)
         pipe.publish(self.link.channel, orjson.dumps({"origin": self.origin, "events": events}))
-        self.link._trip()
+        self.link.trip()
         try:
             await pipe.execute()
         except self.link.errors as exc:
@@ -282,7 +283,6 @@ class Subscriber:
         self.broadcast = broadcast
         self.invalidator = invalidator
         self._task: asyncio.Task | None = None
-        self.ready = asyncio.Event()
         link.on_down = invalidator.clear_local
 
     def start(self) -> None:
@@ -307,7 +307,6 @@ class Subscriber:
                     self.invalidator.clear_local()  # we may have missed invalidations while down
                     self.link.up = True
                     log.warning("redis is back; caches resumed")
-                self.ready.set()
                 idle = 0
                 # A failed command elsewhere marks the link down: leave, resubscribe, clear.
                 while self.link.up:

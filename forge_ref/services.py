@@ -9,11 +9,11 @@ instance can serve every concurrent request of that user.
 
 from __future__ import annotations
 
-from .cache import MISSING, Cache
-from .counters import SharedCounters
+from .cache import MISSING, CacheLayer
 from .crypto import Crypto, Secret
 from .errors import NotFound
 from .store import ProviderRow, Store
+from .tracing import Tracer
 
 
 class ProviderService:
@@ -62,16 +62,16 @@ class ProviderService:
 class ServiceRegistry:
     """user id -> ProviderService, through the ``service`` cache layer."""
 
-    def __init__(self, store: Store, crypto: Crypto, cache: Cache, counters: SharedCounters, *, lazy_keys: bool) -> None:
+    def __init__(self, store: Store, crypto: Crypto, cache: CacheLayer, tracer: Tracer, *, lazy_keys: bool) -> None:
         self._store = store
         self._crypto = crypto
         self.cache = cache
-        self._counters = counters
+        self._tracer = tracer
         self._lazy = lazy_keys
 
     async def _build(self, user_id: int) -> ProviderService:
         rows = await self._store.provider_keys(user_id)
-        self._counters.incr("services_built")
+        self._tracer.count("services_built")
         return ProviderService(user_id, rows, self._crypto, lazy_keys=self._lazy)
 
     async def get(self, user_id: int) -> ProviderService:

@@ -39,11 +39,11 @@ class Settings:
     max_body_bytes: int = _opt(4 * 1024 * 1024, "FORGE_MAX_BODY_BYTES", "largest accepted request body (413 above)")
     max_streams_per_key: int = _opt(0, "FORGE_MAX_STREAMS_PER_KEY", "streaming chat completions open at once per Forge key, per process (429 above; 0 = unlimited)")
     user_ttl: float = _opt(300.0, "FORGE_USER_TTL", "user cache TTL, seconds (0 turns the layer off)")
-    user_max: int = _opt(10_000, "FORGE_USER_MAX", "user cache max entries")
+    user_max: int = _opt(10_000, "FORGE_USER_MAX", "user cache max entries (0 turns the layer off)")
     service_ttl: float = _opt(600.0, "FORGE_SERVICE_TTL", "ProviderService cache TTL, seconds (0 turns the layer off)")
-    service_max: int = _opt(10_000, "FORGE_SERVICE_MAX", "ProviderService cache max entries")
+    service_max: int = _opt(10_000, "FORGE_SERVICE_MAX", "ProviderService cache max entries (0 turns the layer off)")
     models_ttl: float = _opt(3600.0, "FORGE_MODELS_TTL", "model-list cache TTL, seconds (0 turns the layer off)")
-    models_max: int = _opt(10_000, "FORGE_MODELS_MAX", "model-list cache max entries (one per user+provider config)")
+    models_max: int = _opt(10_000, "FORGE_MODELS_MAX", "model-list cache max entries, one per user+provider config (0 turns the layer off)")
     coalesce: bool = _opt(True, "FORGE_COALESCE", "concurrent misses of one cache key share one load (single-flight)")
     usage_flush_interval: float = _opt(1.0, "FORGE_USAGE_FLUSH_INTERVAL", "seconds between batched usage-row writes")
     usage_flush_rows: int = _opt(500, "FORGE_USAGE_FLUSH_ROWS", "buffered usage rows that trigger an early flush")
@@ -57,6 +57,7 @@ class Settings:
     redis_timeout: float = _opt(0.25, "FORGE_REDIS_TIMEOUT", "Redis connect/command timeout, seconds (an outage costs at most this)")
     log_level: str = _opt("info", "FORGE_LOG_LEVEL", "debug, info, warning or error")
     access_log: bool = _opt(False, "FORGE_ACCESS_LOG", "one JSON line per request (logger forge_ref.access, info level); off: only 5xx are logged")
+    server_timing: bool = _opt(False, "FORGE_SERVER_TIMING", "a Server-Timing header on proxied responses: each layer's hit or miss and each phase's time")
 
     def layers(self) -> dict[str, bool]:
         """The cache toggles, resolved (the one place ``caches`` is interpreted)."""
@@ -78,9 +79,12 @@ def parse_layers(spec: str, settings: Settings | None = None) -> dict[str, bool]
         if unknown:
             raise ValueError(f"unknown cache layer(s): {', '.join(sorted(unknown))}; choose from {', '.join(LAYERS)}")
     if settings is not None:
-        # TTL 0 means "do not cache": the layer is off, whatever the list says.
-        for layer, ttl in (("user", settings.user_ttl), ("service", settings.service_ttl), ("models", settings.models_ttl)):
-            if ttl <= 0:
+        # A TTL or a bound of 0 means "do not cache": the layer is off, whatever the list says, and
+        # /_stats says so (the one rule; make_cache only follows it).
+        bounds = (("user", settings.user_ttl, settings.user_max), ("service", settings.service_ttl, settings.service_max),
+                  ("models", settings.models_ttl, settings.models_max))
+        for layer, ttl, maxsize in bounds:
+            if ttl <= 0 or maxsize <= 0:
                 on.discard(layer)
     return {layer: layer in on for layer in LAYERS}
 

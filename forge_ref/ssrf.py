@@ -38,7 +38,3 @@ def blocked(address: str) -> bool:
         if embedded is not None and not embedded.is_global:
             return True
     return not ip.is_global or ip.is_multicast
-
-
-class PrivateUpstream(Exception):
-    """A connection to a non-public address was refused by the guard."""

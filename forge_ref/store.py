@@ -19,7 +19,7 @@ from typing import Any, Iterable
 import orjson
 import sqlite_utils
 
-from .counters import SharedCounters
+from .tracing import Tracer
 from .errors import Conflict
 
 
@@ -68,28 +68,23 @@ def update_values(changes: dict[str, Any]) -> dict[str, Any]:
     return values
 
 
-def connect(path: str, *, counters: SharedCounters | None, counter: str | None = None) -> sqlite_utils.Database:
-    """One connection per process (and one more for background polling), counted by ``tracer``."""
+def connect(path: str, *, tracer: Tracer | None, background: bool = False) -> sqlite_utils.Database:
+    """One connection per process (and one more for background polling), counted by the tracer hook.
+
+    The PRAGMAs run on the raw connection, before sqlite-utils' ``tracer=`` hook is installed:
+    start-up statements are not request costs.
+    """
     conn = sqlite3.connect(path, isolation_level=None, check_same_thread=False, timeout=10.0)
-    db = sqlite_utils.Database(conn)
-    db.execute("PRAGMA journal_mode=WAL")
-    db.execute("PRAGMA synchronous=NORMAL")  # WAL + NORMAL: durable across a process crash (kill -9)
-    db.execute("PRAGMA foreign_keys=ON")
-    if counters is not None:
-        if counter is not None:
-            slot = counters.slot(counter)
+    conn.execute("PRAGMA journal_mode=WAL")
+    conn.execute("PRAGMA synchronous=NORMAL")  # WAL + NORMAL: durable across a process crash (kill -9)
+    conn.execute("PRAGMA foreign_keys=ON")
+    conn.execute("PRAGMA recursive_triggers=on")
+    hook = None
+    if tracer is not None:
+        def hook(sql: str, params: Any) -> None:
+            tracer.db_statement(sql, background=background)
 
-            def trace(sql: str, params: Any) -> None:
-                counters._mine[slot] += 1
-
-        else:
-            read, write = counters.slot("db_queries"), counters.slot("db_writes")
-
-            def trace(sql: str, params: Any) -> None:
-                counters._mine[read if sql.lstrip()[:6].upper() == "SELECT" else write] += 1
-
-        db._tracer = trace  # installed after the PRAGMAs: start-up statements are not request costs
-    return db
+    return sqlite_utils.Database(conn, tracer=hook, recursive_triggers=False)
 
 
 def create_schema(db: sqlite_utils.Database) -> None:

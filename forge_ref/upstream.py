@@ -10,6 +10,9 @@ redirect could point a stored key at another host), and map transport failures t
 A stream is opened with ``open_stream``: it returns once the status line and headers are in,
 so the caller can still answer with a proper status; ``close()`` stops the upstream read (a
 client that went away must not keep the provider generating).
+
+``CountedUpstream`` wraps whichever client the gateway uses: the one place upstream calls,
+model-list calls included, are counted (``tracing``).
 """
 
 from __future__ import annotations
@@ -23,11 +26,25 @@ from typing import AsyncIterator, Protocol
 
 from tornado.httpclient import HTTPClientError, HTTPRequest
 
-from .adapters.base import UpstreamRequest
 from .errors import UpstreamError, UpstreamTimeout
 from .ssrf import blocked
+from .tracing import Tracer
 
 log = logging.getLogger("forge_ref.upstream")
+
+
+@dataclass(frozen=True, slots=True)
+class UpstreamRequest:
+    """One HTTP request to a provider, as an adapter builds it.
+
+    ``purpose`` says what it costs: ``proxy`` (chat, embeddings) or ``models`` (a model list).
+    """
+
+    method: str
+    url: str
+    headers: dict[str, str]
+    body: bytes | None = None
+    purpose: str = "proxy"
 
 
 @dataclass(slots=True)
@@ -325,12 +342,37 @@ class HttpxUpstream:
 CLIENTS = {"curl": CurlUpstream, "httpx": HttpxUpstream}
 
 
+class CountedUpstream:
+    """Any upstream client, counted: each call costs ``upstream_requests`` or, for model lists,
+    ``upstream_model_list_requests``, once, when it is sent."""
+
+    def __init__(self, inner: UpstreamClient, tracer: Tracer) -> None:
+        self.inner = inner
+        self.name = inner.name
+        self._tracer = tracer
+
+    async def send(self, req: UpstreamRequest, *, timeout: float | None = None) -> UpstreamResponse:
+        self._tracer.upstream_call(req.purpose)
+        return await self.inner.send(req, timeout=timeout)
+
+    async def open_stream(self, req: UpstreamRequest) -> UpstreamStream:
+        self._tracer.upstream_call(req.purpose)
+        return await self.inner.open_stream(req)
+
+    def close(self) -> None:
+        self.inner.close()
+
+
 def make_upstream(name: str, *, max_connections: int, connect_timeout: float, read_timeout: float,
-                  refuse_private: bool = False) -> UpstreamClient:
-    """``refuse_private``: the request-time SSRF guard (``ssrf``), on unless private upstreams are allowed."""
+                  refuse_private: bool = False, tracer: Tracer | None = None) -> UpstreamClient:
+    """``refuse_private``: the request-time SSRF guard (``ssrf``), on unless private upstreams are allowed.
+
+    With a ``tracer`` the client is counted (the gateway); without, it is bare (the bare-proxy baseline).
+    """
     try:
         cls = CLIENTS[name]
     except KeyError:
         raise SystemExit(f"forge-ref: unknown upstream client {name!r}; choose from {', '.join(CLIENTS)}") from None
-    return cls(max_connections=max_connections, connect_timeout=connect_timeout, read_timeout=read_timeout,
-               refuse_private=refuse_private)
+    client = cls(max_connections=max_connections, connect_timeout=connect_timeout, read_timeout=read_timeout,
+                 refuse_private=refuse_private)
+    return client if tracer is None else CountedUpstream(client, tracer)

@@ -21,7 +21,6 @@ class UsageRecorder:
         self._store = store
         self._max_rows = max_rows
         self._rows: list[tuple] = []
-        self.flushed = 0
 
     def record(self, user_id: int, provider: str, model: str, status: int,
                prompt_tokens: int | None, completion_tokens: int | None, latency_ms: float) -> None:
@@ -36,7 +35,6 @@ class UsageRecorder:
             return
         try:
             await self._store.insert_usage(rows)
-            self.flushed += len(rows)
         except Exception:  # usage is telemetry: never fail requests over it, but say so
             log.exception("usage flush of %d rows failed", len(rows))
 

@@ -61,7 +61,7 @@ class MockProcess:
 class GatewayThread:
     """The real gateway (build_gateway + make_app) served on loopback from a background thread.
 
-    Tests talk to it over HTTP like any client, and read ``gw.counters`` directly.
+    Tests talk to it over HTTP like any client, and read ``gw.tracer`` directly.
     """
 
     def __init__(self, settings: Settings, *, timer=time.monotonic) -> None:
@@ -101,7 +101,7 @@ class GatewayThread:
         await self.gw.aclose()
 
     def counters(self) -> dict[str, int]:
-        return self.gw.counters.totals()
+        return self.gw.tracer.totals()
 
     def stop(self) -> None:
         self.loop.call_soon_threadsafe(self._stop.set)

@@ -3,7 +3,8 @@ import asyncio
 import pytest
 
 from forge_ref.cache import MISSING, Cache, NullCache, make_cache
-from forge_ref.counters import SharedCounters
+from forge_ref.settings import Settings
+from forge_ref.tracing import Tracer
 
 
 class FakeClock:
@@ -20,8 +21,8 @@ def stats(counters, name="user"):
 
 
 def test_hit_miss_counted():
-    c = SharedCounters()
-    cache = Cache("user", maxsize=10, ttl=60, counters=c)
+    c = Tracer()
+    cache = Cache("user", maxsize=10, ttl=60, tracer=c)
     assert cache.get("a") is MISSING
     cache.set("a", 1)
     assert cache.get("a") == 1
@@ -30,8 +31,8 @@ def test_hit_miss_counted():
 
 
 def test_ttl_expiry_removes_entries_with_fake_clock():
-    c, clock = SharedCounters(), FakeClock()
-    cache = Cache("user", maxsize=10, ttl=300, counters=c, timer=clock)
+    c, clock = Tracer(), FakeClock()
+    cache = Cache("user", maxsize=10, ttl=300, tracer=c, timer=clock)
     cache.set("a", 1)
     cache.set("b", 2)
     clock.now += 299.9
@@ -45,8 +46,8 @@ def test_ttl_expiry_removes_entries_with_fake_clock():
 
 
 def test_lru_eviction_at_bound():
-    c = SharedCounters()
-    cache = Cache("user", maxsize=2, ttl=60, counters=c)
+    c = Tracer()
+    cache = Cache("user", maxsize=2, ttl=60, tracer=c)
     cache.set("a", 1)
     cache.set("b", 2)
     assert cache.get("a") == 1  # a is now most recently used
@@ -58,8 +59,8 @@ def test_lru_eviction_at_bound():
 
 
 def test_invalidate_exact():
-    c = SharedCounters()
-    cache = Cache("models", maxsize=10, ttl=60, counters=c)
+    c = Tracer()
+    cache = Cache("models", maxsize=10, ttl=60, tracer=c)
     for key in ("1:openai:x", "1:groq:y", "2:openai:x", "11:openai:z"):
         cache.set(key, key)
     assert cache.invalidate_where(lambda k: k.startswith("1:")) == 2
@@ -69,8 +70,8 @@ def test_invalidate_exact():
 
 
 def test_null_cache_never_stores_and_counts_misses():
-    c = SharedCounters()
-    cache = make_cache("user", enabled=False, maxsize=10, ttl=60, counters=c)
+    c = Tracer()
+    cache = make_cache("user", enabled=False, maxsize=10, ttl=60, tracer=c)
     assert isinstance(cache, NullCache)
     cache.set("a", 1)
     assert cache.get("a") is MISSING
@@ -78,8 +79,18 @@ def test_null_cache_never_stores_and_counts_misses():
     assert len(cache) == 0
 
 
-def test_ttl_zero_means_off():
-    assert isinstance(make_cache("user", enabled=True, maxsize=10, ttl=0, counters=SharedCounters()), NullCache)
+def test_a_ttl_or_bound_of_zero_turns_the_layer_off_in_one_place():
+    # Settings.layers is the one rule: make_cache follows it, and /_stats reports the same toggles.
+    for change in ({"user_ttl": 0}, {"user_max": 0}):
+        layers = Settings(**change).layers()
+        assert layers["user"] is False and layers["service"] is True
+        assert isinstance(make_cache("user", enabled=layers["user"], maxsize=10, ttl=60, tracer=Tracer()), NullCache)
+
+
+async def get_or_load(cache, key, loader):
+    """What the request path does: a synchronous look-up, and a load only on a miss."""
+    value = cache.get(key)
+    return await cache.load(key, loader) if value is MISSING else value
 
 
 async def _slow(value, calls, delay=0.01):
@@ -89,12 +100,12 @@ async def _slow(value, calls, delay=0.01):
 
 
 def test_coalescing_single_flight():
-    c = SharedCounters()
-    cache = Cache("models", maxsize=10, ttl=60, counters=c)
+    c = Tracer()
+    cache = Cache("models", maxsize=10, ttl=60, tracer=c)
     calls: list[int] = []
 
     async def main():
-        return await asyncio.gather(*(cache.get_or_load("k", lambda: _slow("v", calls)) for _ in range(200)))
+        return await asyncio.gather(*(get_or_load(cache, "k", lambda: _slow("v", calls)) for _ in range(200)))
 
     assert asyncio.run(main()) == ["v"] * 200
     assert len(calls) == 1
@@ -102,40 +113,40 @@ def test_coalescing_single_flight():
 
 
 def test_coalescing_off_loads_each_time():
-    cache = Cache("models", maxsize=10, ttl=60, counters=SharedCounters(), coalesce=False)
+    cache = Cache("models", maxsize=10, ttl=60, tracer=Tracer(), coalesce=False)
     calls: list[int] = []
 
     async def main():
-        await asyncio.gather(*(cache.get_or_load("k", lambda: _slow("v", calls)) for _ in range(20)))
+        await asyncio.gather(*(get_or_load(cache, "k", lambda: _slow("v", calls)) for _ in range(20)))
 
     asyncio.run(main())
     assert len(calls) == 20
 
 
 def test_failed_load_not_cached_and_waiters_get_error():
-    cache = Cache("models", maxsize=10, ttl=60, counters=SharedCounters())
+    cache = Cache("models", maxsize=10, ttl=60, tracer=Tracer())
 
     async def boom():
         await asyncio.sleep(0.01)
         raise RuntimeError("down")
 
     async def main():
-        results = await asyncio.gather(*(cache.get_or_load("k", boom) for _ in range(5)), return_exceptions=True)
+        results = await asyncio.gather(*(get_or_load(cache, "k", boom) for _ in range(5)), return_exceptions=True)
         assert all(isinstance(r, RuntimeError) for r in results)
         assert cache.get("k") is MISSING
         assert cache._inflight == {}
         calls: list[int] = []
-        assert await cache.get_or_load("k", lambda: _slow("ok", calls)) == "ok"  # not wedged
+        assert await get_or_load(cache, "k", lambda: _slow("ok", calls)) == "ok"  # not wedged
 
     asyncio.run(main())
 
 
 def test_invalidation_during_load_discards_stale_result():
-    cache = Cache("models", maxsize=10, ttl=60, counters=SharedCounters())
+    cache = Cache("models", maxsize=10, ttl=60, tracer=Tracer())
 
     async def main():
         calls: list[int] = []
-        task = asyncio.ensure_future(cache.get_or_load("1:openai:x", lambda: _slow("old", calls, 0.05)))
+        task = asyncio.ensure_future(get_or_load(cache, "1:openai:x", lambda: _slow("old", calls, 0.05)))
         await asyncio.sleep(0.01)
         cache.invalidate_where(lambda k: k.startswith("1:"))
         assert await task == "old"  # the caller that asked before the write still gets its answer
@@ -145,14 +156,14 @@ def test_invalidation_during_load_discards_stale_result():
 
 
 def test_none_is_not_cached():
-    cache = Cache("user", maxsize=10, ttl=60, counters=SharedCounters())
+    cache = Cache("user", maxsize=10, ttl=60, tracer=Tracer())
     assert asyncio.run(cache.load("k", lambda: None)) is None
     assert len(cache) == 0
 
 
 @pytest.mark.parametrize("n", [1000])
 def test_bounded_under_many_keys(n):
-    cache = Cache("user", maxsize=100, ttl=60, counters=SharedCounters())
+    cache = Cache("user", maxsize=100, ttl=60, tracer=Tracer())
     for i in range(n):
         cache.set(i, i)
     assert len(cache) == 100

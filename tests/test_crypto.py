@@ -6,7 +6,7 @@ import pytest
 from cryptography.fernet import Fernet
 
 from forge_ref.app import StartupError, prepare_storage
-from forge_ref.counters import SharedCounters
+from forge_ref.tracing import Tracer
 from forge_ref.crypto import Crypto, Secret, key_file_for, load_keys, mask
 from forge_ref.settings import Settings
 from forge_ref.store import Store, connect
@@ -24,7 +24,7 @@ def test_mask():
 
 
 def test_decrypt_counts():
-    c = SharedCounters()
+    c = Tracer()
     cr = Crypto([Fernet.generate_key().decode()], c)
     token = cr.encrypt("sk-secret")
     assert "sk-secret" not in token
@@ -34,10 +34,10 @@ def test_decrypt_counts():
 
 def test_multifernet_rotation():
     old, new = Fernet.generate_key().decode(), Fernet.generate_key().decode()
-    token = Crypto([old], SharedCounters()).encrypt("k")
-    both = Crypto([new, old], SharedCounters())
+    token = Crypto([old], Tracer()).encrypt("k")
+    both = Crypto([new, old], Tracer())
     rotated = both.rotate(token)
-    assert Crypto([new], SharedCounters()).decrypt(rotated).reveal() == "k"
+    assert Crypto([new], Tracer()).decrypt(rotated).reveal() == "k"
 
 
 def test_key_file_created_once_0600(tmp_path):
@@ -54,9 +54,9 @@ def test_wrong_key_is_a_clear_startup_error(tmp_path):
 
     async def seed():
         keys = await prepare_storage(settings)
-        store = Store(connect(db, counters=None))
+        store = Store(connect(db, tracer=None))
         u = await store.create_user("a", "h", "p")
-        await store.add_provider_key(u.id, "openai", "openai", Crypto(keys, SharedCounters()).encrypt("sk"),
+        await store.add_provider_key(u.id, "openai", "openai", Crypto(keys, Tracer()).encrypt("sk"),
                                      "http://x", {})
 
     asyncio.run(seed())

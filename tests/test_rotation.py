@@ -12,7 +12,7 @@ import threading
 import httpx
 from cryptography.fernet import Fernet
 
-from forge_ref.counters import SharedCounters
+from forge_ref.tracing import Tracer
 from forge_ref.crypto import Crypto
 from forge_ref.rotation import rotate_all
 from forge_ref.store import Store, connect, create_schema
@@ -25,10 +25,10 @@ def forge(*args: str, env: dict | None = None) -> subprocess.CompletedProcess:
 
 
 def _store_with_rows(tmp_path, old: str, n: int = 5) -> tuple[Store, list[int]]:
-    db = connect(str(tmp_path / "r.db"), counters=None)
+    db = connect(str(tmp_path / "r.db"), tracer=None)
     create_schema(db)
     store = Store(db)
-    crypto = Crypto([old], SharedCounters())
+    crypto = Crypto([old], Tracer())
     ids = []
     for i in range(n):
         cur = db.execute("INSERT INTO users (name, key_hash, key_prefix, created_at, updated_at) VALUES (?,?,?,0,0)",
@@ -43,12 +43,12 @@ def _store_with_rows(tmp_path, old: str, n: int = 5) -> tuple[Store, list[int]]:
 def test_rotate_all_reencrypts_under_the_first_key(tmp_path):
     old, new = Fernet.generate_key().decode(), Fernet.generate_key().decode()
     store, _ = _store_with_rows(tmp_path, old)
-    report = asyncio.run(rotate_all(store, [new, old], Crypto([new, old], SharedCounters())))
+    report = asyncio.run(rotate_all(store, [new, old], Crypto([new, old], Tracer())))
     assert (report.rows, report.rotated, report.already, report.done) == (5, 5, 0, True)
     only_new = Fernet(new.encode())
     tokens = [t for _, _, t in asyncio.run(store.all_encrypted_keys())]
     assert sorted(only_new.decrypt(t.encode()).decode() for t in tokens) == [f"sk-rot-{i}" for i in range(5)]
-    again = asyncio.run(rotate_all(store, [new, old], Crypto([new, old], SharedCounters())))
+    again = asyncio.run(rotate_all(store, [new, old], Crypto([new, old], Tracer())))
     assert (again.rotated, again.already, again.done) == (0, 5, True)
 
 
@@ -56,7 +56,7 @@ def test_a_concurrent_update_is_not_overwritten(tmp_path):
     """A user changes a provider key between the rotation's read and its write: the change wins."""
     old, new = Fernet.generate_key().decode(), Fernet.generate_key().decode()
     store, ids = _store_with_rows(tmp_path, old)
-    crypto = Crypto([new, old], SharedCounters())
+    crypto = Crypto([new, old], Tracer())
 
     class Racing:
         def __init__(self, inner):
@@ -84,7 +84,7 @@ def test_undecryptable_rows_make_it_incomplete(tmp_path):
     store, _ = _store_with_rows(tmp_path, old, n=2)
     store.db.execute("UPDATE provider_keys SET encrypted_key = ? WHERE id = 1",
                      (Fernet(stray.encode()).encrypt(b"x").decode(),))
-    report = asyncio.run(rotate_all(store, [new, old], Crypto([new, old], SharedCounters())))
+    report = asyncio.run(rotate_all(store, [new, old], Crypto([new, old], Tracer())))
     assert report.undecryptable == 1 and not report.done
 
 

@@ -322,5 +322,5 @@ def test_no_secret_in_any_log_line(tmp_path, mock):
     chats = [x for x in lines if x["path"] == "/v1/chat/completions" and x["status"] == 200 and "provider" in x]
     assert chats and all({"rid", "user", "provider", "model", "status", "ms", "cache", "stream"} <= set(x)
                          for x in chats)
-    assert any(x["cache"] == {"user": "hit", "service": "hit", "keys": "hit"} for x in chats)
+    assert any(x["cache"] == {"user": "hit", "service": "hit", "key": "hit", "adapter": "hit"} for x in chats)
     assert len({x["rid"] for x in lines}) == len(lines)

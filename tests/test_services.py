@@ -1,7 +1,7 @@
 import pytest
 from cryptography.fernet import Fernet
 
-from forge_ref.counters import SharedCounters
+from forge_ref.tracing import Tracer
 from forge_ref.crypto import Crypto
 from forge_ref.errors import NotFound
 from forge_ref.services import ProviderService
@@ -18,7 +18,7 @@ def rows(cr):
 
 @pytest.fixture
 def crypto():
-    c = SharedCounters()
+    c = Tracer()
     return Crypto([Fernet.generate_key().decode()], c), c
 
 

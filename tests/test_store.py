@@ -6,7 +6,7 @@ import asyncio
 import pytest
 
 from forge_ref.app import open_store
-from forge_ref.counters import SharedCounters
+from forge_ref.tracing import Tracer
 from forge_ref.errors import Conflict
 from forge_ref.pg_store import create_schema as pg_create_schema
 from forge_ref.settings import Settings
@@ -17,7 +17,7 @@ from forge_ref.store import connect, create_schema
 def db(request, tmp_path):
     if request.param == "sqlite":
         path = str(tmp_path / "t.db")
-        create_schema(connect(path, counters=None))
+        create_schema(connect(path, tracer=None))
         return path
     url = request.getfixturevalue("pg_db")
     pg_create_schema(url)
@@ -27,7 +27,7 @@ def db(request, tmp_path):
 def run(db, body):
     """Open the store inside one event loop (a pool belongs to its loop), run, close."""
     async def main():
-        c = SharedCounters()
+        c = Tracer()
         s = await open_store(Settings(db=db), c)
         try:
             return await body(s, c)
@@ -118,8 +118,8 @@ def test_background_counter_is_separate(db):
         return None
 
     async def main():
-        c = SharedCounters()
-        bg = await open_store(Settings(db=db), c, counter="db_background_queries")
+        c = Tracer()
+        bg = await open_store(Settings(db=db), c, background=True)
         try:
             await bg.invalidations_after(0)
         finally:
@@ -130,5 +130,5 @@ def test_background_counter_is_separate(db):
 
 
 def test_sqlite_wal_mode(tmp_path):
-    db = connect(str(tmp_path / "w.db"), counters=None)
+    db = connect(str(tmp_path / "w.db"), tracer=None)
     assert db.execute("PRAGMA journal_mode").fetchone()[0] == "wal"

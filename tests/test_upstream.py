@@ -7,7 +7,7 @@ import asyncio
 import orjson
 import pytest
 
-from forge_ref.adapters.base import UpstreamRequest
+from forge_ref.upstream import UpstreamRequest
 from forge_ref.errors import UpstreamError, UpstreamTimeout
 from forge_ref.upstream import make_upstream
 from support import MockProcess, free_port

@@ -3,13 +3,11 @@
 from __future__ import annotations
 
 import importlib
-from typing import TYPE_CHECKING, Callable
+from typing import Callable
 
-from ..counters import SharedCounters
+from ..tracing import Tracer
+from ..upstream import UpstreamClient
 from .base import Adapter
-
-if TYPE_CHECKING:  # upstream imports adapters.base: a runtime import here would be circular
-    from ..upstream import UpstreamClient
 
 KINDS = {"openai": "OpenAIAdapter", "anthropic": "AnthropicAdapter", "gemini": "GeminiAdapter"}
 DEFAULT_BASE_URLS = {
@@ -31,11 +29,11 @@ class AdapterRegistry:
     """
 
     def __init__(self, *, shared: bool, upstream: UpstreamClient,
-                 make_upstream: Callable[[], UpstreamClient], counters: SharedCounters) -> None:
+                 make_upstream: Callable[[], UpstreamClient], tracer: Tracer) -> None:
         self.shared = shared
         self.upstream = upstream
         self._make_upstream = make_upstream
-        self._counters = counters
+        self._tracer = tracer
         self._classes = {kind: adapter_class(kind) for kind in KINDS}
         self._instances = {kind: cls() for kind, cls in self._classes.items()} if shared else {}
 
@@ -43,5 +41,5 @@ class AdapterRegistry:
         """(adapter, client, owned): close ``client`` after the request when ``owned``."""
         if self.shared:
             return self._instances[kind], self.upstream, False
-        self._counters.incr("adapters_built")
+        self._tracer.count("adapters_built")
         return self._classes[kind](), self._make_upstream(), True

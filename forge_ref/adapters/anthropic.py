@@ -14,12 +14,12 @@ import uuid
 import orjson
 
 from ..errors import BadRequest, ForgeError
+from ..upstream import UpstreamRequest
 from .base import (
     JsonEventStream,
     SSEParser,
     StreamResult,
     Target,
-    UpstreamRequest,
     loads,
     sse_frame,
     status_error,
@@ -349,7 +349,7 @@ class AnthropicAdapter:
 
     def models_request(self, base_url: str, api_key: str) -> UpstreamRequest:
         # The default page is 20 models; 1000 is the documented maximum and covers every account.
-        return UpstreamRequest("GET", base_url.rstrip("/") + "/v1/models?limit=1000", _headers(api_key))
+        return UpstreamRequest("GET", base_url.rstrip("/") + "/v1/models?limit=1000", _headers(api_key), purpose="models")
 
     def models_response(self, data: bytes) -> list[str]:
         items = loads(data, "model list").get("data")

@@ -14,6 +14,7 @@ from typing import Protocol
 import orjson
 
 from ..errors import ForgeError, UpstreamError
+from ..upstream import UpstreamRequest
 
 DONE_FRAME = b"data: [DONE]\n\n"
 
@@ -26,14 +27,6 @@ class Target:
     api_key: str
     model: str  # the provider's own model name
     label: str  # what the client asked for (``provider/model`` or an alias), echoed back
-
-
-@dataclass(frozen=True, slots=True)
-class UpstreamRequest:
-    method: str
-    url: str
-    headers: dict[str, str]
-    body: bytes | None = None
 
 
 @dataclass(slots=True)

@@ -18,12 +18,12 @@ from urllib.parse import urlsplit
 import orjson
 
 from ..errors import BadRequest, ForgeError, UpstreamError
+from ..upstream import UpstreamRequest
 from .base import (
     JsonEventStream,
     SSEParser,
     StreamResult,
     Target,
-    UpstreamRequest,
     loads,
     sse_frame,
     status_error,
@@ -397,7 +397,7 @@ class GeminiAdapter:
 
     def models_request(self, base_url: str, api_key: str) -> UpstreamRequest:
         # The default page is 50 models; 1000 is the documented maximum.
-        return UpstreamRequest("GET", _base(base_url) + "?pageSize=1000", {"x-goog-api-key": api_key})
+        return UpstreamRequest("GET", _base(base_url) + "?pageSize=1000", {"x-goog-api-key": api_key}, purpose="models")
 
     def models_response(self, data: bytes) -> list[str]:
         items = loads(data, "model list").get("models")

@@ -10,7 +10,8 @@ from __future__ import annotations
 import orjson
 
 from ..errors import ForgeError
-from .base import DONE_FRAME, StreamResult, Target, UpstreamRequest, loads, status_error
+from ..upstream import UpstreamRequest
+from .base import DONE_FRAME, StreamResult, Target, loads, status_error
 
 
 def _headers(api_key: str) -> dict[str, str]:
@@ -73,7 +74,7 @@ class OpenAIAdapter:
         return loads(data, "embeddings")
 
     def models_request(self, base_url: str, api_key: str) -> UpstreamRequest:
-        return UpstreamRequest("GET", base_url + "/models", {"Authorization": "Bearer " + api_key})
+        return UpstreamRequest("GET", base_url + "/models", {"Authorization": "Bearer " + api_key}, purpose="models")
 
     def models_response(self, data: bytes) -> list[str]:
         items = loads(data, "model list").get("data")
