@@ -32,6 +32,7 @@ COUNTERS = (
     "decryptions",
     "upstream_requests",
     "upstream_model_list_requests",
+    "upstream_retries",
     "services_built",
     "adapters_built",
     "coalesced_waits",

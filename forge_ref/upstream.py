@@ -20,9 +20,10 @@ from __future__ import annotations
 import asyncio
 import collections
 import logging
+import select
 import socket
 from dataclasses import dataclass
-from typing import AsyncIterator, Protocol
+from typing import AsyncIterator, Callable, Protocol
 
 from tornado.httpclient import HTTPClientError, HTTPRequest
 
@@ -75,6 +76,8 @@ class UpstreamClient(Protocol):
 
 _CURL_TIMEOUT = 28
 _CURL_WRITE_ERROR = 23
+_CURL_ABORTED_BY_CALLBACK = 42  # our PREREQFUNCTION refused to send a request a second time
+IDEMPOTENT = frozenset({"GET", "HEAD", "OPTIONS"})
 
 
 def _open_public_socket(purpose: int, address) -> object:
@@ -91,6 +94,93 @@ def _guard(curl) -> None:
     import pycurl
 
     curl.setopt(pycurl.OPENSOCKETFUNCTION, _open_public_socket)
+
+
+class _Connections:
+    """The sockets of one client's upstream connections, so a request can look at its own.
+
+    libcurl re-sends a request by itself when a *reused* connection closes before any response
+    byte. That happens in two cases it cannot tell apart: the provider closed the connection
+    while it was idle (it never got the request: a new connection is right), or the provider
+    read the request and then dropped the connection (it may have processed and billed it: a
+    second send is a duplicate). libcurl checks pooled connections only once a second, so the
+    first case is common under load. Right before each send (``PREREQFUNCTION``) we look at the
+    connection's socket: an idle HTTP/1.1 connection has nothing to read, so a readable one was
+    closed (or broken) by the provider before this request went out. Only then may a request
+    that is not idempotent go again.
+
+    libcurl hands each new socket to ``SOCKOPTFUNCTION``; its addresses, learnt at its first
+    send, identify it among live sockets. Entries of closed sockets are replaced when their fd
+    or addresses come back (closing is not hooked: pycurl cannot call back into Python for
+    connections it closes after their handle went back to Tornado's free list).
+    """
+
+    def __init__(self) -> None:
+        self._new: set[int] = set()  # fds created since the last look-up
+        self._fds: dict[tuple, int] = {}  # (local port, peer ip, peer port) -> fd
+
+    def opened(self, fd: int, purpose: int) -> int:
+        import pycurl
+
+        self._new.add(fd)
+        return pycurl.SOCKOPT_OK
+
+    def _learn(self) -> None:
+        new, self._new = self._new, set()
+        for fd in new:
+            try:
+                probe = socket.socket(fileno=fd)
+            except OSError:  # closed already (a connection that failed)
+                continue
+            try:
+                if probe.family not in (socket.AF_INET, socket.AF_INET6):
+                    continue  # the number now belongs to another kind of socket
+                local, peer = probe.getsockname(), probe.getpeername()
+            except OSError:  # never connected: nothing to look at
+                continue
+            finally:
+                probe.detach()  # the fd stays libcurl's
+            self._fds[(local[1], peer[0], peer[1])] = fd
+
+    def closed_by_peer(self, peer_ip: str, peer_port: int, local_port: int) -> bool:
+        if self._new:
+            self._learn()
+        fd = self._fds.get((local_port, peer_ip, peer_port))
+        if fd is None:
+            return False
+        try:
+            readable, _, _ = select.select([fd], [], [], 0)
+        except (OSError, ValueError):
+            return False
+        return bool(readable)
+
+    def setup(self, curl, method: str, on_retry: Callable[[], None]) -> None:
+        import pycurl
+
+        curl.setopt(pycurl.SOCKOPTFUNCTION, self.opened)
+        curl.setopt(pycurl.PREREQFUNCTION, self._send_once(method, on_retry))
+
+    def _send_once(self, method: str, on_retry: Callable[[], None]) -> Callable:
+        import pycurl
+
+        sends = 0
+        never_received = False
+
+        def prereq(primary_ip, local_ip, primary_port, local_port) -> int:
+            nonlocal sends, never_received
+            sends += 1
+            if sends == 1:
+                try:
+                    never_received = self.closed_by_peer(primary_ip, primary_port, local_port)
+                except Exception:  # an exception here would break the whole multi handle
+                    log.exception("could not look at an upstream connection; it counts as alive")
+                return pycurl.PREREQFUNC_OK
+            if never_received or method in IDEMPOTENT:
+                on_retry()
+                return pycurl.PREREQFUNC_OK
+            return pycurl.PREREQFUNC_ABORT  # -> 502; the provider may have the request
+
+        return prereq
 
 
 class _CurlStream:
@@ -159,24 +249,23 @@ class CurlUpstream:
     name = "curl"
 
     def __init__(self, *, max_connections: int, connect_timeout: float, read_timeout: float,
-                 refuse_private: bool = False) -> None:
+                 refuse_private: bool = False, on_retry: Callable[[], None] = lambda: None) -> None:
         from tornado.curl_httpclient import CurlAsyncHTTPClient
 
         self._client = CurlAsyncHTTPClient(force_instance=True, max_clients=max_connections)
         self.connect_timeout = connect_timeout
         self.read_timeout = read_timeout
         self.refuse_private = refuse_private
+        self.on_retry = on_retry
+        self._connections = _Connections()
 
-    def _request(self, req: UpstreamRequest, timeout: float | None, prepare=None):
-        if self.refuse_private:
-            if prepare is None:
-                prepare = _guard
-            else:
-                stream_prepare = prepare
-
-                def prepare(curl) -> None:
-                    _guard(curl)
-                    stream_prepare(curl)
+    def _request(self, req: UpstreamRequest, timeout: float | None, stream_prepare=None):
+        def prepare(curl) -> None:  # runs when libcurl takes the request from the queue
+            self._connections.setup(curl, req.method, self.on_retry)
+            if self.refuse_private:
+                _guard(curl)
+            if stream_prepare is not None:
+                stream_prepare(curl)
 
         return HTTPRequest(
             req.url, method=req.method, headers=req.headers, body=req.body,
@@ -190,6 +279,9 @@ class CurlUpstream:
     def _error(code: int | None, message: str) -> UpstreamError:
         if code == _CURL_TIMEOUT:
             return UpstreamTimeout("upstream timed out")
+        if code == _CURL_ABORTED_BY_CALLBACK:
+            return UpstreamError("upstream closed the connection without answering; the request may have "
+                                 "been received, so it was not sent again")
         return UpstreamError(f"upstream connection failed: {message}")
 
     async def send(self, req: UpstreamRequest, *, timeout: float | None = None) -> UpstreamResponse:
@@ -373,6 +465,9 @@ def make_upstream(name: str, *, max_connections: int, connect_timeout: float, re
         cls = CLIENTS[name]
     except KeyError:
         raise SystemExit(f"forge-ref: unknown upstream client {name!r}; choose from {', '.join(CLIENTS)}") from None
+    kw = {}
+    if tracer is not None and cls is CurlUpstream:  # httpx never re-sends a request by itself (tested)
+        kw["on_retry"] = lambda: tracer.count("upstream_retries")
     client = cls(max_connections=max_connections, connect_timeout=connect_timeout, read_timeout=read_timeout,
-                 refuse_private=refuse_private)
+                 refuse_private=refuse_private, **kw)
     return client if tracer is None else CountedUpstream(client, tracer)

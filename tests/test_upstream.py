@@ -120,3 +120,115 @@ def test_close_stops_reading(name):
         assert got and elapsed < 1.0  # 20 chunks x 100 ms would take 2 s
     finally:
         slow.stop()
+
+
+# --- no silent duplicate upstream calls ------------------------------------------------------------
+
+
+class ScriptedServer:
+    """A raw HTTP/1.1 upstream on loopback whose n-th request gets the n-th scripted answer.
+
+    ``ok``: 200 with a keep-alive JSON body; ``drop``: read the whole request, then close the
+    connection without a byte (a provider that crashed mid-request); ``ok-close-idle``: 200, then
+    close the kept-alive connection after 50 ms of idleness (a provider's keep-alive timeout).
+    ``received`` counts complete requests, which is what a provider bills.
+    """
+
+    def __init__(self, script: list[str]) -> None:
+        self.script = list(script)
+        self.received: list[str] = []  # request lines, in order
+        self.connections = 0
+
+    async def start(self) -> str:
+        self._server = await asyncio.start_server(self._serve, "127.0.0.1", 0)
+        return f"http://127.0.0.1:{self._server.sockets[0].getsockname()[1]}"
+
+    async def _serve(self, reader: asyncio.StreamReader, writer: asyncio.StreamWriter) -> None:
+        self.connections += 1
+        try:
+            while True:
+                head = await reader.readuntil(b"\r\n\r\n")
+                length = 0
+                for line in head.split(b"\r\n")[1:]:
+                    name, _, value = line.partition(b":")
+                    if name.strip().lower() == b"content-length":
+                        length = int(value)
+                await reader.readexactly(length)
+                self.received.append(head.split(b"\r\n", 1)[0].decode())
+                action = self.script.pop(0) if self.script else "ok"
+                if action == "drop":
+                    break
+                body = b'{"ok": true}'
+                writer.write(b"HTTP/1.1 200 OK\r\nContent-Type: application/json\r\nContent-Length: "
+                             + str(len(body)).encode() + b"\r\n\r\n" + body)
+                await writer.drain()
+                if action == "ok-close-idle":
+                    await asyncio.sleep(0.05)
+                    break
+        except (asyncio.IncompleteReadError, ConnectionError):
+            pass
+        writer.close()
+
+    def close(self) -> None:
+        self._server.close()
+
+
+def _call(method: str, url: str) -> UpstreamRequest:
+    body = b'{"model": "x"}' if method == "POST" else None
+    return UpstreamRequest(method, url + "/v1/thing", {"Content-Type": "application/json"}, body)
+
+
+def scripted(name: str, script: list[str], calls: list[tuple[str, float]]):
+    """Run ``calls`` ((method, seconds to wait first), ...) one after another through one client."""
+    from forge_ref.tracing import Tracer
+
+    async def main():
+        server = ScriptedServer(script)
+        url = await server.start()
+        tracer = Tracer()
+        client = make_upstream(name, max_connections=1, connect_timeout=1.0, read_timeout=5.0, tracer=tracer)
+        outcomes = []
+        try:
+            for method, wait in calls:
+                await asyncio.sleep(wait)
+                try:
+                    outcomes.append((await client.send(_call(method, url))).status)
+                except UpstreamError as exc:
+                    outcomes.append(exc.status)
+        finally:
+            client.close()
+            server.close()
+            await asyncio.sleep(0)
+        return outcomes, server, tracer.totals()
+
+    return asyncio.run(main())
+
+
+@pytest.mark.parametrize("name", CLIENTS)
+def test_a_post_the_provider_received_and_dropped_is_not_sent_again(name):
+    """The second POST goes out on the kept-alive connection, is read by the provider, and the
+    connection closes with no answer: the request may have been processed (and billed), so it is
+    a 502, never a silent second call (libcurl re-sends in this case unless told not to)."""
+    outcomes, server, totals = scripted(name, ["ok", "drop"], [("POST", 0), ("POST", 0), ("POST", 0)])
+    assert outcomes == [200, 502, 200]
+    assert len(server.received) == 3  # one call each, the dropped one included
+    assert totals["upstream_retries"] == 0
+
+
+@pytest.mark.parametrize("name", CLIENTS)
+def test_an_idle_connection_the_provider_closed_is_not_used(name):
+    """The provider closes a kept-alive connection while it is idle: the next request, which it
+    never received, succeeds on a new connection, and reaches it once. (libcurl looks at pooled
+    connections only once a second, so it usually tries the dead one first and then goes again:
+    a retry, counted, of a request the provider provably never got; httpx looks every time.)"""
+    outcomes, server, totals = scripted(name, ["ok-close-idle"], [("POST", 0), ("POST", 0.15)])
+    assert outcomes == [200, 200]
+    assert len(server.received) == 2 and server.connections == 2
+    assert totals["upstream_retries"] <= (1 if name == "curl" else 0)
+
+
+@pytest.mark.parametrize("name, expected", [("curl", ([200, 200, 200], 4, 1)), ("httpx", ([200, 502, 200], 3, 0))])
+def test_a_model_list_get_may_go_again_and_is_counted(name, expected):
+    """A GET is idempotent: libcurl's re-send on a fresh connection is allowed, and counted."""
+    outcomes, server, totals = scripted(name, ["ok", "drop"], [("GET", 0), ("GET", 0), ("GET", 0)])
+    assert (outcomes, len(server.received), totals["upstream_retries"]) == expected
