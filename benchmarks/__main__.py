@@ -5,6 +5,8 @@ from __future__ import annotations
 import argparse
 import sys
 
+from .profiles import PROFILES
+
 
 def main(argv: list[str] | None = None) -> None:
     p = argparse.ArgumentParser(prog="python -m benchmarks", description="forge-ref benchmark harness")
@@ -22,7 +24,7 @@ def main(argv: list[str] | None = None) -> None:
 
     r = sub.add_parser("run", help="run the benchmark matrix; one JSON result per job")
     r.add_argument("--quick", action="store_true", help="a small matrix that finishes in a few minutes")
-    r.add_argument("--profiles", nargs="+", help="steady mixed churn many-tenants cold-burst models-heavy latency-c1")
+    r.add_argument("--profiles", nargs="+", help=" ".join(PROFILES))
     r.add_argument("--configs", nargs="+", help="cache configurations: all, none, or layer lists like user,service")
     r.add_argument("--out", default="results")
     r.add_argument("--duration", type=float, help="measured seconds per job (default 15, --quick 8)")

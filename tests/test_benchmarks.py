@@ -117,6 +117,10 @@ def test_locustfile_has_exactly_one_shape_and_only_fast_http_users():
         "assert len(shapes) == 1, shapes\n"
         "assert users and all(issubclass(u, FastHttpUser) for u in users), users\n"
         "assert set(m.CLASSES) == set(m.PROFILES)\n"
+        "import benchmarks.profiles as bp\n"
+        "assert m.PROFILES == {n: p for n, p in bp.PROFILES.items() if not p.probe}\n"
+        "assert {n: [c.__name__ for c in cs] for n, cs in m.CLASSES.items()} == "
+        "{n: list(p.user_classes) for n, p in m.PROFILES.items()}\n"
         "print('ok')\n"
     )
     # In a subprocess: importing Locust monkey-patches the standard library (gevent).
