@@ -38,9 +38,9 @@ def main(argv: list[str] | None = None) -> None:
     r.add_argument("--no-pin", action="store_true", help="do not pin processes to CPUs with taskset")
     r.add_argument("--mock-latency-ms", type=float, default=0.0, help="mock provider latency per response")
     r.add_argument("--mock-chunk-delay-ms", type=float, default=0.0, help="mock delay between stream chunks")
-    r.add_argument("--stores", default="sqlite",
+    r.add_argument("--stores",
                    help="comma list: sqlite, postgres (every forge-ref job runs on each; default sqlite)")
-    r.add_argument("--backends", default="memory",
+    r.add_argument("--backends",
                    help="comma list: memory, redis (every forge-ref job runs with each; default memory)")
     r.add_argument("--multi-node", type=int, default=0, metavar="N",
                    help="also run N forge-ref servers (one process each, all on CPU 0) on one PostgreSQL and one "

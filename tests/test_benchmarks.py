@@ -58,6 +58,18 @@ def test_seed_fixed_providers(tmp_path):
 # --- pieces -----------------------------------------------------------------------------------
 
 
+def test_cli_leaves_stores_and_backends_unset_so_the_quick_shared_store_job_stays_optional(monkeypatch, tmp_path):
+    from benchmarks.__main__ import main
+
+    calls = []
+    monkeypatch.setattr(runner, "run", lambda **kw: calls.append(kw) or [tmp_path / "r.json"])
+    main(["run", "--quick"])
+    main(["run", "--profiles", "steady", "--stores", "postgres", "--backends", "memory,redis", "--no-baselines"])
+    assert [(c["stores"], c["backends"], c["quick"]) for c in calls] == [(None, None, True),
+                                                                         ("postgres", "memory,redis", False)]
+    assert calls[1]["profiles"] == ["steady"] and calls[1]["baselines"] is False
+
+
 def test_locustfile_has_exactly_one_shape_and_only_fast_http_users():
     code = (
         "import inspect, locustfile as m\n"
