@@ -1,12 +1,14 @@
 """Locust load profiles for forge-ref (the runner is ``python -m benchmarks run``).
 
-Flat on purpose: a few ``FastHttpUser`` classes, profiles as data (``PROFILES``), and exactly one
-``LoadTestShape`` (Locust silently uses the first one it sees). The shape reads ``-u`` and
+Flat on purpose: a few ``FastHttpUser`` classes and exactly one ``LoadTestShape`` (Locust
+silently uses the first one it sees). The profiles are data, defined once in
+``benchmarks.profiles`` (which user classes each runs, and the stages of its shape); the
+requests' paths, models and bodies come from ``benchmarks.traffic``. The shape reads ``-u`` and
 ``-t`` (``use_common_options``) and scales the profile's stages to them.
 
 Configuration (options, each also an environment variable; the runner sets them):
 
-  --forge-profile   FORGE_PROFILE     steady | mixed | churn | many-tenants | cold-burst | models-heavy
+  --forge-profile   FORGE_PROFILE     a Locust profile of benchmarks.profiles (steady, mixed, churn, ...)
   --forge-keys-file FORGE_KEYS_FILE   keys file written by ``python -m benchmarks seed``
   --forge-target    FORGE_TARGET      forge-ref | mock-direct | bare-proxy | litellm (paths, model names)
   --forge-static-key FORGE_STATIC_KEY one key for every request instead of the tenants' (LiteLLM)
@@ -39,29 +41,11 @@ import gevent
 import gevent.event
 from locust import FastHttpUser, LoadTestShape, constant, events, task
 
+from benchmarks.profiles import LOAD_PROFILES as PROFILES
+from benchmarks.traffic import CHAT_MODELS, TARGETS, chat_body, embeddings_body
+
 # --- data -------------------------------------------------------------------------------------
 
-# Stages: (until this fraction of -t, this fraction of -u users, spawn rate: None = -r, "all" =
-# every user at once). One table row per profile; the user classes each profile runs are below.
-PROFILES = {
-    "steady": {"stages": [(1.0, 1.0, None)]},
-    "mixed": {"stages": [(1.0, 1.0, None)]},
-    "churn": {"stages": [(1.0, 1.0, None)]},
-    "many-tenants": {"stages": [(1.0, 1.0, None)]},
-    "cold-burst": {"stages": [(1.0, 1.0, "all")]},
-    "models-heavy": {"stages": [(1.0, 1.0, None)]},
-}
-
-# How each target spells paths and models: mock-direct is the mock's own OpenAI prefix, and
-# baselines without routing take the bare upstream model name.
-TARGETS = {
-    "forge-ref": {"prefix": "", "routed": True},
-    "mock-direct": {"prefix": "/openai", "routed": False},
-    "bare-proxy": {"prefix": "", "routed": False},
-    "litellm": {"prefix": "", "routed": True},
-}
-CHAT_MODELS = {"openai": "gpt-4o-mini", "anthropic": "claude-haiku-4-5", "gemini": "gemini-2.5-flash"}
-EMBEDDING_MODEL = "text-embedding-3-small"
 FIRST_TOKEN = re.compile(rb'"content":\s*"[^"]')  # a delta that carries text, not the empty role frame
 CHURN_TENANTS = 4  # the last tenants of the keys file: written to by churn users only, never read by others
 
@@ -109,15 +93,10 @@ class Tenants:
                 total += 1.0 / r ** opts.forge_zipf_s
                 cum.append(total)
             self.cum = cum
-        chat = {}
-        for kind, model in CHAT_MODELS.items():
-            name = f"{kind}/{model}" if self.target["routed"] else model
-            chat[kind] = json.dumps({"model": name, "max_tokens": 16,
-                                     "messages": [{"role": "user", "content": "Say hello to the benchmark"}]}).encode()
-        self.chat = chat
-        self.stream = {k: v[:-1] + b', "stream": true}' for k, v in chat.items()}
-        emb = f"openai/{EMBEDDING_MODEL}" if self.target["routed"] else EMBEDDING_MODEL
-        self.embeddings = json.dumps({"model": emb, "input": "embed this benchmark sentence"}).encode()
+        routed = self.target["routed"]
+        self.chat = {kind: chat_body(kind, routed=routed) for kind in CHAT_MODELS}
+        self.stream = {k: v[:-1] + b', "stream": true}' for k, v in self.chat.items()}
+        self.embeddings = embeddings_body(routed=routed)
         self.prefix = self.target["prefix"]
 
     @staticmethod
@@ -368,14 +347,8 @@ class ChurnUser(ForgeUser):
             self.tenant = next(self.t.writers)
 
 
-CLASSES = {
-    "steady": [SteadyUser],
-    "mixed": [MixedUser],
-    "churn": [MixedUser, ChurnUser],
-    "many-tenants": [ManyTenantsUser],
-    "cold-burst": [ColdBurstUser],
-    "models-heavy": [ModelsHeavyUser],
-}
+# Each profile's user classes, named in benchmarks.profiles (an unknown name fails here, at import).
+CLASSES = {name: [globals()[cls] for cls in p.user_classes] for name, p in PROFILES.items()}
 
 
 class ProfileShape(LoadTestShape):
@@ -388,7 +361,7 @@ class ProfileShape(LoadTestShape):
         run_time = opts.run_time or 60
         users = opts.num_users or 1
         t = self.get_run_time()
-        for until, fraction, rate in PROFILES[opts.forge_profile]["stages"]:
+        for until, fraction, rate in PROFILES[opts.forge_profile].stages:
             if t < until * run_time:
                 n = max(1, round(fraction * users))
                 spawn = max(1000, n) if rate == "all" else (rate or opts.spawn_rate or n)

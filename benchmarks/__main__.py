@@ -5,6 +5,8 @@ from __future__ import annotations
 import argparse
 import sys
 
+from .profiles import PROFILES
+
 
 def main(argv: list[str] | None = None) -> None:
     p = argparse.ArgumentParser(prog="python -m benchmarks", description="forge-ref benchmark harness")
@@ -22,7 +24,7 @@ def main(argv: list[str] | None = None) -> None:
 
     r = sub.add_parser("run", help="run the benchmark matrix; one JSON result per job")
     r.add_argument("--quick", action="store_true", help="a small matrix that finishes in a few minutes")
-    r.add_argument("--profiles", nargs="+", help="steady mixed churn many-tenants cold-burst models-heavy latency-c1")
+    r.add_argument("--profiles", nargs="+", help=" ".join(PROFILES))
     r.add_argument("--configs", nargs="+", help="cache configurations: all, none, or layer lists like user,service")
     r.add_argument("--out", default="results")
     r.add_argument("--duration", type=float, help="measured seconds per job (default 15, --quick 8)")
@@ -36,9 +38,9 @@ def main(argv: list[str] | None = None) -> None:
     r.add_argument("--no-pin", action="store_true", help="do not pin processes to CPUs with taskset")
     r.add_argument("--mock-latency-ms", type=float, default=0.0, help="mock provider latency per response")
     r.add_argument("--mock-chunk-delay-ms", type=float, default=0.0, help="mock delay between stream chunks")
-    r.add_argument("--stores", default="sqlite",
+    r.add_argument("--stores",
                    help="comma list: sqlite, postgres (every forge-ref job runs on each; default sqlite)")
-    r.add_argument("--backends", default="memory",
+    r.add_argument("--backends",
                    help="comma list: memory, redis (every forge-ref job runs with each; default memory)")
     r.add_argument("--multi-node", type=int, default=0, metavar="N",
                    help="also run N forge-ref servers (one process each, all on CPU 0) on one PostgreSQL and one "

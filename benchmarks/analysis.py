@@ -24,9 +24,8 @@ from typing import Iterable
 
 import pandas as pd
 
-from forge_ref.settings import LAYERS
+from forge_ref.settings import LAYERS, parse_layers
 
-from .profiles import layers_on
 from .report import TARGET_ORDER, _config_key, _noise_line
 from . import results
 from .results import is_load_run, load_results, result_files
@@ -296,7 +295,7 @@ def on_off(frame: pd.DataFrame) -> pd.DataFrame:
     forge = frame[frame["target"] == "forge-ref"]
     for _, grp in forge.groupby(["run_id", "profile", "variant", "store", "cache_backend"], dropna=False):
         by_cfg = {cfg: g.iloc[-1] for cfg, g in grp.groupby("config")}
-        sets = {cfg: frozenset(layers_on(cfg)) for cfg in by_cfg}
+        sets = {cfg: frozenset(x for x, on in parse_layers(cfg).items() if on) for cfg in by_cfg}
         for off, a in sets.items():
             for on, b in sets.items():
                 if not a < b or any(a < c < b for c in sets.values()):
@@ -317,7 +316,7 @@ def on_off(frame: pd.DataFrame) -> pd.DataFrame:
         return out
     order = {layer: i for i, layer in enumerate(LAYERS)}
     # from `none` upwards: first the layers added to nothing, last the ones added to all the others
-    out["_k"] = [(p, len(layers_on(o)), n, min(order[x.strip(" +")] for x in a.split(" +")))
+    out["_k"] = [(p, sum(parse_layers(o).values()), n, min(order[x.strip(" +")] for x in a.split(" +")))
                  for p, n, a, o in zip(out["profile"], out["n_added"], out["added"], out["off"])]
     return out.sort_values("_k").drop(columns="_k").reset_index(drop=True)
 

@@ -13,7 +13,6 @@ from __future__ import annotations
 
 import argparse
 import asyncio
-import json
 import statistics
 import tempfile
 import time
@@ -31,7 +30,7 @@ from forge_ref.services import ProviderService
 from forge_ref.settings import Settings
 from forge_ref.store import connect, create_schema
 
-from .runner import SCHEMA_VERSION, _stamp, _utc, git_commit, machine
+from .results import SCHEMA_VERSION, git_commit, machine, utc, write_result
 
 
 def _time_sync(fn, n: int, repeats: int = 5) -> dict:
@@ -153,16 +152,11 @@ def main(argv: list[str] | None = None) -> Path:
     doc = {
         "schema_version": SCHEMA_VERSION, "run_id": uuid.uuid4().hex[:12], "target": "micro", "profile": "micro",
         "config": "n/a", "variant": "", "commit": commit, "dirty": dirty, "machine": machine(),
-        "started_at": _utc(started), "finished_at": _utc(time.time()),
+        "started_at": utc(started), "finished_at": utc(time.time()),
         "settings": {"n": args.n, "redis": bool(args.redis_url), "postgres": bool(args.postgres_url)},
         "micro": ops,
     }
-    out = Path(args.out)
-    out.mkdir(parents=True, exist_ok=True)
-    path = out / f"{_stamp(started)}_{commit}_micro.json"
-    with open(path, "x") as f:
-        json.dump(doc, f, indent=1, sort_keys=True)
-        f.write("\n")
+    path = write_result(doc, args.out, "micro", started)
     for name, m in ops.items():
         print(f"{name:28s} {m['us_per_op']:10.3f} us/op")
     print(f"wrote {path}")

@@ -1,14 +1,24 @@
-"""What the runner needs to know about each profile, and the cache-configuration matrix.
+"""The load profiles, in one table, and the cache-configuration matrix.
 
-The load itself (user classes, stages) lives in ``locustfile.py``; this table says how many
-tenants to seed, with which provider keys, how to warm up, and any fixed load size.
+A profile is everything both sides need to know: how many tenants the runner seeds and with
+which provider keys, how it warms up, any fixed load size, and for Locust the user classes
+(by name: they are defined in ``locustfile.py``) and the stages of the load shape. The
+locustfile imports this table (Locust runs it from the repository root, where ``benchmarks``
+is importable); the runner never imports the locustfile, because importing Locust
+monkey-patches the whole process (gevent). A new profile is one row here, plus its user
+class in the locustfile if none of the existing ones fits.
 """
 
 from __future__ import annotations
 
 from dataclasses import dataclass
 
-from forge_ref.settings import LAYERS
+from forge_ref.settings import LAYERS, parse_layers
+
+# A stage: (until this fraction of -t, this fraction of -u users, spawn rate: None = -r, "all" =
+# every user at once).
+Stage = tuple[float, float, float | str | None]
+STEADY: tuple[Stage, ...] = ((1.0, 1.0, None),)
 
 
 @dataclass(frozen=True)
@@ -19,21 +29,26 @@ class Profile:
     warmup: str = "touch"  # touch: one request of each kind per tenant; locust: run the profile; none
     users: int | None = None  # fixed Locust users (cold-burst), else --users
     duration: float | None = None  # fixed measured seconds, else --duration
-    probe: bool = False  # measured by the in-process concurrency-1 probe, not Locust
+    probe: bool = False  # measured by the runner's concurrency-1 probe, not Locust
     quick_tenants: int | None = None
+    user_classes: tuple[str, ...] = ()  # locustfile user classes, by name
+    stages: tuple[Stage, ...] = STEADY
 
 
-PROFILES = {
+PROFILES = {p.name: p for p in (
     # Three keys each, chat on openai only: with the keys layer off every build decrypts all three.
-    "steady": Profile("steady", tenants=10, providers="openai,anthropic,gemini"),
-    "mixed": Profile("mixed", tenants=50),
-    "churn": Profile("churn", tenants=54),  # the last 4 are written to by the churn user (locustfile)
-    "many-tenants": Profile("many-tenants", tenants=100_000, warmup="locust", quick_tenants=10_000),
-    "cold-burst": Profile("cold-burst", tenants=5, warmup="none", users=200, duration=4.0),
-    "models-heavy": Profile("models-heavy", tenants=50),
-    "latency-c1": Profile("latency-c1", tenants=1, providers="openai", probe=True),
-}
-LOAD_PROFILES = [p for p in PROFILES if p != "latency-c1"]
+    Profile("steady", tenants=10, providers="openai,anthropic,gemini", user_classes=("SteadyUser",)),
+    Profile("mixed", tenants=50, user_classes=("MixedUser",)),
+    # the last 4 tenants are written to by the churn user (locustfile CHURN_TENANTS)
+    Profile("churn", tenants=54, user_classes=("MixedUser", "ChurnUser")),
+    Profile("many-tenants", tenants=100_000, warmup="locust", quick_tenants=10_000, user_classes=("ManyTenantsUser",)),
+    Profile("cold-burst", tenants=5, warmup="none", users=200, duration=4.0, user_classes=("ColdBurstUser",),
+            stages=((1.0, 1.0, "all"),)),
+    Profile("models-heavy", tenants=50, user_classes=("ModelsHeavyUser",)),
+    Profile("latency-c1", tenants=1, providers="openai", probe=True),
+)}
+# The profiles Locust runs (the others are measured by the runner's own probe).
+LOAD_PROFILES = {name: p for name, p in PROFILES.items() if not p.probe}
 
 
 def all_but(layer: str) -> str:
@@ -55,20 +70,12 @@ QUICK_PLAN = {
 QUICK_BACKEND_JOBS = [("steady", "all")]
 
 
-def layers_on(config: str) -> set[str]:
-    if config == "all":
-        return set(LAYERS)
-    if config == "none":
-        return set()
-    return {x.strip() for x in config.split(",") if x.strip()}
-
-
 def variants(profile: str, config: str, tenants: int) -> list[tuple[str, dict[str, str]]]:
     """(variant label, extra server environment) runs of one profile and configuration."""
-    on = layers_on(config)
-    if profile == "cold-burst" and on & {"user", "service", "models"}:
+    on = parse_layers(config)
+    if profile == "cold-burst" and (on["user"] or on["service"] or on["models"]):
         return [("coalesce=1", {"FORGE_COALESCE": "1"}), ("coalesce=0", {"FORGE_COALESCE": "0"})]
-    if profile == "many-tenants" and on & {"user", "service"}:
+    if profile == "many-tenants" and (on["user"] or on["service"]):
         # Well below the working set of a run (about 5% of 100k Zipf tenants in 15 s), so evictions show.
         bound = str(max(50, tenants // 100))
         return [("", {}), ("bounded", {"FORGE_USER_MAX": bound, "FORGE_SERVICE_MAX": bound, "FORGE_MODELS_MAX": bound})]

@@ -1,4 +1,6 @@
-"""Loading result files: the one module notebooks, the report and tests read results through.
+"""Result files: naming and writing them (immutable), the facts every one records, and loading them.
+
+Loading is the one way notebooks, the report and tests read results:
 
     from benchmarks.results import load_results
     df = load_results("results")          # one row per result file, nested fields flattened
@@ -8,17 +10,90 @@
 Only ``DIR/*.json`` is read (``DIR/raw/`` holds Locust's and the servers' own output). Rows are
 sorted by file name, which starts with the UTC time, so the order is stable and chronological.
 Every result kind is loaded (load runs, ``micro``, ``soak``); ``is_load_run`` tells the runner's
-Locust/probe results apart.
+Locust/probe results apart. The fields a load run must have are ``REQUIRED_FIELDS`` (DESIGN.md,
+"Contract: results").
 """
 
 from __future__ import annotations
 
 import json
 import os
+import platform
+import socket
+import subprocess
+from datetime import datetime, timezone
 from pathlib import Path
 from typing import Any, Iterator
 
+REPO = Path(__file__).resolve().parents[1]
+SCHEMA_VERSION = 1
+REQUIRED_FIELDS = ("schema_version", "run_id", "target", "profile", "config", "variant", "caches_enabled",
+                   "counters", "caches", "requests", "per_request", "locust", "server", "mock_calls", "machine",
+                   "commit", "settings", "started_at")
 SEP = "."
+
+
+def utc(ts: float) -> str:
+    return datetime.fromtimestamp(ts, timezone.utc).strftime("%Y-%m-%dT%H:%M:%SZ")
+
+
+def stamp(ts: float) -> str:
+    return datetime.fromtimestamp(ts, timezone.utc).strftime("%Y%m%dT%H%M%SZ")
+
+
+def git_commit() -> tuple[str, bool]:
+    """(short commit of this checkout, whether tracked files differ from it)."""
+    try:
+        sha = subprocess.run(["git", "rev-parse", "--short=7", "HEAD"], cwd=REPO, capture_output=True, text=True,
+                             timeout=10).stdout.strip()
+        dirty = bool(subprocess.run(["git", "status", "--porcelain", "--untracked-files=no"], cwd=REPO,
+                                    capture_output=True, text=True, timeout=10).stdout.strip())
+        return sha or "unknown", dirty
+    except (OSError, subprocess.SubprocessError):
+        return "unknown", False
+
+
+def machine() -> dict:
+    model = ""
+    try:
+        for line in Path("/proc/cpuinfo").read_text().splitlines():
+            if line.startswith("model name"):
+                model = line.split(":", 1)[1].strip()
+                break
+    except OSError:
+        model = platform.processor()
+    try:
+        import psutil
+
+        mem = round(psutil.virtual_memory().total / 2**30, 1)
+    except Exception:  # noqa: BLE001 (informational only)
+        mem = None
+    try:
+        from importlib.metadata import version
+
+        locust_version = version("locust")  # never ``import locust`` here: it monkey-patches the process (gevent)
+    except Exception:  # noqa: BLE001 (informational only)
+        locust_version = None
+    return {"hostname": socket.gethostname(), "cpu_count": os.cpu_count(), "cpu_model": model,
+            "memory_gb": mem, "python": platform.python_version(), "platform": platform.platform(),
+            "locust": locust_version}
+
+
+def write_result(doc: dict, out: str | os.PathLike, label: str, started: float) -> Path:
+    """``out/<UTC start>_<commit>_<label>.json``, a ``-N`` suffix on a clash: a result is never overwritten."""
+    out = Path(out)
+    out.mkdir(parents=True, exist_ok=True)
+    stem = f"{stamp(started)}_{doc['commit']}_{label}"
+    for n in range(1, 1000):
+        path = out / (stem + (f"-{n}" if n > 1 else "") + ".json")
+        try:
+            with open(path, "x") as f:
+                json.dump(doc, f, indent=1, sort_keys=True)
+                f.write("\n")
+            return path
+        except FileExistsError:
+            continue
+    raise RuntimeError(f"cannot name a result file for {stem}")
 
 
 def result_files(directory: str | os.PathLike) -> list[Path]:

@@ -19,7 +19,6 @@ from __future__ import annotations
 
 import argparse
 import asyncio
-import json
 import os
 import random
 import statistics
@@ -27,7 +26,6 @@ import subprocess
 import sys
 import tempfile
 import time
-from datetime import datetime, timezone
 from pathlib import Path
 
 import httpx
@@ -39,6 +37,7 @@ from forge_ref.tracing import Tracer
 from forge_ref.crypto import Crypto
 
 from .procs import free_port
+from .results import git_commit, utc, write_result
 
 ADMIN = "soak-admin-token"
 KINDS = {"openai": ("/openai/v1", "gpt-4o-mini"), "anthropic": ("/anthropic", "claude-haiku-4-5"),
@@ -174,14 +173,6 @@ async def _drive(load: Load, server_pid: int, url: str, *, seconds: float, warmu
         await asyncio.gather(*workers, return_exceptions=True)
 
 
-def _commit() -> str:
-    try:
-        return subprocess.run(["git", "rev-parse", "--short", "HEAD"], capture_output=True, text=True,
-                              cwd=Path(__file__).parent, timeout=5).stdout.strip() or "unknown"
-    except OSError:
-        return "unknown"
-
-
 def run(*, seconds: float, warmup: float = 30.0, tenants: int = 5000, cache_max: int = 500, concurrency: int = 32,
         processes: int = 1, sample_every: float = 5.0, workdir: Path | None = None, out: Path | None = Path("results"),
         seed_value: int = 1) -> dict:
@@ -223,8 +214,7 @@ def run(*, seconds: float, warmup: float = 30.0, tenants: int = 5000, cache_max:
     k = max(1, min(3, len(warm) // 4))
     growth = statistics.median(warm[-k:]) - statistics.median(warm[:k]) if warm else float("nan")
     result = {
-        "profile": "soak", "config": "all", "commit": _commit(),
-        "started_at": datetime.fromtimestamp(started_at, timezone.utc).strftime("%Y-%m-%dT%H:%M:%SZ"),
+        "profile": "soak", "config": "all", "commit": git_commit()[0], "started_at": utc(started_at),
         "settings": {"seconds": seconds, "warmup": warmup, "tenants": tenants, "cache_max": cache_max,
                      "concurrency": concurrency, "processes": processes, "sample_every": sample_every},
         "requests": load.requests,
@@ -241,23 +231,8 @@ def run(*, seconds: float, warmup: float = 30.0, tenants: int = 5000, cache_max:
         "machine": {"cpus": os.cpu_count(), "python": sys.version.split()[0], "platform": sys.platform},
     }
     if out is not None:
-        write(result, Path(out), started_at)
+        write_result(result, out, "soak", started_at)
     return result
-
-
-def write(result: dict, out: Path, started_at: float) -> Path:
-    """Immutable: never overwrites; ``<UTC time>_<commit>_soak.json`` (a ``-N`` suffix on a clash)."""
-    out.mkdir(parents=True, exist_ok=True)
-    stem = f"{datetime.fromtimestamp(started_at, timezone.utc).strftime('%Y%m%dT%H%M%SZ')}_{result['commit']}_soak"
-    for n in range(1, 100):
-        path = out / (stem + (f"-{n}" if n > 1 else "") + ".json")
-        try:
-            with open(path, "x") as f:
-                json.dump(result, f, indent=1, sort_keys=True)
-            return path
-        except FileExistsError:
-            continue
-    raise RuntimeError(f"could not write a new result file for {stem}")
 
 
 def main(argv: list[str] | None = None) -> None:

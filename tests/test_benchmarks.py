@@ -12,15 +12,16 @@ import json
 import sqlite3
 import subprocess
 import sys
+from datetime import datetime, timezone
 from pathlib import Path
 
 import pytest
 
-from benchmarks import runner
-from benchmarks.profiles import PROFILES, QUICK_PLAN
-from benchmarks import analysis
+from benchmarks import analysis, runner
+from benchmarks.plan import Job
+from benchmarks.profiles import PROFILES
 from benchmarks.report import BACKENDS_TITLE, render, report
-from benchmarks.results import config_label, load_raw, load_results
+from benchmarks.results import REQUIRED_FIELDS, config_label, load_raw, load_results, write_result
 from benchmarks.seed import seed
 from forge_ref.auth import hash_key
 
@@ -57,55 +58,16 @@ def test_seed_fixed_providers(tmp_path):
 # --- pieces -----------------------------------------------------------------------------------
 
 
-def test_percentiles_and_locust_summary_keep_custom_measurements_apart():
-    entries = [
-        {"method": "POST", "name": "/v1/chat/completions", "num_requests": 10, "num_failures": 1,
-         "total_response_time": 55.0, "max_response_time": 10.0, "start_time": 100.0,
-         "last_request_timestamp": 102.0, "response_times": {"1": 5, "5": 4, "10": 1}},
-        {"method": "TTFT", "name": "ttft", "num_requests": 3, "num_failures": 0, "total_response_time": 6.0,
-         "max_response_time": 3.0, "start_time": 100.0, "last_request_timestamp": 101.0,
-         "response_times": {"2": 3}},
-        {"method": "CHECK", "name": "stale_response", "num_requests": 2, "num_failures": 2,
-         "total_response_time": 0, "max_response_time": 0, "start_time": 100.0,
-         "last_request_timestamp": 101.0, "response_times": {"0": 2}},
-    ]
-    s = runner.summarize_locust(entries)
-    assert (s["requests"], s["failures"], s["rps"]) == (10, 1, 5.0)
-    assert (s["p50_ms"], s["p90_ms"], s["p99_ms"]) == (1.0, 5.0, 10.0)
-    assert s["ttft"]["requests"] == 3 and s["ttft"]["p50_ms"] == 2.0
-    assert s["checks"] == {"stale_responses": 2, "fresh_responses": 0}
-    assert [e["name"] for e in s["endpoints"]] == ["/v1/chat/completions"]
+def test_cli_leaves_stores_and_backends_unset_so_the_quick_shared_store_job_stays_optional(monkeypatch, tmp_path):
+    from benchmarks.__main__ import main
 
-
-def test_quick_plan_is_small_and_full_plan_covers_the_matrix():
-    quick = runner.plan(quick=True)
-    forge = [j for j in quick if j.target == "forge-ref" and j.profile != "latency-c1"]
-    assert {j.profile for j in forge} == set(QUICK_PLAN)
-    assert len(quick) <= 20
-    assert {j.target for j in quick} >= {"mock-direct", "bare-proxy-curl", "forge-ref-httpx"}
-    full = runner.plan(quick=False, baselines=False, profiles=["steady"])
-    assert len(full) == 12  # none, 5 alone, 5 all-but-one, all
-    assert len({j.label() for j in runner.plan(quick=False, peer="litellm")}) == len(runner.plan(quick=False,
-                                                                                              peer="litellm"))
-
-
-def test_store_and_backend_dimensions_multiply_forge_jobs_with_distinct_labels():
-    jobs = runner.plan(profiles=["steady"], configs=["none", "all"], baselines=False, stores="sqlite,postgres",
-                       backends=["memory,redis"], multi_node=2)
-    forge = [j for j in jobs if j.target == "forge-ref"]
-    assert {(j.store, j.backend) for j in forge} == {(s, b) for s in runner.STORES for b in runner.BACKENDS}
-    assert {j.variant for j in forge} == {"", "redis", "postgres", "postgres+redis"}
-    nodes = [j for j in jobs if j.target == "forge-ref-nodes"]
-    assert [(j.config, j.store, j.backend, j.nodes) for j in nodes] == [("none", "postgres", "redis", 2),
-                                                                         ("all", "postgres", "redis", 2)]
-    labels = [j.label() for j in jobs]
-    assert len(set(labels)) == len(labels)
-    assert "steady_all_postgres+redis" in labels and "steady_forge-ref-nodes_all_postgres+redis+nodes2" in labels
-    with pytest.raises(SystemExit):
-        runner.plan(profiles=["steady"], stores="mysql")
-    # the default is SQLite + memory only; --quick adds one PostgreSQL + Redis job
-    assert {(j.store, j.backend) for j in runner.plan(profiles=["steady"])} == {("sqlite", "memory")}
-    assert [(j.profile, j.config) for j in runner.plan(quick=True) if j.store == "postgres"] == [("steady", "all")]
+    calls = []
+    monkeypatch.setattr(runner, "run", lambda **kw: calls.append(kw) or [tmp_path / "r.json"])
+    main(["run", "--quick"])
+    main(["run", "--profiles", "steady", "--stores", "postgres", "--backends", "memory,redis", "--no-baselines"])
+    assert [(c["stores"], c["backends"], c["quick"]) for c in calls] == [(None, None, True),
+                                                                         ("postgres", "memory,redis", False)]
+    assert calls[1]["profiles"] == ["steady"] and calls[1]["baselines"] is False
 
 
 def test_locustfile_has_exactly_one_shape_and_only_fast_http_users():
@@ -117,6 +79,10 @@ def test_locustfile_has_exactly_one_shape_and_only_fast_http_users():
         "assert len(shapes) == 1, shapes\n"
         "assert users and all(issubclass(u, FastHttpUser) for u in users), users\n"
         "assert set(m.CLASSES) == set(m.PROFILES)\n"
+        "import benchmarks.profiles as bp\n"
+        "assert m.PROFILES == {n: p for n, p in bp.PROFILES.items() if not p.probe}\n"
+        "assert {n: [c.__name__ for c in cs] for n, cs in m.CLASSES.items()} == "
+        "{n: list(p.user_classes) for n, p in m.PROFILES.items()}\n"
         "print('ok')\n"
     )
     # In a subprocess: importing Locust monkey-patches the standard library (gevent).
@@ -140,7 +106,7 @@ def test_smoke_run_writes_complete_immutable_result_files(smoke):
     assert len(files) == 2 and all(p.parent == out for p in files)
     for path in files:
         doc = json.loads(path.read_text())
-        missing = [f for f in runner.REQUIRED_FIELDS if f not in doc]
+        missing = [f for f in REQUIRED_FIELDS if f not in doc]
         assert not missing, missing
         assert doc["target"] == "forge-ref" and doc["profile"] == "steady"
         assert path.name.startswith(doc["started_at"][:4]) and doc["commit"] in path.name
@@ -161,9 +127,9 @@ def test_smoke_run_writes_complete_immutable_result_files(smoke):
         assert doc["mock_calls"]["openai.chat"] == doc["requests"]
     # Never overwrite: the same name again gets a suffix.
     doc = json.loads(files[0].read_text())
-    again = runner.write_result(doc, out, runner.Job("forge-ref", "steady", doc["config"]),
-                                runner.datetime.strptime(doc["started_at"], "%Y-%m-%dT%H:%M:%SZ")
-                                .replace(tzinfo=runner.timezone.utc).timestamp())
+    again = write_result(doc, out, Job("forge-ref", "steady", doc["config"]).label(),
+                         datetime.strptime(doc["started_at"], "%Y-%m-%dT%H:%M:%SZ").replace(tzinfo=timezone.utc)
+                         .timestamp())
     assert again != files[0] and again.exists()
     again.unlink()
 

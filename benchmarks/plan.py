@@ -1,0 +1,165 @@
+"""What a run measures: its options, and the plan, a list of ``Job`` values built from them.
+
+A job is one cell of the matrix targets x profiles x cache configurations x stores x cache
+backends (x the variants a profile asks for, such as bounded caches). Building the plan starts
+nothing, so it can be inspected, filtered or extended before anything runs.
+"""
+
+from __future__ import annotations
+
+import os
+from dataclasses import dataclass
+from pathlib import Path
+
+from forge_ref.settings import parse_layers
+
+from .profiles import FULL_CONFIGS, LOAD_PROFILES, PROFILES, QUICK_BACKEND_JOBS, QUICK_PLAN, variants
+
+STORES = ("sqlite", "postgres")
+BACKENDS = ("memory", "redis")
+DEFAULT_POSTGRES_URL = "postgresql://postgres@127.0.0.1:5432/postgres"
+DEFAULT_REDIS_URL = "redis://127.0.0.1:6379/0"
+
+
+@dataclass(frozen=True)
+class Job:
+    # forge-ref (curl), forge-ref-httpx, forge-ref-nodes, bare-proxy-curl, bare-proxy-httpx, mock-direct, litellm
+    target: str
+    profile: str
+    config: str = "n/a"  # cache layers for forge-ref targets
+    variant: str = ""  # includes the store/backend when not sqlite/memory, e.g. "postgres+redis"
+    server_env: tuple[tuple[str, str], ...] = ()
+    store: str = "sqlite"  # sqlite | postgres (forge-ref targets)
+    backend: str = "memory"  # memory | redis (forge-ref targets)
+    nodes: int = 1  # forge-ref-nodes: separate servers on one PostgreSQL and one Redis
+
+    @property
+    def is_forge(self) -> bool:
+        return self.target.startswith("forge-ref")
+
+    @property
+    def upstream_client(self) -> str | None:
+        if self.target.startswith(("forge-ref", "bare-proxy")):
+            return "httpx" if self.target.endswith("-httpx") else "curl"
+        return None
+
+    def label(self) -> str:
+        parts = [self.profile, self.config if self.target == "forge-ref" else self.target]
+        if self.target != "forge-ref" and self.is_forge:
+            parts.append(self.config)
+        if self.variant:
+            parts.append(self.variant)
+        return "_".join(p.replace(",", "+").replace("=", "") for p in parts)
+
+
+@dataclass
+class Options:
+    """How every job of a run is measured; ``None`` picks the default (some depend on ``quick``)."""
+
+    out: Path = Path("results")
+    duration: float | None = None  # measured seconds per job: 15, --quick 8
+    users: int | None = None  # Locust users: 32
+    processes: int = 1
+    warmup: float | None = None  # seconds of Locust warm-up: 5, --quick 2
+    quick: bool = False
+    tenants: int | None = None  # tenant count of many-tenants (the other profiles' counts are part of them)
+    pin: bool = True
+    mock_latency_ms: float = 0.0
+    mock_chunk_delay_ms: float = 0.0
+    postgres_url: str | None = None  # $FORGE_BENCH_POSTGRES_URL, else DEFAULT_POSTGRES_URL
+    redis_url: str | None = None  # $FORGE_BENCH_REDIS_URL, else DEFAULT_REDIS_URL
+
+    def __post_init__(self) -> None:
+        self.out = Path(self.out).resolve()
+        self.duration = self.duration or (8.0 if self.quick else 15.0)
+        self.users = self.users or 32
+        self.warmup = self.warmup if self.warmup is not None else (2.0 if self.quick else 5.0)
+        self.postgres_url = self.postgres_url or os.environ.get("FORGE_BENCH_POSTGRES_URL") or DEFAULT_POSTGRES_URL
+        self.redis_url = self.redis_url or os.environ.get("FORGE_BENCH_REDIS_URL") or DEFAULT_REDIS_URL
+
+    def tenants_for(self, profile: str) -> int:
+        spec = PROFILES[profile]
+        if self.tenants and profile == "many-tenants":
+            return self.tenants
+        return spec.quick_tenants if (self.quick and spec.quick_tenants) else spec.tenants
+
+
+def store_variant(store: str, backend: str, variant: str = "", nodes: int = 1) -> str:
+    """The variant label of a job: ``postgres``, ``redis``, ``postgres+redis`` (nothing for sqlite/memory),
+    then the profile's own variant (``bounded``, ``coalesce=1``) and the node count, joined by ``+``."""
+    parts = [p for p in (store if store != "sqlite" else "", backend if backend != "memory" else "", variant,
+                         f"nodes={nodes}" if nodes > 1 else "") if p]
+    return "+".join(parts)
+
+
+def _split(values, allowed: tuple[str, ...], what: str) -> list[str]:
+    if values is None:
+        return [allowed[0]]
+    if isinstance(values, str):
+        values = [values]
+    out = [v.strip() for item in values for v in item.split(",") if v.strip()]
+    bad = [v for v in out if v not in allowed]
+    if bad or not out:
+        raise SystemExit(f"unknown {what} {bad or out!r}; choose from {', '.join(allowed)}")
+    return list(dict.fromkeys(out))
+
+
+def _check_configs(configs: list[str] | None) -> None:
+    for config in configs or ():
+        try:
+            parse_layers(config)
+        except ValueError as exc:
+            raise SystemExit(f"configuration {config!r}: {exc}") from None
+
+
+def plan(*, quick: bool = False, profiles: list[str] | None = None, configs: list[str] | None = None,
+         baselines: bool = True, peer: str | None = None, tenants_of=None, stores=None, backends=None,
+         multi_node: int = 0) -> list[Job]:
+    """The jobs of a run. Every forge-ref job of the matrix runs once per store x cache backend;
+    ``multi_node`` N > 1 adds ``forge-ref-nodes`` jobs (PostgreSQL + Redis, N servers) for the load
+    profiles given (default ``steady``) and the configurations given (default ``all``).
+    ``tenants_of(profile)`` sizes the bounded-cache variants (default: the profile's own count)."""
+    tenants_of = tenants_of or (lambda p: PROFILES[p].tenants)
+    combos = [(st, be) for st in _split(stores, STORES, "store") for be in _split(backends, BACKENDS, "cache backend")]
+    _check_configs(configs)
+    chosen = profiles
+    if profiles is None:
+        profiles = list(QUICK_PLAN) if quick else list(LOAD_PROFILES)
+    jobs: list[Job] = []
+
+    def forge(target: str, profile: str, config: str, variant: str = "", env: dict | None = None) -> list[Job]:
+        env_items = tuple(sorted((env or {}).items()))
+        return [Job(target, profile, config, store_variant(st, be, variant), env_items, st, be) for st, be in combos]
+
+    for profile in profiles:
+        if profile not in PROFILES:
+            raise SystemExit(f"unknown profile {profile!r}; choose from {', '.join(PROFILES)}")
+        cfgs = configs or (QUICK_PLAN.get(profile, ["none", "all"]) if quick else FULL_CONFIGS)
+        for config in cfgs:
+            for variant, env in variants(profile, config, tenants_of(profile)):
+                jobs += forge("forge-ref", profile, config, variant, env)
+    if quick and combos == [("sqlite", "memory")] and chosen is None and configs is None:
+        for profile, config in QUICK_BACKEND_JOBS:  # one job on the shared store and cache
+            jobs.append(Job("forge-ref", profile, config, store_variant("postgres", "redis"), (), "postgres", "redis"))
+    if baselines:
+        jobs += [Job("mock-direct", "steady"), Job("bare-proxy-curl", "steady"), Job("forge-ref-httpx", "steady", "all")]
+        if not quick:
+            jobs.append(Job("bare-proxy-httpx", "steady"))
+        jobs += [Job("mock-direct", "latency-c1"), Job("bare-proxy-curl", "latency-c1")]
+        jobs += forge("forge-ref", "latency-c1", "all")
+        if not quick:
+            jobs += forge("forge-ref", "latency-c1", "none")
+    if multi_node and multi_node > 1:
+        for profile in [p for p in (chosen or ["steady"]) if not PROFILES[p].probe]:
+            for config in configs or ["all"]:
+                for variant, env in variants(profile, config, tenants_of(profile)):
+                    jobs.append(Job("forge-ref-nodes", profile, config,
+                                    store_variant("postgres", "redis", variant, multi_node),
+                                    tuple(sorted(env.items())), "postgres", "redis", multi_node))
+    elif multi_node == 1:
+        raise SystemExit("--multi-node needs at least 2 nodes")
+    if peer == "litellm":
+        jobs += [Job("litellm", "steady"), Job("litellm", "latency-c1")]
+    elif peer:
+        raise SystemExit(f"unknown peer {peer!r}; supported: litellm")
+    return jobs

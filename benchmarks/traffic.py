@@ -1,0 +1,46 @@
+"""What a benchmark request looks like on each kind of target: path prefix, model names, bodies.
+
+One definition for the locustfile's users and the runner's warm-ups and concurrency-1 probe, so
+that every tool sends the same requests. mock-direct is the mock's own OpenAI prefix; targets
+without routing (the mock, a bare proxy) take the bare upstream model name.
+"""
+
+from __future__ import annotations
+
+import json
+
+TARGETS = {
+    "forge-ref": {"prefix": "", "routed": True},
+    "mock-direct": {"prefix": "/openai", "routed": False},
+    "bare-proxy": {"prefix": "", "routed": False},
+    "litellm": {"prefix": "", "routed": True},
+}
+CHAT_MODELS = {"openai": "gpt-4o-mini", "anthropic": "claude-haiku-4-5", "gemini": "gemini-2.5-flash"}
+EMBEDDING_MODEL = "text-embedding-3-small"
+CHAT_PATH = "/v1/chat/completions"
+
+
+def kind(target: str) -> str:
+    """The request kind of a job's target: ``forge-ref-httpx`` is a ``forge-ref``, ``bare-proxy-curl`` a ``bare-proxy``."""
+    if target.startswith("bare-proxy"):
+        return "bare-proxy"
+    return target if target in TARGETS else "forge-ref"
+
+
+def _model(provider: str, name: str, routed: bool) -> str:
+    return f"{provider}/{name}" if routed else name
+
+
+def chat_body(provider: str = "openai", *, routed: bool = True, text: str = "Say hello to the benchmark") -> bytes:
+    return json.dumps({"model": _model(provider, CHAT_MODELS[provider], routed), "max_tokens": 16,
+                       "messages": [{"role": "user", "content": text}]}).encode()
+
+
+def embeddings_body(*, routed: bool = True, text: str = "embed this benchmark sentence") -> bytes:
+    return json.dumps({"model": _model("openai", EMBEDDING_MODEL, routed), "input": text}).encode()
+
+
+def chat_request(target: str) -> tuple[str, bytes]:
+    """Path and body of one non-streaming chat as a job's target spells it."""
+    spec = TARGETS[kind(target)]
+    return spec["prefix"] + CHAT_PATH, chat_body(routed=spec["routed"])
