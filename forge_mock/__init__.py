@@ -1,0 +1,37 @@
+"""Fast fake upstream speaking the OpenAI, Anthropic and Gemini wire formats.
+
+One Tornado app, one port, one prefix per API, so that each provider's
+official SDK can use the prefix as its ``base_url``:
+
+    openai     http://HOST:PORT/openai/v1   chat/completions, embeddings, models
+    anthropic  http://HOST:PORT/anthropic   /v1/messages, /v1/models
+    gemini     http://HOST:PORT/gemini      /v1beta/models[/{m}:{method}]
+
+Behaviour is driven by the request itself (no per-test setup):
+  * reply text is ``"Mock reply to: <last user text>"``; token counts are
+    whitespace word counts (prompt = all message text, completion = reply);
+  * if tools are offered and the last user message contains "tool", the reply
+    is a call to the first tool with arguments ``{"query": <last user text>}``;
+  * a model name OR an API key starting with ``fail-500``, ``fail-429``,
+    ``hang``, ``drop-mid-stream`` or ``bad-json`` injects that fault; keys
+    ``invalid`` / ``sk-invalid...`` are rejected with 401.
+
+``GET /_mock/stats`` returns per-endpoint call counts, ``DELETE`` resets them.
+
+Run it with ``forge-ref mock-provider`` or ``python -m forge_mock`` (the same flags, defined once
+in ``config.py``), or ``forge_mock.app.run(**options)`` from Python:
+
+    --host H              address to listen on (127.0.0.1)
+    --port P              port (8001; 0 picks a free one, announced on stdout)
+    --latency-ms MS       delay before every answer (0)
+    --chunks N            pieces a streamed reply is split into (4)
+    --chunk-delay-ms MS   delay between stream frames (0)
+
+Modules: ``base`` (what the APIs share), ``openai``, ``anthropic``, ``gemini`` (one wire format
+each, like ``forge_ref/adapters``), ``config`` (the options), ``app`` (routes and serving).
+The gateway (``forge_ref``) never imports this package except to run ``forge-ref mock-provider``.
+
+The hot path is kept lean on purpose (benchmarks push thousands of req/s
+through it on one core): orjson, pre-serialised constant bodies, no access
+log, no etag hashing, no sleeping when delays are 0.
+"""
