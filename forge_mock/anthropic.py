@@ -4,7 +4,8 @@ from __future__ import annotations
 
 import orjson
 
-from .base import Api, NotFound, answer, scan, split, sse_event, wants_tool
+from .base import Api, NotFound, sse_event
+from .replies import make_reply, scan, wants_tool
 
 MODELS_LIST = [
     ("claude-sonnet-4-5", "Claude Sonnet 4.5", "2025-09-29T00:00:00Z"),
@@ -55,8 +56,7 @@ class AnthropicApi(Api):
 
 class Models(AnthropicApi):
     async def get(self) -> None:
-        if await self.begin():
-            self.send_json(MODELS)
+        await self.list_models(MODELS)
 
 
 class Messages(AnthropicApi):
@@ -89,7 +89,9 @@ class Messages(AnthropicApi):
         if (wants_tool(ends_user, user_text, tools)
                 and not (isinstance(choice, dict) and choice.get("type") == "none")):
             tool = tools[0].get("name")
-        text, output = answer(user_text, tool)
+        reply = make_reply(self.application.timing, user_text, tool,
+                           (2 if tool else self.application.chunks) if stream else 1)
+        output = reply.tokens
         n = self.next_id()
         mid, tid = f"msg_mock_{n}", f"toolu_mock_{n}"
         stop = "tool_use" if tool else "end_turn"
@@ -97,8 +99,9 @@ class Messages(AnthropicApi):
         if not stream:
             if await self.model_fault(model):
                 return
+            await self.pause(reply.latency)
             content = ({"type": "tool_use", "id": tid, "name": tool, "input": {"query": user_text}}
-                       if tool else {"type": "text", "text": text})
+                       if tool else {"type": "text", "text": reply.text})
             self.send_json(orjson.dumps({
                 "id": mid, "type": "message", "role": "assistant", "model": model,
                 "content": [content], "stop_reason": stop, "stop_sequence": None,
@@ -107,11 +110,10 @@ class Messages(AnthropicApi):
 
         if tool:
             block = {"type": "tool_use", "id": tid, "name": tool, "input": {}}
-            deltas = [{"type": "input_json_delta", "partial_json": p} for p in split(text, 2)]
+            deltas = [{"type": "input_json_delta", "partial_json": p} for p in reply.pieces]
         else:
             block = {"type": "text", "text": ""}
-            deltas = [{"type": "text_delta", "text": p}
-                      for p in split(text, self.application.chunks)]
+            deltas = [{"type": "text_delta", "text": p} for p in reply.pieces]
         frames = [
             sse_event(b"message_start", {"type": "message_start", "message": {
                 "id": mid, "type": "message", "role": "assistant", "model": model,
@@ -128,8 +130,9 @@ class Messages(AnthropicApi):
                 "usage": {"output_tokens": output}}),
             STOP,
         ]
-        if not await self.model_fault(model, frames, drop_at=5):
-            await self.send_sse(frames)
+        due = reply.schedule(3, 3)  # message_start, content_block_start, ping | stop, delta, message_stop
+        if not await self.model_fault(model, frames, drop_at=5, due=due):
+            await self.send_sse(frames, due=due)
 
 
 class Unknown(NotFound, AnthropicApi):

@@ -1,9 +1,11 @@
-"""The mock's Tornado app: the three API prefixes plus ``/_mock/stats``, and how to serve it."""
+"""The mock's Tornado app: the three API prefixes, ``/_mock/stats`` and ``/_mock/config``, and how
+to serve it."""
 
 from __future__ import annotations
 
 import argparse
 import asyncio
+from typing import Any
 
 import orjson
 import tornado.httpserver
@@ -21,9 +23,9 @@ class Stats(tornado.web.RequestHandler):
     application: MockApp
 
     def get(self) -> None:
-        calls = self.application.calls
+        app = self.application
         self.set_header("Content-Type", JSON_CT)
-        self.finish(orjson.dumps({"calls": calls, "total": sum(calls.values())}))
+        self.finish(orjson.dumps({"calls": app.calls, "total": app.total_calls()}))
 
     def delete(self) -> None:
         calls = self.application.calls
@@ -33,10 +35,23 @@ class Stats(tornado.web.RequestHandler):
         self.finish(orjson.dumps({"calls": calls, "total": 0}))
 
 
-def make_app(config: MockConfig | None = None) -> MockApp:
-    """Build the mock application (all three APIs plus /_mock/stats)."""
-    routes = [*openai.ROUTES, *anthropic.ROUTES, *gemini.ROUTES, (r"/_mock/stats", Stats)]
-    return MockApp(routes, config or MockConfig())
+class Config(tornado.web.RequestHandler):
+    """``GET``: the effective timing configuration (``MockConfig.document``), for result files."""
+
+    def initialize(self, body: bytes) -> None:
+        self.body = body
+
+    def get(self) -> None:
+        self.set_header("Content-Type", JSON_CT)
+        self.finish(self.body)
+
+
+def make_app(config: MockConfig | None = None, **seams: Any) -> MockApp:
+    """Build the mock application. ``seams`` (``rng``, ``clock``, ``sleep``) go to ``MockApp``."""
+    config = config or MockConfig()
+    routes = [*openai.ROUTES, *anthropic.ROUTES, *gemini.ROUTES, (r"/_mock/stats", Stats),
+              (r"/_mock/config", Config, {"body": orjson.dumps(config.document())})]
+    return MockApp(routes, config, **seams)
 
 
 async def serve(config: MockConfig, *, announce: bool = True) -> None:

@@ -1,23 +1,25 @@
-"""What the three fake APIs share: faults, request reading, reply text and tokens, SSE, call stats.
+"""What the three fake APIs share: auth and faults, request bodies, SSE, pacing, call stats.
 
 Each API module subclasses ``Api`` with its auth header, error shape and messages; the flow
-(count the call, delay, check the key, inject faults, stream frames) is written once here.
+(count the call, delay, check the key, inject faults, pace and stream frames, list models under
+a rate limit) is written once here.
 """
 
 from __future__ import annotations
 
 import asyncio
-import hashlib
 import itertools
-import math
-from functools import lru_cache
-from typing import Any
+import random
+import time
+from typing import Any, Awaitable, Callable
 
 import orjson
 import tornado.iostream
 import tornado.web
 
 from .config import MockConfig
+from .ratelimit import SlidingWindow
+from .timing import Timing
 
 STAT_KEYS = (
     "openai.chat", "openai.embeddings", "openai.models",
@@ -28,7 +30,6 @@ STAT_KEYS = (
 FAULTS = ("fail-500", "fail-429", "hang", "drop-mid-stream", "bad-json")
 SHAPE_FAULTS = ("drop-mid-stream", "bad-json")  # their form depends on streaming
 HANG_SECONDS = 3600.0
-DEFAULT_EMBED_DIM = 8
 RETRY_AFTER = "7"
 BAD_JSON = b'{"id": "mock", "choices": [ this is {not valid json'
 SSE_HEADERS = {"Content-Type": "text/event-stream", "Cache-Control": "no-cache"}
@@ -46,76 +47,6 @@ def fault_of(value: str | None) -> str | None:
     return None
 
 
-def words(text: str) -> int:
-    return len(text.split())
-
-
-def parts_text(content: Any) -> str:
-    """Text of a message content: a string or a list of text parts/blocks."""
-    if isinstance(content, str):
-        return content
-    if isinstance(content, list):
-        out = []
-        for part in content:
-            if isinstance(part, str):
-                out.append(part)
-            elif isinstance(part, dict):
-                text = part.get("text")
-                if isinstance(text, str):
-                    out.append(text)
-        return " ".join(out)
-    return ""
-
-
-def split(text: str, n: int) -> list[str]:
-    """Split text into at most n non-empty pieces that join back to text."""
-    if not text:
-        return [""]
-    size = max(1, -(-len(text) // max(1, n)))
-    return [text[i:i + size] for i in range(0, len(text), size)]
-
-
-def scan(turns: Any, system: Any = None) -> tuple[int, str, bool]:
-    """One pass over (is_user, content, is_tool_result) turns.
-
-    Returns the prompt word count (system text included), the last user text,
-    and whether the conversation ends with a plain user turn: only then may the
-    mock call a tool, so an agent loop feeding results back gets a text answer.
-    """
-    count, user_text, ends_user = words(parts_text(system)), "", False
-    for is_user, content, tool_result in turns:
-        text = parts_text(content)
-        count += words(text)
-        ends_user = is_user and not tool_result
-        if is_user and text:
-            user_text = text
-    return count, user_text, ends_user
-
-
-def answer(user_text: str, tool: str | None) -> tuple[str, int]:
-    """Reply text (or the tool-call arguments JSON) and its output token count."""
-    out = orjson.dumps({"query": user_text}).decode() if tool else "Mock reply to: " + user_text
-    return out, words(out)
-
-
-def wants_tool(ends_user: bool, user_text: str, tools: Any) -> bool:
-    return bool(tools) and ends_user and "tool" in user_text.lower()
-
-
-@lru_cache(maxsize=8192)
-def embedding(text: str, dim: int) -> tuple[float, ...]:
-    """Deterministic unit vector from a hash of the text (no semantics)."""
-    data = text.encode()
-    raw = bytearray()
-    block = 0
-    while len(raw) < dim:
-        raw += hashlib.blake2b(data, digest_size=64, salt=block.to_bytes(16, "little")).digest()
-        block += 1
-    vals = [(b - 127.5) / 127.5 for b in raw[:dim]]
-    norm = math.sqrt(sum(v * v for v in vals)) or 1.0
-    return tuple(v / norm for v in vals)
-
-
 def sse(obj: Any) -> bytes:
     return b"data: " + orjson.dumps(obj) + b"\n\n"
 
@@ -125,16 +56,32 @@ def sse_event(event: bytes, obj: Any) -> bytes:
 
 
 class MockApp(tornado.web.Application):
-    """Application carrying the mock's config and counters."""
+    """Application carrying the mock's config, timing model and counters.
 
-    def __init__(self, handlers: list, config: MockConfig) -> None:
+    ``rng``, ``clock`` and ``sleep`` are seams for tests: the random source of the timing
+    model (default ``random.Random(config.seed)``), the clock of the rate limit and of stream
+    pacing, and the delay itself.
+    """
+
+    def __init__(self, handlers: list, config: MockConfig, *, rng: random.Random | None = None,
+                 clock: Callable[[], float] = time.monotonic,
+                 sleep: Callable[[float], Awaitable[None]] = asyncio.sleep) -> None:
         super().__init__(handlers, log_function=_no_log, compress_response=False)
-        self.config = config
         self.latency_s = config.latency_ms / 1000.0
         self.chunks = config.chunks
         self.chunk_delay_s = config.chunk_delay_ms / 1000.0
-        self.calls = dict.fromkeys(STAT_KEYS, 0)
+        self.timing = Timing(config, rng)
+        self.clock, self.sleep = clock, sleep
+        self.models_limit = (SlidingWindow(config.models_rate_limit, config.models_rate_window, clock)
+                             if config.models_rate_limit else None)
+        # With a model-list limit, "<api>.models.429" count the refused calls among "<api>.models".
+        limited = [k + ".429" for k in STAT_KEYS if k.endswith(".models")] if self.models_limit else []
+        self.calls = dict.fromkeys((*STAT_KEYS, *limited), 0)
         self.ids = itertools.count(1)
+
+    def total_calls(self) -> int:
+        """Requests received: the sub-counts of refused calls are not requests of their own."""
+        return sum(self.calls[k] for k in STAT_KEYS)
 
 
 def _no_log(handler: tornado.web.RequestHandler) -> None:
@@ -198,7 +145,7 @@ class Api(tornado.web.RequestHandler):
         if self.stat:
             app.calls[self.stat] += 1
         if app.latency_s:
-            await asyncio.sleep(app.latency_s)
+            await app.sleep(app.latency_s)
         key = self.api_key()
         if not key:
             self.error(401, self.MISSING_KEY)
@@ -231,7 +178,7 @@ class Api(tornado.web.RequestHandler):
         self.finish(body)
 
     async def fault(self, fault: str, streaming: bool, frames: list[bytes] | None = None,
-                    drop_at: int = 2) -> None:
+                    drop_at: int = 2, due: list[float] | None = None) -> None:
         if fault == "fail-500":
             self.error(500, self.SERVER_ERROR)
         elif fault == "fail-429":
@@ -241,7 +188,7 @@ class Api(tornado.web.RequestHandler):
             await self.hang()
         elif fault == "drop-mid-stream":
             if streaming and frames:
-                await self.send_sse(frames[:drop_at], drop=True)
+                await self.send_sse(frames[:drop_at], drop=True, due=due and due[:drop_at])
             else:
                 self.abort_connection()
         elif fault == "bad-json":
@@ -252,13 +199,37 @@ class Api(tornado.web.RequestHandler):
                 self.send_json(BAD_JSON)
 
     async def model_fault(self, model: str, frames: list[bytes] | None = None,
-                          drop_at: int = 2) -> bool:
+                          drop_at: int = 2, due: list[float] | None = None) -> bool:
         """Inject the fault named by the key or model, if any. True = answered."""
         fault = self.key_fault or fault_of(model)
         if fault is None:
             return False
-        await self.fault(fault, frames is not None, frames, drop_at)
+        await self.fault(fault, frames is not None, frames, drop_at, due)
         return True
+
+    async def pause(self, seconds: float) -> None:
+        """Wait that long; no timer at all for 0."""
+        if seconds > 0:
+            await self.application.sleep(seconds)
+
+    async def list_models(self, body: bytes) -> None:
+        """A model-list call: auth, then the per-key rate limit, then the model-list delay."""
+        if not await self.begin():
+            return
+        app = self.application
+        if app.models_limit is not None:
+            wait = app.models_limit.hit((self.stat, self.api_key()))
+            if wait:
+                app.calls[self.stat + ".429"] += 1
+                self.set_header("Retry-After", str(wait))
+                self.error(429, f"Rate limit reached for model listing: {app.models_limit.limit} "
+                                f"calls per {app.models_limit.window:g} s per API key. "
+                                f"Please try again in {wait} s.")
+                return
+        delay = app.timing.models_delay()
+        if delay:
+            await app.sleep(delay)
+        self.send_json(body)
 
     async def hang(self) -> None:
         """Never answer; ends when the client goes away (or after an hour)."""
@@ -276,18 +247,28 @@ class Api(tornado.web.RequestHandler):
         self.request.connection.close()  # type: ignore[attr-defined]
         self._finished = True  # stop Tornado's auto-finish writing to a dead socket
 
-    async def send_sse(self, frames: list[bytes], drop: bool = False) -> None:
-        """Write SSE frames, flushing each; optionally cut the socket after."""
+    async def send_sse(self, frames: list[bytes], drop: bool = False,
+                       due: list[float] | None = None) -> None:
+        """Write SSE frames, flushing each; optionally cut the socket after.
+
+        ``due`` (the timing model) holds each frame's time after the start; without it
+        frames are ``--chunk-delay-ms`` apart.
+        """
         for name, value in SSE_HEADERS.items():
             self.set_header(name, value)
         # Without TCP_NODELAY, Nagle holds every frame after the first until the stream ends on a
         # reused keep-alive connection (Tornado resets it between requests: set it per request).
         self.request.connection.stream.set_nodelay(True)
-        delay = self.application.chunk_delay_s
+        app = self.application
+        delay, clock = app.chunk_delay_s, app.clock
+        start = clock() if due else 0.0
         try:
             for i, frame in enumerate(frames):
-                if delay and i:
-                    await asyncio.sleep(delay)
+                if due:
+                    # Against the start, not the previous frame: write time does not add up.
+                    await self.pause(start + due[i] - clock())
+                elif delay and i:
+                    await app.sleep(delay)
                 self.write(frame)
                 await self.flush()
         except tornado.iostream.StreamClosedError:

@@ -10,7 +10,8 @@ from typing import Any
 
 import orjson
 
-from .base import DEFAULT_EMBED_DIM, Api, NotFound, answer, embedding, parts_text, scan, split, sse, wants_tool
+from .base import Api, NotFound, sse
+from .replies import DEFAULT_EMBED_DIM, embedding, make_reply, parts_text, scan, wants_tool
 
 _GEN = ["generateContent", "countTokens"]
 MODELS = orjson.dumps({"models": [
@@ -47,8 +48,7 @@ class GeminiApi(Api):
 
 class Models(GeminiApi):
     async def get(self) -> None:
-        if await self.begin():
-            self.send_json(MODELS)
+        await self.list_models(MODELS)
 
 
 def _embed(req: Any) -> list[float] | None:
@@ -108,11 +108,14 @@ class ModelMethod(GeminiApi):
         if wants_tool(ends_user, user_text, tools) and mode != "NONE":
             decls = [d for t in tools for d in (t.get("functionDeclarations") or [])]
             tool = decls[0].get("name") if decls else None
-        text, output = answer(user_text, tool)
+        # A function call is one part: it is not split.
+        reply = make_reply(self.application.timing, user_text, tool,
+                           self.application.chunks if stream and not tool else 1)
+        output = reply.tokens
         if tool:
             pieces = [[{"functionCall": {"name": tool, "args": {"query": user_text}}}]]
         else:
-            pieces = [[{"text": p}] for p in split(text, self.application.chunks if stream else 1)]
+            pieces = [[{"text": p}] for p in reply.pieces]
         usage = {"promptTokenCount": prompt_words, "candidatesTokenCount": output,
                  "totalTokenCount": prompt_words + output}
         rid = f"mock-{self.next_id()}"
@@ -125,19 +128,17 @@ class ModelMethod(GeminiApi):
                 r["usageMetadata"] = usage
             return r
 
-        if not stream:
-            if not await self.model_fault(model):
-                self.send_json(orjson.dumps(response(pieces[0], True)))
-            return
         last = len(pieces) - 1
-        if self.get_query_argument("alt", None) != "sse":
+        if not stream or self.get_query_argument("alt", None) != "sse":
             # Without ?alt=sse the real API streams one JSON array instead.
             if not await self.model_fault(model):
-                self.send_json(orjson.dumps([response(p, i == last) for i, p in enumerate(pieces)]))
+                await self.pause(reply.latency)
+                self.send_json(orjson.dumps([response(p, i == last) for i, p in enumerate(pieces)]
+                                            if stream else response(pieces[0], True)))
             return
         frames = [sse(response(p, i == last)) for i, p in enumerate(pieces)]
-        if not await self.model_fault(model, frames):
-            await self.send_sse(frames)
+        if not await self.model_fault(model, frames, due=reply.due):
+            await self.send_sse(frames, due=reply.due)
 
 
 class Unknown(NotFound, GeminiApi):

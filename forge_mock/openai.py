@@ -9,7 +9,8 @@ from typing import Any
 
 import orjson
 
-from .base import DEFAULT_EMBED_DIM, Api, NotFound, answer, embedding, scan, split, sse, wants_tool, words
+from .base import Api, NotFound, sse
+from .replies import DEFAULT_EMBED_DIM, embedding, make_reply, scan, wants_tool, words
 
 MODELS = orjson.dumps({"object": "list", "data": [
     {"id": m, "object": "model", "created": 1715367049, "owned_by": "mock"}
@@ -53,8 +54,7 @@ class OpenAIApi(Api):
 
 class Models(OpenAIApi):
     async def get(self) -> None:
-        if await self.begin():
-            self.send_json(MODELS)
+        await self.list_models(MODELS)
 
 
 class Chat(OpenAIApi):
@@ -79,7 +79,9 @@ class Chat(OpenAIApi):
         tools, tool = body.get("tools"), None
         if wants_tool(ends_user, user_text, tools) and body.get("tool_choice") != "none":
             tool = (tools[0].get("function") or {}).get("name")
-        text, completion = answer(user_text, tool)
+        reply = make_reply(self.application.timing, user_text, tool,
+                           (2 if tool else self.application.chunks) if stream else 1)
+        text, completion = reply.text, reply.tokens
         n = self.next_id()
         cid, created = f"chatcmpl-mock-{n}", int(time.time())
         usage = {"prompt_tokens": prompt_words, "completion_tokens": completion,
@@ -90,6 +92,7 @@ class Chat(OpenAIApi):
         if not stream:
             if await self.model_fault(model):
                 return
+            await self.pause(reply.latency)
             message = ({"role": "assistant", "content": None, "refusal": None, "tool_calls": [call]}
                        if tool else {"role": "assistant", "content": text, "refusal": None})
             self.send_json(orjson.dumps({
@@ -115,16 +118,17 @@ class Chat(OpenAIApi):
             call["index"], call["function"] = 0, {"name": tool, "arguments": ""}
             frames = [chunk({"role": "assistant", "content": None, "tool_calls": [call]})]
             frames += [chunk({"tool_calls": [{"index": 0, "function": {"arguments": p}}]})
-                       for p in split(text, 2)]
+                       for p in reply.pieces]
         else:
             frames = [chunk({"role": "assistant", "content": "", "refusal": None})]
-            frames += [chunk({"content": p}) for p in split(text, self.application.chunks)]
+            frames += [chunk({"content": p}) for p in reply.pieces]
         frames.append(chunk({}, "tool_calls" if tool else "stop"))
         if include_usage:
             frames.append(chunk(None))
         frames.append(b"data: [DONE]\n\n")
-        if not await self.model_fault(model, frames, drop_at=3):
-            await self.send_sse(frames)
+        due = reply.schedule(1, len(frames) - 1 - len(reply.pieces))
+        if not await self.model_fault(model, frames, drop_at=3, due=due):
+            await self.send_sse(frames, due=due)
 
 
 class Embeddings(OpenAIApi):

@@ -1,4 +1,5 @@
-"""Shared by the mock provider's tests: the official SDKs pointed at a mock, and what it answers.
+"""Shared by the mock provider's tests: the official SDKs pointed at a mock, what it answers, and
+the mock served in-process on a fake clock.
 
 Token counts are whitespace word counts: "hello mock world" is 3 prompt tokens and
 "Mock reply to: hello mock world" is 6 completion tokens.
@@ -6,17 +7,23 @@ Token counts are whitespace word counts: "hello mock world" is 3 prompt tokens a
 
 from __future__ import annotations
 
+import asyncio
 import math
+from typing import Awaitable, Callable, TypeVar
 
 import anthropic
+import httpx
 import openai
 from google import genai
 from google.genai import types
+from tornado.httpserver import HTTPServer
+from tornado.netutil import bind_sockets
 
 PROMPT = "hello mock world"
 REPLY = "Mock reply to: hello mock world"
 TOOL_PROMPT = "please use the tool for cats"
 TOOL_ARGS = {"query": TOOL_PROMPT}
+T = TypeVar("T")
 
 
 def oai(base: str, key: str = "sk-test", **kw) -> openai.OpenAI:
@@ -64,3 +71,34 @@ def cut_mid_body(exc: BaseException | None) -> bool:
 
 def is_unit(vec: list[float]) -> bool:
     return math.isclose(math.sqrt(sum(v * v for v in vec)), 1.0, rel_tol=1e-4)
+
+
+class FakeTime:
+    """A clock that moves only when the mock sleeps on it: delays become exact and instant."""
+
+    def __init__(self) -> None:
+        self.now = 0.0
+        self.sleeps: list[float] = []
+
+    def clock(self) -> float:
+        return self.now
+
+    async def sleep(self, seconds: float) -> None:
+        self.sleeps.append(seconds)
+        self.now += seconds
+
+
+def in_process(app, requests: Callable[[httpx.AsyncClient], Awaitable[T]]) -> T:
+    """Serve a ``forge_mock.app.make_app(...)`` on loopback for one ``requests(client)`` run."""
+
+    async def main() -> T:
+        sockets = bind_sockets(0, "127.0.0.1")
+        server = HTTPServer(app)
+        server.add_sockets(sockets)
+        try:
+            async with httpx.AsyncClient(base_url=f"http://127.0.0.1:{sockets[0].getsockname()[1]}") as c:
+                return await requests(c)
+        finally:
+            server.stop()
+
+    return asyncio.run(main())
