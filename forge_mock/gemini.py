@@ -130,7 +130,7 @@ class ModelMethod(GeminiApi):
 
         last = len(pieces) - 1
         if not stream or self.get_query_argument("alt", None) != "sse":
-            # Without ?alt=sse the real API streams one JSON array instead.
+            # Not streamed, or streamed without ?alt=sse: then the real API sends one JSON array.
             if not await self.model_fault(model):
                 await self.pause(reply.latency)
                 self.send_json(orjson.dumps([response(p, i == last) for i, p in enumerate(pieces)]
