@@ -187,7 +187,7 @@ def run(*, seconds: float, warmup: float = 30.0, tenants: int = 5000, cache_max:
            "FORGE_USER_MAX": str(cache_max), "FORGE_SERVICE_MAX": str(cache_max), "FORGE_MODELS_MAX": str(cache_max),
            "FORGE_PROCESSES": str(processes), "FORGE_LOG_LEVEL": "warning"}
     logs = (tmp / "mock.log").open("w"), (tmp / "serve.log").open("w")
-    mock = subprocess.Popen([sys.executable, "-m", "forge_ref.mock_provider", "--port", str(mock_port)],
+    mock = subprocess.Popen([sys.executable, "-m", "forge_mock", "--port", str(mock_port)],
                             stdout=logs[0], stderr=subprocess.STDOUT)
     server = None
     try:

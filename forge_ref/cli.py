@@ -50,14 +50,21 @@ def _cmd_serve(args: argparse.Namespace) -> None:
 
 
 def _cmd_mock(args: argparse.Namespace) -> None:
-    from . import mock_provider
+    from forge_mock.app import run  # the gateway's code never imports the mock otherwise
+    from forge_mock.config import ConfigError, options
 
-    argv = ["--host", args.host, "--port", str(args.port), "--latency-ms", str(args.latency_ms)]
-    if args.chunks is not None:
-        argv += ["--chunks", str(args.chunks)]
-    if args.chunk_delay_ms is not None:
-        argv += ["--chunk-delay-ms", str(args.chunk_delay_ms)]
-    mock_provider.main(argv)
+    try:
+        run(**options(args))
+    except ConfigError as exc:
+        raise SystemExit(f"forge-ref mock-provider: {exc}") from None
+
+
+def _add_mock_parser(sub) -> None:
+    from forge_mock.config import add_arguments  # only the option table: no handlers, no app
+
+    m = sub.add_parser("mock-provider", help="run the fake OpenAI/Anthropic/Gemini upstream")
+    add_arguments(m)
+    m.set_defaults(func=_cmd_mock)
 
 
 async def _open(args: argparse.Namespace):
@@ -144,13 +151,7 @@ def parser() -> argparse.ArgumentParser:
     _add_setting_flags(s)
     s.set_defaults(func=_cmd_serve)
 
-    m = sub.add_parser("mock-provider", help="run the fake OpenAI/Anthropic/Gemini upstream")
-    m.add_argument("--host", default="127.0.0.1")
-    m.add_argument("--port", type=int, default=8001)
-    m.add_argument("--latency-ms", type=float, default=0.0)
-    m.add_argument("--chunks", type=int, default=None)
-    m.add_argument("--chunk-delay-ms", type=float, default=None)
-    m.set_defaults(func=_cmd_mock)
+    _add_mock_parser(sub)
 
     users = sub.add_parser("users", help="manage users").add_subparsers(dest="users_command", required=True)
     uc = users.add_parser("create", help="create a user; prints its Forge API key")

@@ -15,6 +15,15 @@ def mock():
     m.stop()
 
 
+@pytest.fixture(scope="module")
+def mock_url():
+    """A mock of the test module's own, for tests that read its exact answers and counts."""
+    m = MockProcess()
+    yield m.url
+    # Faults (drops, hangs, client timeouts) must not make the server log errors.
+    assert "Traceback" not in m.stop()
+
+
 def _redis_answers(url: str) -> bool:
     import redis
 

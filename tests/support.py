@@ -7,6 +7,7 @@ import os
 import socket
 import subprocess
 import sys
+import tempfile
 import threading
 import time
 from pathlib import Path
@@ -37,15 +38,26 @@ def wait_http(url: str, timeout: float = 15.0) -> None:
 
 
 class MockProcess:
-    """``forge-ref mock-provider`` as a real process on a free port."""
+    """The mock provider as a real process on a free port (``--port 0``: it announces the port).
 
-    def __init__(self, *args: str) -> None:
-        self.port = free_port()
-        self.url = f"http://127.0.0.1:{self.port}"
-        self.proc = subprocess.Popen(
-            [sys.executable, "-m", "forge_ref.mock_provider", "--port", str(self.port), *args],
-            stdout=subprocess.DEVNULL, stderr=subprocess.DEVNULL)
-        wait_http(self.url + "/_mock/stats")
+    ``command`` is what follows the interpreter: ``python -m forge_mock`` by default, or the
+    ``forge-ref mock-provider`` CLI. stderr goes to a temp file (a pipe nobody reads could fill
+    up and stall the server); ``stop()`` returns what was logged there.
+    """
+
+    def __init__(self, *args: str, command: tuple[str, ...] = ("-m", "forge_mock")) -> None:
+        self.err = tempfile.TemporaryFile(mode="w+")
+        self.proc = subprocess.Popen([sys.executable, *command, "--port", "0", *args],
+                                     stdout=subprocess.PIPE, stderr=self.err, text=True)
+        line: list[str] = []
+        reader = threading.Thread(target=lambda: line.append(self.proc.stdout.readline()), daemon=True)
+        reader.start()
+        reader.join(15)
+        if not line or "listening on http://" not in line[0]:
+            self.stop()
+            raise RuntimeError(f"mock did not start: {line!r} {self.stderr()}")
+        self.url = line[0].strip().rsplit(" ", 1)[-1]
+        self.port = int(self.url.rsplit(":", 1)[1])
 
     def stats(self) -> dict:
         return httpx.get(self.url + "/_mock/stats").json()["calls"]
@@ -53,9 +65,20 @@ class MockProcess:
     def reset(self) -> None:
         httpx.delete(self.url + "/_mock/stats")
 
-    def stop(self) -> None:
+    def stderr(self) -> str:
+        self.err.seek(0)
+        return self.err.read()
+
+    def stop(self) -> str:
+        """Stop the process; returns its stderr."""
         self.proc.terminate()
-        self.proc.wait(5)
+        try:
+            self.proc.wait(5)
+        except subprocess.TimeoutExpired:
+            self.proc.kill()
+            self.proc.wait()
+        self.proc.stdout.close()
+        return self.stderr()
 
 
 class GatewayThread:
