@@ -17,6 +17,8 @@ Configuration (options, each also an environment variable; the runner sets them)
   --forge-zipf-s    FORGE_ZIPF_S      Zipf exponent of tenant popularity (many-tenants)
   --forge-hosts     FORGE_HOSTS       comma-separated base URLs of several nodes: user i sends to node
                                       i mod N (default: --host alone)
+  --forge-timing-prefix FORGE_TIMING_PREFIX  record every response's Server-Timing header
+                                      (``benchmarks.server_timing``) into <prefix><pid>.json at exit
 
 Custom measurements go through ``events.request`` with their own request types, which the
 runner keeps apart from HTTP totals: ``TTFT ttft`` (time to first token of a stream, ms) and
@@ -33,6 +35,7 @@ from __future__ import annotations
 
 import itertools
 import json
+import os
 import random
 import re
 import time
@@ -42,6 +45,7 @@ import gevent.event
 from locust import FastHttpUser, LoadTestShape, constant, events, task
 
 from benchmarks.profiles import LOAD_PROFILES as PROFILES
+from benchmarks.server_timing import Recorder
 from benchmarks.traffic import CHAT_MODELS, TARGETS, chat_body, embeddings_body
 
 # --- data -------------------------------------------------------------------------------------
@@ -60,6 +64,26 @@ def _options(parser) -> None:
     parser.add_argument("--forge-churn-period", env_var="FORGE_CHURN_PERIOD_S", type=float, default=0.25)
     parser.add_argument("--forge-zipf-s", env_var="FORGE_ZIPF_S", type=float, default=1.1)
     parser.add_argument("--forge-hosts", env_var="FORGE_HOSTS", default="")
+    parser.add_argument("--forge-timing-prefix", env_var="FORGE_TIMING_PREFIX", default="")
+
+
+# --- Server-Timing: where the gateway's time goes ---------------------------------------------
+
+
+@events.init.add_listener
+def _record_server_timing(environment, **_kw) -> None:
+    prefix = environment.parsed_options.forge_timing_prefix if environment.parsed_options else ""
+    if not prefix:
+        return
+    recorder = Recorder()
+
+    def on_request(request_type, name, response_time, response=None, **_kw) -> None:
+        header = response.headers.get("Server-Timing") if response is not None else None
+        if header:
+            recorder.add(name, header, response_time)
+
+    events.request.add_listener(on_request)
+    events.quitting.add_listener(lambda **_: recorder.write(f"{prefix}{os.getpid()}.json"))
 
 
 # --- tenants ----------------------------------------------------------------------------------

@@ -15,7 +15,7 @@ import time
 from concurrent.futures import ThreadPoolExecutor
 from pathlib import Path
 
-from . import procs, traffic
+from . import procs, server_timing, traffic
 from .locust_stats import summarize_locust
 
 REPO = Path(__file__).resolve().parents[1]
@@ -92,9 +92,10 @@ def run_locust(target: str, profile: str, *, bases: list[str], keys: Path, users
     """Locust headless for ``duration`` seconds against ``bases`` (users spread over several nodes):
     (its summary, its CPU seconds). Its JSON, CSV and log stay in ``raw`` under ``name``."""
     prefix = raw / name
+    timing = f"{prefix}.timing."
     env = {"FORGE_PROFILE": profile, "FORGE_KEYS_FILE": str(keys), "FORGE_TARGET": traffic.kind(target),
            "FORGE_STATIC_KEY": static_key, "FORGE_STALE_BOUND_S": str(stale_bound),
-           "FORGE_HOSTS": ",".join(bases) if len(bases) > 1 else None}
+           "FORGE_HOSTS": ",".join(bases) if len(bases) > 1 else None, "FORGE_TIMING_PREFIX": timing}
     cmd = [sys.executable, "-m", "locust", "-f", str(LOCUSTFILE), "--headless", "-u", str(users), "-r", str(users),
            "-t", f"{max(1, round(duration))}s", "--host", bases[0], "--json-file", str(prefix), "--csv", str(prefix),
            "--only-summary", "--loglevel", "WARNING", "--logfile", str(raw / f"{name}.locust.log"),
@@ -110,4 +111,6 @@ def run_locust(target: str, profile: str, *, bases: list[str], keys: Path, users
     path = Path(f"{prefix}.json")
     if not path.exists():
         raise RuntimeError(f"Locust wrote no {path}:\n{proc.tail()}")
-    return summarize_locust(json.loads(path.read_text()), Path(f"{prefix}_failures.csv")), load_cpu
+    summary = summarize_locust(json.loads(path.read_text()), Path(f"{prefix}_failures.csv"))
+    summary["server_timing"] = server_timing.summarize(timing)
+    return summary, load_cpu

@@ -18,12 +18,14 @@ import tempfile
 import time
 import uuid
 from pathlib import Path
+from typing import Callable
 
 from cryptography.fernet import Fernet
 
 from forge_ref.app import open_store
 from forge_ref.auth import hash_key, new_key
 from forge_ref.cache import Cache
+from forge_ref import tracing
 from forge_ref.tracing import Tracer
 from forge_ref.crypto import Crypto
 from forge_ref.services import ProviderService
@@ -99,12 +101,45 @@ async def _redis_hit(url: str, n: int) -> dict:
         await link.close()
 
 
+def _request_trace(tracer: Tracer, on: bool) -> Callable[[], None]:
+    """What the trace adds to one warm chat request, as the handler and the cost points do it:
+    begin, eight laps, the layer notes, the costs, and (on) the Server-Timing header. Off, the
+    same calls go to ``NO_TRACE`` and each cost point reads the contextvar and finds nothing."""
+    user, service = tracer.layer("user"), tracer.layer("service")
+
+    def request() -> None:
+        trace = tracing.begin() if on else tracing.NO_TRACE
+        trace.lap("body")
+        trace.lap("parse")
+        user.hit()
+        trace.lap("user")
+        trace.note(user=1)
+        service.hit()
+        trace.lap("service")
+        trace.layer("key", "decryptions" not in trace.costs)
+        trace.lap("key")
+        trace.note(provider="openai", model="gpt-4o-mini", stream=False)
+        trace.layer("adapter", True)
+        trace.lap("translate")
+        tracer.upstream_call("proxy")
+        trace.lap("upstream")
+        trace.lap("respond")
+        if trace:
+            trace.sent_first_byte()
+            trace.server_timing()
+        tracing._current.set(None)
+
+    return request
+
+
 def measure(*, n: int, redis_url: str | None, postgres_url: str | None) -> dict:
     ops: dict[str, dict] = {}
     tracer = Tracer()
     cache = Cache("user", maxsize=10_000, ttl=300, tracer=tracer)
     cache.set("k", object())
     ops["in_process_hit"] = _time_sync(lambda: cache.get("k"), n * 20)
+    ops["request_trace_off"] = _time_sync(_request_trace(tracer, on=False), n * 4)
+    ops["request_trace_on"] = _time_sync(_request_trace(tracer, on=True), n * 4)
 
     crypto = Crypto([Fernet.generate_key().decode()], tracer)
     token = crypto.encrypt("sk-" + "x" * 48)

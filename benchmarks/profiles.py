@@ -73,6 +73,9 @@ QUICK_BACKEND_JOBS = [("steady", "all")]
 def variants(profile: str, config: str, tenants: int) -> list[tuple[str, dict[str, str]]]:
     """(variant label, extra server environment) runs of one profile and configuration."""
     on = parse_layers(config)
+    if profile == "steady" and config == "all":
+        # What the trace costs: the same job with Server-Timing (on in every other job) off.
+        return [("", {}), ("timing=off", {"FORGE_SERVER_TIMING": "0"})]
     if profile == "cold-burst" and (on["user"] or on["service"] or on["models"]):
         return [("coalesce=1", {"FORGE_COALESCE": "1"}), ("coalesce=0", {"FORGE_COALESCE": "0"})]
     if profile == "many-tenants" and (on["user"] or on["service"]):

@@ -133,7 +133,8 @@ class Session:
             "caches_enabled": stats["caches_enabled"] if stats else {}, "counters": counters,
             "caches": stats["caches"] if stats else {}, "requests": requests, "per_request": per_request,
             "stale_responses": (w.load.get("checks") or {}).get("stale_responses") if job.profile == "churn" else None,
-            "locust": w.load, "server": server,
+            "locust": {k: v for k, v in w.load.items() if k != "server_timing"},
+            "server_timing": w.load.get("server_timing"), "server": server,
             "mock_calls": w.mock_stats.get("calls", {}),
             "mock": {"total_calls": w.mock_stats.get("total"), "cpu_seconds": round(w.mock_cpu, 3)},
             "load_generator": {"cpu_seconds": round(w.load_cpu, 3) if w.load_cpu is not None else None,
@@ -145,6 +146,7 @@ class Session:
                 "upstream_client": job.upstream_client, "pinning": self._pinning(job),
                 "stale_bound_s": stale_bound(opts.processes, job.nodes) if job.is_forge else None,
                 "server_env": dict(job.server_env), "quick": opts.quick,
+                "server_timing": dict(job.server_env).get("FORGE_SERVER_TIMING", "1") == "1" if job.is_forge else None,
                 "mock": {"latency_ms": opts.mock_latency_ms, "chunk_delay_ms": opts.mock_chunk_delay_ms},
                 # what the forge-ref server stored in and cached with (always recorded; n/a for other targets)
                 "store": job.store if job.is_forge else None,

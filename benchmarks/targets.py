@@ -74,6 +74,7 @@ def server_env(job: Job, *, db: str, prefix: str | None, encryption_key: str,
     (``None`` unsets a variable the runner's own environment may hold)."""
     redis = job.backend == "redis"
     return {"FORGE_ALLOW_PRIVATE_UPSTREAMS": "1", "FORGE_ADMIN_TOKEN": ADMIN, "FORGE_LOG_LEVEL": "warning",
+            "FORGE_SERVER_TIMING": "1",  # Locust records where the time goes (a variant turns it off)
             "FORGE_DB": db, "FORGE_ENCRYPTION_KEY": encryption_key, "FORGE_CACHE_BACKEND": job.backend,
             "REDIS_URL": redis_url if redis else None, "FORGE_REDIS_PREFIX": prefix if redis else None,
             **dict(job.server_env)}
