@@ -1,9 +1,8 @@
-"""The storage API, written once over a small driver per database; SQLite's driver lives here.
+"""The storage API (``Store``: every method and row mapping) over a driver per database; SQLite's here.
 
-``Store`` holds every method and every row mapping; the statements and the driver contract are in
-``sql``, PostgreSQL's driver in ``pg_store``. Each method is exactly one SQL statement, counted
-where the driver runs it (``Tracer.db_statement``): reads (SELECT) as ``db_queries``, everything
-else as ``db_writes``. SQLite counts through sqlite-utils' ``Database(tracer=...)`` hook.
+The statements and the driver contract are in ``sql``, PostgreSQL's driver in ``pg_store``. Each
+method is one SQL statement, counted where the driver runs it (``Tracer.db_statement``, here via
+sqlite-utils' ``Database(tracer=...)`` hook): reads (SELECT) as ``db_queries``, the rest ``db_writes``.
 
 SQLite uses ``db.execute`` with a single statement: sqlite-utils' ``table.get()`` /
 ``rows_where()`` issue schema look-ups too (4-6 statements, measured), and ``db.query()`` wraps
