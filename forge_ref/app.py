@@ -30,11 +30,11 @@ from .handlers import NotFoundHandler, routes
 from .invalidation import InvalidationPoller, Invalidator, SqliteLogBroadcast
 from .limits import StreamLimiter
 from .models import ModelLister
-from .pg_store import PgStore, is_postgres
+from .pg_store import PgDriver, is_postgres
 from .pg_store import create_schema as pg_create_schema
 from .services import ServiceRegistry
 from .settings import Settings
-from .store import Store
+from .store import SqliteDriver, Store
 from .tracing import SharedCounters, Tracer
 from .upstream import UpstreamClient, make_upstream
 from .usage import UsageRecorder
@@ -46,12 +46,12 @@ class StartupError(Exception):
     """The gateway cannot start with this configuration (the message says why and what to do)."""
 
 
-async def open_store(settings: Settings, tracer: Tracer | None, *, background: bool = False):
+async def open_store(settings: Settings, tracer: Tracer | None, *, background: bool = False) -> Store:
     """SQLite through sqlite-utils (a file path) or PostgreSQL (a ``postgresql://`` URL)."""
     if is_postgres(settings.db):
-        return await PgStore(settings.db, tracer=tracer, background=background,
-                             max_size=settings.db_pool_size).open()
-    return Store(store_mod.connect(settings.db, tracer=tracer, background=background))
+        return Store(await PgDriver(settings.db, tracer=tracer, background=background,
+                                    max_size=settings.db_pool_size).open())
+    return Store(SqliteDriver(store_mod.connect(settings.db, tracer=tracer, background=background)))
 
 
 async def prepare_storage(settings: Settings) -> list[str]:

@@ -9,7 +9,7 @@ from forge_ref.app import StartupError, prepare_storage
 from forge_ref.tracing import Tracer
 from forge_ref.crypto import Crypto, Secret, key_file_for, load_keys, mask
 from forge_ref.settings import Settings
-from forge_ref.store import Store, connect
+from forge_ref.store import SqliteDriver, Store, connect
 
 
 def test_secret_is_masked():
@@ -54,7 +54,7 @@ def test_wrong_key_is_a_clear_startup_error(tmp_path):
 
     async def seed():
         keys = await prepare_storage(settings)
-        store = Store(connect(db, tracer=None))
+        store = Store(SqliteDriver(connect(db, tracer=None)))
         u = await store.create_user("a", "h", "p")
         await store.add_provider_key(u.id, "openai", "openai", Crypto(keys, Tracer()).encrypt("sk"),
                                      "http://x", {})

@@ -15,7 +15,7 @@ from cryptography.fernet import Fernet
 from forge_ref.tracing import Tracer
 from forge_ref.crypto import Crypto
 from forge_ref.rotation import rotate_all
-from forge_ref.store import Store, connect, create_schema
+from forge_ref.store import SqliteDriver, Store, connect, create_schema
 from support import add_provider, create_user
 
 
@@ -27,7 +27,7 @@ def forge(*args: str, env: dict | None = None) -> subprocess.CompletedProcess:
 def _store_with_rows(tmp_path, old: str, n: int = 5) -> tuple[Store, list[int]]:
     db = connect(str(tmp_path / "r.db"), tracer=None)
     create_schema(db)
-    store = Store(db)
+    store = Store(SqliteDriver(db))
     crypto = Crypto([old], Tracer())
     ids = []
     for i in range(n):
@@ -60,7 +60,7 @@ def test_a_concurrent_update_is_not_overwritten(tmp_path):
 
     class Racing:
         def __init__(self, inner):
-            self.inner, self.db, self.raced = inner, inner.db, False
+            self.inner, self.db, self.raced = inner, inner.driver.db, False
 
         async def all_encrypted_keys(self):
             rows = await self.inner.all_encrypted_keys()
@@ -75,14 +75,14 @@ def test_a_concurrent_update_is_not_overwritten(tmp_path):
 
     report = asyncio.run(rotate_all(Racing(store), [new, old], crypto))
     assert report.raced == 1 and report.rotated == 4 and report.done and report.passes == 2
-    token = store.db.execute("SELECT encrypted_key FROM provider_keys WHERE id = ?", (ids[2],)).fetchone()[0]
+    token = store.driver.db.execute("SELECT encrypted_key FROM provider_keys WHERE id = ?", (ids[2],)).fetchone()[0]
     assert Fernet(new.encode()).decrypt(token.encode()) == b"sk-rot-changed-by-user"
 
 
 def test_undecryptable_rows_make_it_incomplete(tmp_path):
     old, new, stray = (Fernet.generate_key().decode() for _ in range(3))
     store, _ = _store_with_rows(tmp_path, old, n=2)
-    store.db.execute("UPDATE provider_keys SET encrypted_key = ? WHERE id = 1",
+    store.driver.db.execute("UPDATE provider_keys SET encrypted_key = ? WHERE id = 1",
                      (Fernet(stray.encode()).encrypt(b"x").decode(),))
     report = asyncio.run(rotate_all(store, [new, old], Crypto([new, old], Tracer())))
     assert report.undecryptable == 1 and not report.done

@@ -10,7 +10,8 @@ from forge_ref.tracing import Tracer
 from forge_ref.errors import Conflict
 from forge_ref.pg_store import create_schema as pg_create_schema
 from forge_ref.settings import Settings
-from forge_ref.store import connect, create_schema
+from forge_ref.sql import DUPLICATE, Statements
+from forge_ref.store import SqliteDriver, connect, create_schema
 
 
 @pytest.fixture(params=["sqlite", "postgres"])
@@ -132,3 +133,60 @@ def test_background_counter_is_separate(db):
 def test_sqlite_wal_mode(tmp_path):
     db = connect(str(tmp_path / "w.db"), tracer=None)
     assert db.execute("PRAGMA journal_mode").fetchone()[0] == "wal"
+
+
+# --- what each driver does its own way -----------------------------------------------------------
+
+
+def test_a_unique_violation_is_a_conflict_without_the_databases_text(db):
+    async def body(s, c):
+        await s.create_user("a", "same-hash", "p")
+        with pytest.raises(Conflict) as exc:
+            await s.create_user("b", "same-hash", "p")
+        assert exc.value.status == 409 and exc.value.message == DUPLICATE  # no DB text: it may quote values
+        assert counts(c) == (0, 2)
+        assert (await s.user_by_key_hash("same-hash")).name == "a"
+
+    run(db, body)
+
+
+def test_other_integrity_errors_are_not_conflicts(db):
+    async def body(s, c):
+        with pytest.raises(Exception) as exc:  # no such user: a foreign-key violation
+            await s.add_provider_key(12345, "openai", "openai", "e", "http://x", {})
+        assert not isinstance(exc.value, Conflict)
+        assert "FOREIGN KEY" in str(exc.value).upper()
+
+    run(db, body)
+
+
+def test_a_literal_percent_and_marks_run_on_either_driver(db):
+    written = Statements(any_encrypted_key="SELECT '5%', ?, ?")
+
+    async def body(s, c):
+        sql = written if isinstance(s.driver, SqliteDriver) else written.pyformat()
+        assert await s.driver.one(sql.any_encrypted_key, ("x", 2)) == ("5%", "x", 2)
+        assert counts(c) == (1, 0)
+
+    run(db, body)
+
+
+def test_usage_batches_land_whole(db):
+    rows = [(1, "openai", "m", 200, 1, 2, 3.5, 10.0), (2, "gemini", "n", 502, None, None, 9.25, 11.0)]
+
+    async def body(s, c):
+        await s.insert_usage(rows)
+        await s.insert_usage(rows[:1])
+        await s.insert_usage([])  # nothing to write: no statement
+        assert counts(c) == (0, 2)
+        stored = await s.driver.all("SELECT user_id, provider, model, status, prompt_tokens, completion_tokens,"
+                                    " latency_ms, created_at FROM usage ORDER BY id", ())
+        assert stored == rows + rows[:1]
+
+    run(db, body)
+
+
+def test_sqlite_sends_every_usage_batch_as_one_text():
+    """Its reason (``SqliteDriver.usage_insert``): one compiled statement whatever the batch size."""
+    one, many = SqliteDriver.usage_insert([(1,) * 8]), SqliteDriver.usage_insert([(1,) * 8] * 50)
+    assert one[0] == many[0] and len(one[1]) == len(many[1]) == 1
