@@ -10,8 +10,8 @@ from __future__ import annotations
 
 from typing import Any, Sequence
 
-from .errors import Conflict
-from .sql import DUPLICATE, SQL, USAGE_COLS
+from .errors import Conflict, NotFound
+from .sql import DUPLICATE, GONE, SQL, USAGE_COLS
 from .tracing import Tracer
 
 SCHEMA = [
@@ -64,6 +64,7 @@ class PgDriver:
         from psycopg_pool import AsyncConnectionPool
 
         self._unique_violation = psycopg.errors.UniqueViolation
+        self._fk_violation = psycopg.errors.ForeignKeyViolation
         self.pool = AsyncConnectionPool(url, min_size=min_size, max_size=max_size, open=False,
                                         kwargs={"autocommit": True})
         self._tracer = tracer
@@ -84,6 +85,8 @@ class PgDriver:
                 cur = await conn.execute(sql, params)
             except self._unique_violation:
                 raise Conflict(DUPLICATE) from None
+            except self._fk_violation:
+                raise NotFound(GONE) from None
             if fetch == "one":
                 return await cur.fetchone()
             if fetch == "all":

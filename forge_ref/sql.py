@@ -68,3 +68,6 @@ class Driver(Protocol):
 
 
 DUPLICATE = "this would duplicate an existing entry"  # a driver's Conflict; never the DB's text (it may quote values)
+# A write that names a user who is gone: deleted by another process meanwhile (its caches learn it
+# within the invalidation bound). A driver's NotFound, not a 500.
+GONE = "user no longer exists"

@@ -21,8 +21,8 @@ from typing import Any, Sequence
 import orjson
 import sqlite_utils
 
-from .errors import Conflict
-from .sql import DUPLICATE, SQL, USAGE_COLS, Driver
+from .errors import Conflict, NotFound
+from .sql import DUPLICATE, GONE, SQL, USAGE_COLS, Driver
 from .tracing import Tracer
 
 
@@ -173,6 +173,8 @@ class SqliteDriver:
         except sqlite3.IntegrityError as exc:
             if exc.sqlite_errorcode in _UNIQUE:
                 raise Conflict(DUPLICATE) from None
+            if exc.sqlite_errorcode == sqlite3.SQLITE_CONSTRAINT_FOREIGNKEY:
+                raise NotFound(GONE) from None
             raise
 
     async def one(self, sql: str, params: Sequence[Any]) -> tuple | None:

@@ -7,7 +7,7 @@ import pytest
 
 from forge_ref.app import open_store
 from forge_ref.tracing import Tracer
-from forge_ref.errors import Conflict
+from forge_ref.errors import Conflict, NotFound
 from forge_ref.pg_store import create_schema as pg_create_schema
 from forge_ref.settings import Settings
 from forge_ref.sql import DUPLICATE, Statements
@@ -150,12 +150,13 @@ def test_a_unique_violation_is_a_conflict_without_the_databases_text(db):
     run(db, body)
 
 
-def test_other_integrity_errors_are_not_conflicts(db):
+def test_a_write_for_a_user_who_is_gone_is_not_found(db):
+    """A provider key added for a user another process deleted meanwhile: a 404, not a 409 or a 500."""
     async def body(s, c):
-        with pytest.raises(Exception) as exc:  # no such user: a foreign-key violation
+        with pytest.raises(NotFound) as exc:  # no such user: a foreign-key violation
             await s.add_provider_key(12345, "openai", "openai", "e", "http://x", {})
-        assert not isinstance(exc.value, Conflict)
-        assert "FOREIGN KEY" in str(exc.value).upper()
+        assert exc.value.status == 404 and exc.value.message == "user no longer exists"
+        assert counts(c) == (0, 1)
 
     run(db, body)
 
