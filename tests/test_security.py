@@ -170,8 +170,12 @@ SERVER_MODES = [
 ]
 
 
-async def _load(url: str, key: str, model: str, *, write, settle: float, after: float, tasks: int = 50):
-    """``tasks`` clients hammer one key/model; ``write`` runs at ``settle`` s. Returns (results, t_ack)."""
+async def _load(url: str, key: str, model: str, *, write, bound: float, tasks: int = 50, enough: int = 120,
+                patience: float = 120.0):
+    """``tasks`` clients hammer one key/model. ``write`` runs once ``enough`` requests have succeeded; the
+    load goes on until ``enough`` requests have started more than ``bound`` s after the write's answer.
+    Counts, not seconds, decide both, so a slow machine makes the test longer, not weaker.
+    Returns (results, t_ack)."""
     results: list[tuple[float, int]] = []
     t_ack: list[float] = []
     stop = asyncio.Event()
@@ -185,11 +189,17 @@ async def _load(url: str, key: str, model: str, *, write, settle: float, after: 
             except httpx.HTTPError:
                 results.append((started, 0))
 
+    async def until(condition) -> None:
+        deadline = time.monotonic() + patience
+        while not condition():
+            assert time.monotonic() < deadline, "the load did not get going"
+            await asyncio.sleep(0.01)
+
     async def writer() -> None:
-        await asyncio.sleep(settle)
+        await until(lambda: sum(1 for _, status in results if status == 200) >= enough)
         await write()
         t_ack.append(time.monotonic())
-        await asyncio.sleep(after)
+        await until(lambda: sum(1 for t, _ in results if t > t_ack[0] + bound) >= enough)
         stop.set()
 
     limits = httpx.Limits(max_connections=tasks, max_keepalive_connections=tasks)
@@ -222,8 +232,7 @@ def test_revocation_under_load(tmp_path, mock, args, env, bound, request):
                 assert r.status_code == 200
                 new_key.append(r.json()["api_key"])
 
-        results, t_ack = asyncio.run(_load(server.url, key, "openai/gpt-4o-mini", write=reset, settle=1.0,
-                                           after=bound + 1.5))
+        results, t_ack = asyncio.run(_load(server.url, key, "openai/gpt-4o-mini", write=reset, bound=bound))
         before = [s for t, s in results if t < t_ack]
         late = [s for t, s in results if t > t_ack + bound]
         assert before.count(200) > 100, "the old key must have been serving under load"
@@ -236,8 +245,7 @@ def test_revocation_under_load(tmp_path, mock, args, env, bound, request):
                 r = await c.delete("/v1/provider-keys/second", headers={"Authorization": f"Bearer {new_key[0]}"})
                 assert r.status_code == 204
 
-        results, t_ack = asyncio.run(_load(server.url, new_key[0], "second/gpt-4o-mini", write=delete, settle=1.0,
-                                           after=bound + 1.5))
+        results, t_ack = asyncio.run(_load(server.url, new_key[0], "second/gpt-4o-mini", write=delete, bound=bound))
         before = [s for t, s in results if t < t_ack]
         late = [s for t, s in results if t > t_ack + bound]
         assert before.count(200) > 100 and len(late) > 100
