@@ -4,8 +4,6 @@ the official ``openai`` SDK and raw HTTP for what the SDK would not send."""
 from __future__ import annotations
 
 import json
-import subprocess
-import sys
 import time
 
 import httpx
