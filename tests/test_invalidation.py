@@ -7,6 +7,7 @@ The gateways are the real thing (``app.build_gateway``) on one SQLite file; two 
 from __future__ import annotations
 
 import asyncio
+import contextlib
 import logging
 from dataclasses import dataclass
 
@@ -32,9 +33,19 @@ class Seeded:
     failure_key: str  # a remembered model-list failure of another provider of the user
 
 
-async def gateway(tmp_path, *, multi_process: bool = True, **settings) -> Gateway:
-    s = settings_for(tmp_path, **settings)
-    return await build_gateway(s, keys=await prepare_storage(s), multi_process=multi_process)
+@contextlib.asynccontextmanager
+async def gateways(tmp_path, *configs: dict):
+    """Gateways on one SQLite file, each a process of its own (``multi_process`` unless a config says)."""
+    built = []
+    try:
+        for config in configs:
+            s = settings_for(tmp_path, **{k: v for k, v in config.items() if k != "multi_process"})
+            built.append(await build_gateway(s, keys=await prepare_storage(s),
+                                             multi_process=config.get("multi_process", True)))
+        yield built
+    finally:
+        for gw in built:
+            await gw.aclose()
 
 
 async def seed(gw: Gateway, name: str) -> Seeded:
@@ -64,10 +75,6 @@ def cached(gw: Gateway, *users: Seeded) -> dict[str, set[int]]:
     }
 
 
-def run(body):
-    return asyncio.run(body())
-
-
 WRITES = {
     "user_updated": (lambda inv, u: inv.user_updated(u.id, u.key_hash),
                      lambda u: [(USER, u.key_hash), (SERVICE, str(u.id))]),
@@ -85,8 +92,7 @@ def test_each_write_drops_exactly_what_it_names(tmp_path, write):
     publish, expected = WRITES[write]
 
     async def body():
-        gw = await gateway(tmp_path)
-        try:
+        async with gateways(tmp_path, {}) as (gw,):
             alice, bob = await seed(gw, "alice"), await seed(gw, "bob")
             await warm(gw, alice, bob)
             gw.tracer.reset()
@@ -99,16 +105,13 @@ def test_each_write_drops_exactly_what_it_names(tmp_path, write):
                 stale.add(FAILURES)  # a changed provider may answer now: forget that it failed
             assert cached(gw, alice, bob) == {layer: {bob.id} if layer in stale else {alice.id, bob.id}
                                               for layer in (USER, SERVICE, MODELS, FAILURES)}
-        finally:
-            await gw.aclose()
 
-    run(body)
+    asyncio.run(body())
 
 
 def test_one_process_drops_locally_and_broadcasts_nowhere(tmp_path):
     async def body():
-        gw = await gateway(tmp_path, multi_process=False)
-        try:
+        async with gateways(tmp_path, {"multi_process": False}) as (gw,):
             assert type(gw.invalidator.broadcast) is Broadcast and gw.poller is None
             alice = await seed(gw, "alice")
             await warm(gw, alice)
@@ -117,16 +120,13 @@ def test_one_process_drops_locally_and_broadcasts_nowhere(tmp_path):
             assert cached(gw, alice)[SERVICE] == set()
             assert (gw.tracer.total("db_writes"), gw.tracer.total("invalidations")) == (0, 2)
             assert await gw.store.invalidations_after(0) == []
-        finally:
-            await gw.aclose()
 
-    run(body)
+    asyncio.run(body())
 
 
 def test_other_processes_apply_the_log_and_the_writer_skips_its_own_events(tmp_path):
     async def body():
-        writer, other = await gateway(tmp_path), await gateway(tmp_path)
-        try:
+        async with gateways(tmp_path, {}, {}) as (writer, other):
             alice = await seed(writer, "alice")
             await warm(writer, alice)
             await warm(other, alice)
@@ -147,35 +147,27 @@ def test_other_processes_apply_the_log_and_the_writer_skips_its_own_events(tmp_p
             # Polling is the process's own background work, never a request's cost.
             assert [(gw.tracer.total("db_background_queries"), gw.tracer.total("db_queries"))
                     for gw in (writer, other)] == [(1, 0), (1, 0)]
-        finally:
-            await writer.aclose()
-            await other.aclose()
 
-    run(body)
+    asyncio.run(body())
 
 
 def test_a_new_process_starts_after_the_existing_log(tmp_path):
     async def body():
-        first = await gateway(tmp_path)
-        alice = await seed(first, "alice")
-        await first.invalidator.provider_keys_changed(alice.id)
-        late = await gateway(tmp_path)  # its caches are empty: nothing before it can be stale in it
-        try:
-            assert late.poller.last_id == await first.store.last_invalidation_id() == 2
-            await warm(late, alice)
-            await late.poller.tick()
-            assert late.tracer.total("invalidations") == 0 and cached(late, alice)[SERVICE] == {alice.id}
-        finally:
-            await first.aclose()
-            await late.aclose()
+        async with gateways(tmp_path, {}) as (first,):
+            alice = await seed(first, "alice")
+            await first.invalidator.provider_keys_changed(alice.id)
+            async with gateways(tmp_path, {}) as (late,):  # empty caches: nothing before it can be stale in it
+                assert late.poller.last_id == await first.store.last_invalidation_id() == 2
+                await warm(late, alice)
+                await late.poller.tick()
+                assert late.tracer.total("invalidations") == 0 and cached(late, alice)[SERVICE] == {alice.id}
 
-    run(body)
+    asyncio.run(body())
 
 
 def test_a_failed_poll_is_logged_and_the_next_one_catches_up(tmp_path, caplog):
     async def body():
-        writer, other = await gateway(tmp_path), await gateway(tmp_path)
-        try:
+        async with gateways(tmp_path, {}, {}) as (writer, other):
             alice = await seed(writer, "alice")
             await warm(other, alice)
             await writer.invalidator.user_key_reset(alice.key_hash)
@@ -187,17 +179,13 @@ def test_a_failed_poll_is_logged_and_the_next_one_catches_up(tmp_path, caplog):
             writer.store.db.execute("ALTER TABLE invalidations_away RENAME TO invalidations")
             await other.poller.tick()
             assert other.poller.last_id == 1 and cached(other, alice)[USER] == set()
-        finally:
-            await writer.aclose()
-            await other.aclose()
 
-    run(body)
+    asyncio.run(body())
 
 
 def test_old_log_rows_are_pruned_at_most_every_ten_minutes(tmp_path):
     async def body():
-        gw = await gateway(tmp_path)
-        try:
+        async with gateways(tmp_path, {}) as (gw,):
             await gw.invalidator.user_key_reset("old-hash")
             gw.store.db.execute("UPDATE invalidations SET created_at = created_at - ?",
                                 (InvalidationPoller.PRUNE_AFTER + 1,))
@@ -207,16 +195,13 @@ def test_old_log_rows_are_pruned_at_most_every_ten_minutes(tmp_path):
             gw.poller._last_prune -= 601  # the poller reads time.monotonic itself: move its mark instead
             await gw.poller.tick()
             assert [key for _, _, key in await gw.store.invalidations_after(0)] == ["new-hash"]
-        finally:
-            await gw.aclose()
 
-    run(body)
+    asyncio.run(body())
 
 
 def test_the_poller_runs_on_its_timer_until_stopped(tmp_path):
     async def body():
-        writer, other = await gateway(tmp_path), await gateway(tmp_path, invalidation_poll=0.02)
-        try:
+        async with gateways(tmp_path, {}, {"invalidation_poll": 0.02}) as (writer, other):
             alice = await seed(writer, "alice")
             await warm(other, alice)
             other.poller.start()
@@ -231,22 +216,16 @@ def test_the_poller_runs_on_its_timer_until_stopped(tmp_path):
             await writer.invalidator.provider_keys_changed(alice.id)
             await asyncio.sleep(0.2)  # ten intervals: a running timer would have applied it
             assert cached(other, alice)[SERVICE] == {alice.id}
-        finally:
-            await writer.aclose()
-            await other.aclose()
 
-    run(body)
+    asyncio.run(body())
 
 
 def test_clear_local_forgets_every_cached_user(tmp_path):
     async def body():
-        gw = await gateway(tmp_path)
-        try:
+        async with gateways(tmp_path, {}) as (gw,):
             alice, bob = await seed(gw, "alice"), await seed(gw, "bob")
             await warm(gw, alice, bob)
             gw.invalidator.clear_local()  # after invalidations may have been missed (a Redis outage)
             assert (len(gw.auth.cache), len(gw.services.cache), len(gw.models.cache)) == (0, 0, 0)
-        finally:
-            await gw.aclose()
 
-    run(body)
+    asyncio.run(body())
