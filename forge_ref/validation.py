@@ -87,7 +87,7 @@ class ProviderKeySpec:
 
 def _kind(body: dict, default: str) -> str:
     kind = body.get("kind", default)
-    if kind not in KINDS:
+    if not isinstance(kind, str) or kind not in KINDS:  # a dict or list is unhashable: check the type first
         raise BadRequest(f"'kind' must be one of {', '.join(KINDS)}", param="kind", code="invalid_value")
     return kind
 

@@ -81,6 +81,29 @@ class MockProcess:
         return self.stderr()
 
 
+class ServerProcess:
+    """``forge-ref serve`` as a real process on a free port (logs in ``tmp_path``), with test defaults."""
+
+    def __init__(self, tmp_path, *args: str, env: dict | None = None) -> None:
+        self.port = free_port()
+        self.url = f"http://127.0.0.1:{self.port}"
+        self.log = tmp_path / f"serve-{self.port}.log"
+        full_env = {"FORGE_ADMIN_TOKEN": ADMIN, "FORGE_ALLOW_PRIVATE_UPSTREAMS": "1", "PATH": "/usr/bin:/bin",
+                    "FORGE_READ_TIMEOUT": "2", "FORGE_MAX_BODY_BYTES": "65536", **(env or {})}
+        self.proc = subprocess.Popen(
+            [sys.executable, "-m", "forge_ref.cli", "serve", "--port", str(self.port),
+             "--db", str(tmp_path / "e2e.db"), *args],
+            stdout=self.log.open("w"), stderr=subprocess.STDOUT, env=full_env)
+        wait_http(self.url + "/health")
+
+    def stats(self) -> dict:
+        return httpx.get(self.url + "/_stats", headers={"Authorization": f"Bearer {ADMIN}"}).json()
+
+    def stop(self) -> None:
+        self.proc.terminate()
+        self.proc.wait(10)
+
+
 class GatewayThread:
     """The real gateway (build_gateway + make_app) served on loopback from a background thread.
 

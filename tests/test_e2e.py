@@ -4,36 +4,13 @@ the official ``openai`` SDK and raw HTTP for what the SDK would not send."""
 from __future__ import annotations
 
 import json
-import subprocess
-import sys
 import time
 
 import httpx
 import openai
 import pytest
 
-from support import ADMIN, MockProcess, add_provider, create_user, free_port, wait_http
-
-
-class ServerProcess:
-    def __init__(self, tmp_path, *args: str, env: dict | None = None) -> None:
-        self.port = free_port()
-        self.url = f"http://127.0.0.1:{self.port}"
-        self.log = tmp_path / f"serve-{self.port}.log"
-        full_env = {"FORGE_ADMIN_TOKEN": ADMIN, "FORGE_ALLOW_PRIVATE_UPSTREAMS": "1", "PATH": "/usr/bin:/bin",
-                    "FORGE_READ_TIMEOUT": "2", "FORGE_MAX_BODY_BYTES": "65536", **(env or {})}
-        self.proc = subprocess.Popen(
-            [sys.executable, "-m", "forge_ref.cli", "serve", "--port", str(self.port),
-             "--db", str(tmp_path / "e2e.db"), *args],
-            stdout=self.log.open("w"), stderr=subprocess.STDOUT, env=full_env)
-        wait_http(self.url + "/health")
-
-    def stats(self) -> dict:
-        return httpx.get(self.url + "/_stats", headers={"Authorization": f"Bearer {ADMIN}"}).json()
-
-    def stop(self) -> None:
-        self.proc.terminate()
-        self.proc.wait(10)
+from support import ADMIN, MockProcess, ServerProcess, add_provider, create_user
 
 
 @pytest.fixture(scope="module")

@@ -11,8 +11,7 @@ import uuid
 import httpx
 import redis
 
-from support import add_provider, create_user
-from test_e2e import ServerProcess
+from support import ServerProcess, add_provider, create_user
 
 CHAT = {"model": "openai/gpt-4o-mini", "messages": [{"role": "user", "content": "hi"}]}
 KEY = "8vJ8L6b3zC7n2D0p4Qm1Xk9sT5yW3aR6uE0hF2gI4jM="

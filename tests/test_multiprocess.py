@@ -7,8 +7,7 @@ import time
 
 import httpx
 
-from support import ADMIN, MockProcess, add_provider, create_user
-from test_e2e import ServerProcess
+from support import ADMIN, MockProcess, ServerProcess, add_provider, create_user
 
 CHAT = {"model": "openai/gpt-4o-mini", "messages": [{"role": "user", "content": "hi"}]}
 

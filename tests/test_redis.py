@@ -14,8 +14,8 @@ import orjson
 import pytest
 import redis
 
-from support import (ADMIN, GatewayThread, RedisServer, add_provider, create_user, delta, settings_for)
-from test_e2e import ServerProcess
+from support import (ADMIN, GatewayThread, RedisServer, ServerProcess, add_provider, create_user, delta,
+                     settings_for)
 
 CHAT = {"model": "openai/gpt-4o-mini", "messages": [{"role": "user", "content": "hi"}]}
 

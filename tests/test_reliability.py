@@ -23,7 +23,7 @@ import pytest
 from cryptography.fernet import Fernet
 
 from forge_ref.auth import hash_key
-from support import ADMIN, GatewayThread, add_provider, create_user, delta, free_port, settings_for
+from support import ADMIN, GatewayThread, ServerProcess, add_provider, create_user, delta, free_port, settings_for
 
 READ_TIMEOUT = 0.6
 KINDS = {"openai": ("/openai/v1", "gpt-4o-mini"), "anthropic": ("/anthropic", "claude-haiku-4-5"),
@@ -231,8 +231,6 @@ def test_body_limit_documented_and_enforced(tmp_path):
 
 
 def test_kill_9_during_write_burst_keeps_every_acknowledged_write(tmp_path, mock):
-    from test_e2e import ServerProcess
-
     enc = Fernet.generate_key().decode()
     server = ServerProcess(tmp_path, env={"FORGE_ENCRYPTION_KEY": enc})
     key = create_user(server.url)

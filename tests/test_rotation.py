@@ -16,7 +16,7 @@ from forge_ref.tracing import Tracer
 from forge_ref.crypto import Crypto
 from forge_ref.rotation import rotate_all
 from forge_ref.store import SqliteDriver, Store, connect, create_schema
-from support import add_provider, create_user
+from support import ServerProcess, add_provider, create_user
 
 
 def forge(*args: str, env: dict | None = None) -> subprocess.CompletedProcess:
@@ -95,8 +95,6 @@ def test_gen_key_prints_a_fernet_key():
 
 
 def test_rotation_end_to_end_while_serving(tmp_path, mock):
-    from test_e2e import ServerProcess
-
     old = forge("gen-key").stdout.strip()
     new = forge("gen-key").stdout.strip()
     server = ServerProcess(tmp_path, env={"FORGE_ENCRYPTION_KEY": old})

@@ -18,7 +18,7 @@ import time
 import httpx
 import pytest
 
-from support import ADMIN, GatewayThread, add_provider, create_user, settings_for
+from support import ADMIN, GatewayThread, ServerProcess, add_provider, create_user, settings_for
 
 CHAT = {"messages": [{"role": "user", "content": "hi"}]}
 
@@ -213,8 +213,6 @@ async def _load(url: str, key: str, model: str, *, write, bound: float, tasks: i
 def test_revocation_under_load(tmp_path, mock, args, env, bound, request):
     import uuid
 
-    from test_e2e import ServerProcess
-
     if env.get("REDIS_URL") == "redis":
         env = dict(env, REDIS_URL=request.getfixturevalue("redis_url"),
                    FORGE_REDIS_PREFIX=f"forge-revoke:{uuid.uuid4().hex[:8]}:")
@@ -276,8 +274,6 @@ def stop_with_workers(server) -> None:
 
 
 def test_no_secret_in_any_log_line(tmp_path, mock):
-    from test_e2e import ServerProcess
-
     server = ServerProcess(tmp_path, env={"FORGE_LOG_LEVEL": "debug", "FORGE_ACCESS_LOG": "1",
                                           "FORGE_READ_TIMEOUT": "1"})
     secrets = {ADMIN}
