@@ -10,7 +10,7 @@ import pytest
 from forge_ref.auth import Authenticator, display_prefix, hash_key, new_key
 from forge_ref.cache import Cache
 from forge_ref.errors import Unauthorized
-from forge_ref.store import Store, connect, create_schema
+from forge_ref.store import SqliteDriver, Store, connect, create_schema
 from forge_ref.tracing import Tracer
 
 
@@ -18,7 +18,7 @@ class World:
     def __init__(self, path: str) -> None:
         create_schema(connect(path, tracer=None))
         self.tracer = Tracer()
-        self.store = Store(connect(path, tracer=self.tracer))
+        self.store = Store(SqliteDriver(connect(path, tracer=self.tracer)))
         self.cache = Cache("user", maxsize=100, ttl=300, tracer=self.tracer)
         self.auth = Authenticator(self.store, self.cache)
         self.key = new_key()
