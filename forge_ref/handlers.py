@@ -11,6 +11,7 @@ it in a ``Server-Timing`` header when that is on.
 
 from __future__ import annotations
 
+import contextlib
 import hmac
 import logging
 import os
@@ -307,6 +308,7 @@ class ProxyHandler(BaseHandler):
     """Shared by chat and embeddings: authenticate, route, decrypt, translate, forward."""
 
     client_gone = False
+    recorded = False  # this request's usage row is written
 
     def _body(self, validate) -> dict:
         """The JSON body, validated; the time since ``prepare`` was spent receiving it."""
@@ -358,8 +360,20 @@ class ProxyHandler(BaseHandler):
 
     def _record(self, user: User, row: Any, target: Target, status: int, started: float,
                 prompt: int | None = None, completion: int | None = None) -> None:
+        self.recorded = True
         self.gw.usage.record(user.id, row.provider, target.model, status, prompt, completion,
                              (time.perf_counter() - started) * 1000)
+
+    @contextlib.contextmanager
+    def _upstream_failures(self, user: User, row: Any, target: Target, started: float):
+        """From the upstream call on, a failure (timeout, refused, a stream that never opens, an
+        unusable answer) is a usage row with the status the client gets, unless one is written."""
+        try:
+            yield
+        except ForgeError as exc:
+            if not self.recorded:
+                self._record(user, row, target, exc.status, started)
+            raise
 
 
 class ChatHandler(ProxyHandler):
@@ -377,8 +391,9 @@ class ChatHandler(ProxyHandler):
                     self.gw.streams.release(user.id)
             else:
                 req = self._translate(adapter.chat_request, target, body)
-                data = await self._send(client, adapter, req, user, row, target, started)
-                out = adapter.chat_response(target, data)
+                with self._upstream_failures(user, row, target, started):
+                    data = await self._send(client, adapter, req, user, row, target, started)
+                    out = adapter.chat_response(target, data)
                 usage = out.get("usage") if isinstance(out.get("usage"), dict) else {}
                 self._record(user, row, target, 200, started, usage.get("prompt_tokens"), usage.get("completion_tokens"))
                 self.trace.lap("respond")
@@ -392,12 +407,13 @@ class ChatHandler(ProxyHandler):
         translator = self._translate(adapter.chat_stream, target, body)
         req = self._translate(adapter.chat_request, target, body)
         trace.lap("translate")
-        stream = await client.open_stream(req)
-        trace.point("upstream_headers")
-        if stream.status >= 300:
-            data = await stream.read_all()
-            self._record(user, row, target, stream.status, started)
-            raise adapter.error(stream.status, data, stream.headers)
+        with self._upstream_failures(user, row, target, started):
+            stream = await client.open_stream(req)
+            trace.point("upstream_headers")
+            if stream.status >= 300:
+                data = await stream.read_all()
+                self._record(user, row, target, stream.status, started)
+                raise adapter.error(stream.status, data, stream.headers)
         self.set_header("Content-Type", "text/event-stream")
         self.set_header("Cache-Control", "no-cache")
         # Nagle would hold each chunk after the first on a keep-alive connection until the stream
@@ -443,8 +459,9 @@ class EmbeddingsHandler(ProxyHandler):
         adapter, client, owned = self._adapter(row.kind)
         try:
             req = self._translate(adapter.embeddings_request, target, body)
-            data = await self._send(client, adapter, req, user, row, target, started)
-            out = adapter.embeddings_response(target, data, body)
+            with self._upstream_failures(user, row, target, started):
+                data = await self._send(client, adapter, req, user, row, target, started)
+                out = adapter.embeddings_response(target, data, body)
             usage = out.get("usage") if isinstance(out.get("usage"), dict) else {}
             self._record(user, row, target, 200, started, usage.get("prompt_tokens"), None)
             self.trace.lap("respond")
