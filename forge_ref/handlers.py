@@ -16,6 +16,7 @@ import hmac
 import logging
 import os
 import time
+from dataclasses import replace
 from typing import TYPE_CHECKING, Any
 
 import orjson
@@ -95,6 +96,15 @@ class BaseHandler(RequestHandler):
         user = await self.gw.auth.user(self.api_key())
         self.trace.lap("user")
         self.trace.note(user=user.id)
+        return user
+
+    async def owner(self) -> User:
+        """The user, for a change to the account. A scoped key only uses its providers (and resets
+        itself): one that could add keys or change provider keys would have no scope."""
+        user = await self.user()
+        if user.providers is not None:
+            raise Forbidden("this key is scoped to some providers; manage the account with an unscoped key",
+                            code="scoped_key")
         return user
 
     def require_admin(self) -> None:
@@ -221,31 +231,34 @@ class MeHandler(BaseHandler):
         self.send_json(_user_json(await self.user()))
 
     async def patch(self) -> None:
-        user = await self.user()
+        user = await self.owner()
         name = validation.user_name(self.json_body())
-        updated = await self.gw.store.update_user(user.id, name)
-        if updated is None:
+        if not await self.gw.store.update_user(user.id, name):
             raise NotFound("user no longer exists")
-        await self.gw.invalidator.user_updated(user.id, user.key_hash)
-        self.send_json(_user_json(updated))
+        keys = await self.gw.store.forge_keys(user.id)
+        await self.gw.invalidator.user_updated(user.id, *(k.key_hash for k in keys))
+        self.send_json(_user_json(replace(user, name=name)))
 
     async def delete(self) -> None:
-        user = await self.user()
+        user = await self.owner()
+        keys = await self.gw.store.forge_keys(user.id)  # before they go with the user: what caches hold
         await self.gw.store.delete_user(user.id)
-        await self.gw.invalidator.user_deleted(user.id, user.key_hash)
+        await self.gw.invalidator.user_deleted(user.id, *(k.key_hash for k in keys))
         self.set_status(204)
         self.finish()
 
 
 class ResetKeyHandler(BaseHandler):
+    """A new secret for the key that calls (its name and scope stay)."""
+
     async def post(self) -> None:
         user = await self.user()
         key = new_key()
-        updated = await self.gw.store.reset_user_key(user.id, hash_key(key), display_prefix(key))
+        updated = await self.gw.store.reset_forge_key(user.id, user.key_hash, hash_key(key), display_prefix(key))
         if updated is None:
-            raise NotFound("user no longer exists")
-        await self.gw.invalidator.user_key_reset(user.key_hash)
-        self.send_json(dict(_user_json(updated), api_key=key))
+            raise NotFound("this key no longer exists")
+        await self.gw.invalidator.forge_key_changed(user.key_hash)
+        self.send_json(dict(_user_json(replace(user, key_prefix=updated.key_prefix)), api_key=key))
 
 
 # --- provider keys ------------------------------------------------------------------------------
@@ -260,7 +273,7 @@ class ProviderKeysHandler(BaseHandler):
         self.send_json({"object": "list", "data": data})
 
     async def post(self) -> None:
-        user = await self.user()
+        user = await self.owner()
         spec = await validation.new_provider_key(self.json_body(), self.gw.settings.allow_private_upstreams)
         row = await self.gw.store.add_provider_key(user.id, spec.provider, spec.kind, self.gw.crypto.encrypt(spec.api_key),
                                              spec.base_url, spec.model_mapping)
@@ -270,7 +283,7 @@ class ProviderKeysHandler(BaseHandler):
 
 class ProviderKeyHandler(BaseHandler):
     async def put(self, provider: str) -> None:
-        user = await self.user()
+        user = await self.owner()
         provider = provider.lower()
         changes, api_key = await validation.provider_key_changes(self.json_body(), self.gw.settings.allow_private_upstreams)
         if api_key is not None:
@@ -283,7 +296,7 @@ class ProviderKeyHandler(BaseHandler):
         self.send_json(validation.provider_json(row, shown))
 
     async def delete(self, provider: str) -> None:
-        user = await self.user()
+        user = await self.owner()
         if not await self.gw.store.delete_provider_key(user.id, provider.lower()):
             raise NotFound(f"no provider key named {provider!r}", code="provider_not_found")
         await self.gw.invalidator.provider_keys_changed(user.id)
@@ -299,7 +312,7 @@ class ModelsHandler(BaseHandler):
         user = await self.user()
         service = await self.gw.services.get(user.id)
         self.trace.lap("service")
-        data = await self.gw.models.list(service)
+        data = await self.gw.models.list(service, user.providers)
         self.trace.lap("models")
         self.send_json({"object": "list", "data": data})
 
@@ -327,6 +340,9 @@ class ProxyHandler(BaseHandler):
         service = await self.gw.services.get(user.id)
         trace.lap("service")
         row, upstream_model = service.route(model)
+        if user.providers is not None and row.provider not in user.providers:  # before any decryption or call
+            raise Forbidden(f"this key may not use provider {row.provider!r}", code="provider_not_allowed",
+                            param="model")
         target = Target(row.base_url, service.key(row).reveal(), upstream_model, model)
         # The key layer hit when this request decrypted nothing (lazily now, or eagerly at a build).
         trace.layer("key", "decryptions" not in trace.costs)
@@ -472,6 +488,9 @@ class EmbeddingsHandler(ProxyHandler):
 
 
 def routes(gw: "Gateway") -> list:
+    from .keys_api import KeyHandler, KeysHandler
+    from .usage_api import AdminUsageHandler, UsageHandler
+
     kw = {"gw": gw}
     return [
         (r"/v1/chat/completions", ChatHandler, kw),
@@ -480,6 +499,10 @@ def routes(gw: "Gateway") -> list:
         (r"/v1/users", UsersHandler, kw),
         (r"/v1/users/me", MeHandler, kw),
         (r"/v1/users/me/reset-key", ResetKeyHandler, kw),
+        (r"/v1/users/me/keys", KeysHandler, kw),
+        (r"/v1/users/me/keys/(?P<key_id>[^/]+)", KeyHandler, kw),
+        (r"/v1/usage", UsageHandler, kw),
+        (r"/v1/admin/usage", AdminUsageHandler, kw),
         (r"/v1/provider-keys", ProviderKeysHandler, kw),
         (r"/v1/provider-keys/([^/]+)", ProviderKeyHandler, kw),
         (r"/health", HealthHandler, kw),

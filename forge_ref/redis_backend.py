@@ -3,7 +3,7 @@
 With ``--cache-backend redis`` the ``user`` and ``models`` layers live in Redis, shared by every
 process and node, behind a small bounded in-process L1 (``FORGE_REDIS_L1_TTL``). ProviderService
 objects and decrypted provider keys never leave the process: Redis holds only user rows (id,
-name, key *hash*) and model-id lists, as JSON (never pickle), under namespaced keys that hold no
+name, the key's *hash*, prefix and scope) and model-id lists, as JSON (never pickle), under namespaced keys that hold no
 secret.
 
 Invalidation: the writer deletes the Redis entries, bumps their generation counter, and
@@ -234,11 +234,16 @@ def models_locator(prefix: str) -> Callable[[Hashable], tuple[str, str | None, s
 
 
 def encode_user(user: User) -> dict:
-    return {"id": user.id, "name": user.name, "key_hash": user.key_hash, "key_prefix": user.key_prefix}
+    providers = None if user.providers is None else sorted(user.providers)
+    return {"id": user.id, "name": user.name, "key_hash": user.key_hash, "key_prefix": user.key_prefix,
+            "providers": providers}
 
 
 def decode_user(data: dict) -> User:
-    return User(data["id"], data["name"], data["key_hash"], data["key_prefix"])
+    # An entry without "providers" was written before keys had scopes, when every key had all.
+    providers = data.get("providers")
+    return User(data["id"], data["name"], data["key_hash"], data["key_prefix"],
+                None if providers is None else frozenset(providers))
 
 
 def identity(value: Any) -> Any:

@@ -118,7 +118,7 @@ def test_every_error_has_the_openai_shape(env, name, method, path, auth, kw, sta
 
 
 def test_an_unexpected_exception_is_a_bare_500_and_logged(env, monkeypatch, caplog):
-    async def broken(service):
+    async def broken(*_):
         raise RuntimeError("bug holding sk-openai-0123456789")
 
     monkeypatch.setattr(env.g.gw.models, "list", broken)

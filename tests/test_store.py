@@ -59,11 +59,14 @@ def test_each_method_is_one_statement(db):
         assert (updated.base_url, updated.encrypted_key) == ("http://y", "enc")  # other fields kept
         assert await s.update_provider_key(u.id, "ghost", {"base_url": "http://y"}) is None
         assert counts(c) == (3, 4)
-        assert (await s.update_user(u.id, "alice2")).name == "alice2"
-        assert (await s.reset_user_key(u.id, "h2", "forge-def")).key_hash == "h2"
+        assert await s.update_user(u.id, "alice2") is True
+        assert (await s.reset_forge_key(u.id, "h1", "h2", "forge-def")).key_hash == "h2"
         assert counts(c) == (3, 6)
         await s.insert_usage([(u.id, "openai", "m", 200, 1, 2, 3.0, 0.0)] * 3)
         assert counts(c) == (3, 7)  # a batch is one statement
+        assert (await s.user_by_key_hash("h2")).name == "alice2"
+        assert await s.user_by_key_hash("h1") is None
+        assert counts(c) == (5, 7)
 
     run(db, body)
 
