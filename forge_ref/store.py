@@ -74,7 +74,7 @@ def _forge_key(row: tuple | None) -> ForgeKey | None:
 
 
 def _scope(providers: list[str] | None) -> str | None:
-    return None if providers is None else orjson.dumps(sorted(providers)).decode()
+    return None if providers is None else orjson.dumps(sorted(set(providers))).decode()
 
 
 def _provider(row: tuple) -> ProviderRow:
