@@ -14,6 +14,9 @@ import orjson
 import pytest
 import redis
 
+from forge_ref.auth import hash_key
+from forge_ref.redis_backend import decode_user, encode_user
+from forge_ref.store import User
 from support import (ADMIN, GatewayThread, RedisServer, ServerProcess, add_provider, create_user, delta,
                      settings_for)
 
@@ -77,6 +80,33 @@ def test_reset_key_refused_by_other_node_within_50ms(two_nodes):
     assert chat(b, key).status_code == 401
     assert chat(a, key).status_code == 401
     assert chat(b, new).status_code == 200
+
+
+def test_a_scope_change_and_a_revoked_key_reach_the_other_node_within_50ms(two_nodes, redis_url, prefix):
+    a, b, key = two_nodes
+    h = {"Authorization": f"Bearer {key}"}
+    r = httpx.post(a.url + "/v1/users/me/keys", json={"name": "ci", "providers": ["openai"]}, headers=h)
+    scoped, key_id = r.json()["key"], r.json()["id"]
+    for node in (a, b):
+        assert chat(node, scoped).status_code == 200  # cached in both L1s, and in Redis with its scope
+    entry = orjson.loads(redis.Redis.from_url(redis_url).get(f"{prefix}user:{hash_key(scoped)}"))
+    assert entry["v"]["providers"] == ["openai"] and scoped not in str(entry)
+    assert httpx.patch(a.url + f"/v1/users/me/keys/{key_id}", json={"providers": ["elsewhere"]},
+                       headers=h).status_code == 200
+    time.sleep(0.05)
+    r = chat(b, scoped)
+    assert r.status_code == 403 and r.json()["error"]["code"] == "provider_not_allowed"
+    assert httpx.delete(a.url + f"/v1/users/me/keys/{key_id}", headers=h).status_code == 204
+    time.sleep(0.05)
+    assert chat(b, scoped).status_code == 401
+    assert chat(b, key).status_code == 200
+
+
+def test_the_user_entry_carries_the_scope_and_older_entries_read_as_unscoped():
+    user = User(7, "alice", "h", "forge-abc", frozenset({"openai", "groq"}))
+    assert encode_user(user)["providers"] == ["groq", "openai"]
+    assert decode_user(orjson.loads(orjson.dumps(encode_user(user)))) == user
+    assert decode_user({"id": 7, "name": "alice", "key_hash": "h", "key_prefix": "p"}).providers is None
 
 
 def test_provider_key_change_reaches_other_node(two_nodes, mock):
