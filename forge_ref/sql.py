@@ -3,7 +3,8 @@
 ``Store`` (``store``) holds the methods and the row mapping; a driver per database (``store``'s
 SQLite one, ``pg_store``'s PostgreSQL one) knows only how to run one statement (``one`` row,
 ``all`` rows, the row ``count``), how its unique violation looks (raised as ``Conflict(DUPLICATE)``),
-and the statements that truly differ (the usage batch; the schema, made by each module).
+and the statements that truly differ (the usage batch; the median and the day of usage
+statistics; the schema, made by each module).
 """
 
 from __future__ import annotations
@@ -74,14 +75,14 @@ class Driver(Protocol):
     """What ``Store`` needs from a database. Each call runs (and counts) exactly one statement."""
 
     sql: Statements  # in the driver's parameter style
+    usage_day: str  # the UTC day of ``created_at`` (unix seconds) as 'YYYY-MM-DD'
+    usage_p50: str  # the median of latency_ms in a group of ``usage_stats``
+    usage_rank: str  # columns the median reads, ranked within ``{partition}`` (or nothing)
 
     async def one(self, sql: str, params: Sequence[Any]) -> tuple | None: ...
     async def all(self, sql: str, params: Sequence[Any]) -> list[tuple]: ...
     async def count(self, sql: str, params: Sequence[Any]) -> int: ...
     def usage_insert(self, rows: list[tuple]) -> tuple[str, Sequence[Any]]: ...  # the batch's text and parameters
-    usage_day: str  # the UTC day of ``created_at`` (unix seconds) as 'YYYY-MM-DD'
-    usage_p50: str  # the median of latency_ms in a group of ``usage_stats``
-    usage_rank: str  # columns the median reads, ranked within ``{partition}`` (or nothing)
     async def close(self) -> None: ...
 
 

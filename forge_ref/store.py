@@ -182,7 +182,7 @@ class Store:
     async def usage_stats(self, user_id: int | None, since: float, until: float,
                           dims: Sequence[str]) -> list[dict[str, Any]]:
         """Usage of ``since <= created_at < until`` (one user's, or everyone's), summed per ``dims``
-        (names of ``USAGE_DIMS``): one statement over the usage(user_id, created_at) index."""
+        (names of ``USAGE_DIMS``): one statement, over usage(user_id, created_at) or usage(created_at)."""
         exprs = [USAGE_DIMS[d] or self.driver.usage_day for d in dims]
         grouped = ", ".join(USAGE_DIMS[d] or d for d in dims)  # the inner query names the day "day"
         sql = self.sql.usage_stats.format(
