@@ -69,25 +69,20 @@ def parse_query(args: dict[str, list[bytes]], *, admin: bool) -> UsageQuery:
 
 
 class UsageHandler(BaseHandler):
-    admin = False
-
-    async def who(self) -> int | None:
-        return (await self.user()).id
-
     async def get(self) -> None:
-        user_id = await self.who()
-        query = parse_query(self.request.query_arguments, admin=self.admin)
+        user = await self.user()
+        await self.answer(user.id, parse_query(self.request.query_arguments, admin=False))
+
+    async def answer(self, user_id: int | None, query: UsageQuery) -> None:
         await self.gw.usage.flush()
-        rows = await self.gw.store.usage_stats(user_id if user_id is not None else query.user,
-                                               query.since, query.until, query.group_by)
+        rows = await self.gw.store.usage_stats(user_id, query.since, query.until, query.group_by)
         for row in rows:
             row["latency_p50_ms"] = round(row["latency_p50_ms"], 3)
         self.send_json({"object": "list", "data": rows})
 
 
 class AdminUsageHandler(UsageHandler):
-    admin = True
-
-    async def who(self) -> int | None:
+    async def get(self) -> None:
         self.require_admin()
-        return None
+        query = parse_query(self.request.query_arguments, admin=True)
+        await self.answer(query.user, query)
