@@ -13,7 +13,7 @@ from pathlib import Path
 
 from forge_ref.settings import parse_layers
 
-from .profiles import FULL_CONFIGS, LOAD_PROFILES, PROFILES, QUICK_BACKEND_JOBS, QUICK_PLAN, variants
+from .profiles import FULL_CONFIGS, LOAD_PROFILES, PROFILES, QUICK_BACKEND_JOBS, QUICK_PLAN, QUICK_TIMING_JOB, variants
 
 STORES = ("sqlite", "postgres")
 BACKENDS = ("memory", "redis")
@@ -141,6 +141,8 @@ def plan(*, quick: bool = False, profiles: list[str] | None = None, configs: lis
     if quick and combos == [("sqlite", "memory")] and chosen is None and configs is None:
         for profile, config in QUICK_BACKEND_JOBS:  # one job on the shared store and cache
             jobs.append(Job("forge-ref", profile, config, store_variant("postgres", "redis"), (), "postgres", "redis"))
+        profile, config, variant, env = QUICK_TIMING_JOB
+        jobs.append(Job("forge-ref", profile, config, variant, tuple(sorted(env.items()))))
     if baselines:
         jobs += [Job("mock-direct", "steady"), Job("bare-proxy-curl", "steady"), Job("forge-ref-httpx", "steady", "all")]
         if not quick:

@@ -171,12 +171,12 @@ def test_a_failed_poll_is_logged_and_the_next_one_catches_up(tmp_path, caplog):
             alice = await seed(writer, "alice")
             await warm(other, alice)
             await writer.invalidator.user_key_reset(alice.key_hash)
-            writer.store.db.execute("ALTER TABLE invalidations RENAME TO invalidations_away")
+            writer.store.driver.db.execute("ALTER TABLE invalidations RENAME TO invalidations_away")
             with caplog.at_level(logging.ERROR, logger="forge_ref.invalidation"):
                 await other.poller.tick()  # must not raise: the timer would stop
             assert [r.getMessage() for r in caplog.records] == ["invalidation poll failed; retrying"]
             assert other.poller.last_id == 0 and cached(other, alice)[USER] == {alice.id}
-            writer.store.db.execute("ALTER TABLE invalidations_away RENAME TO invalidations")
+            writer.store.driver.db.execute("ALTER TABLE invalidations_away RENAME TO invalidations")
             await other.poller.tick()
             assert other.poller.last_id == 1 and cached(other, alice)[USER] == set()
 
@@ -187,7 +187,7 @@ def test_old_log_rows_are_pruned_at_most_every_ten_minutes(tmp_path):
     async def body():
         async with gateways(tmp_path, {}) as (gw,):
             await gw.invalidator.user_key_reset("old-hash")
-            gw.store.db.execute("UPDATE invalidations SET created_at = created_at - ?",
+            gw.store.driver.db.execute("UPDATE invalidations SET created_at = created_at - ?",
                                 (InvalidationPoller.PRUNE_AFTER + 1,))
             await gw.invalidator.user_key_reset("new-hash")
             await gw.poller.tick()
