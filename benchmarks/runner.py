@@ -29,7 +29,7 @@ from typing import Callable
 from cryptography.fernet import Fernet
 
 from . import procs
-from .console import progress_line, summary_table
+from .console import progress_line, summary_table, verdicts
 from .infra import Seeds, check_services
 from .measure import Window, measure
 from .plan import Job, Options, plan
@@ -226,6 +226,8 @@ def run(*, profiles: list[str] | None = None, configs: list[str] | None = None, 
         written, results, failed = run_jobs(session, jobs, progress_line if verbose else None)
     if verbose:
         print(summary_table(results))
+        for line in verdicts(results):
+            print(line)
         for job in failed:
             print(f"FAILED {job.target} {job.profile} {job.config} {job.variant}: see logs in {session.raw}/",
                   file=sys.stderr)
