@@ -1,3 +1,15 @@
+# %%
+# The results this notebook reads: $FORGE_RESULTS_DIR if set, else results/ if it holds result files, else
+# the committed sample tests/data/sample_results/. To read others, start JupyterLab with FORGE_RESULTS_DIR=DIR
+# (`FORGE_RESULTS_DIR=DIR ./dev.sh notebooks`), or name them here: RESULTS = an.results_dir("DIR").
+from IPython.display import display
+
+from benchmarks import analysis as an
+from benchmarks import plots
+
+RESULTS = an.results_dir()
+df = an.start(RESULTS)
+
 # %% [markdown]
 # # Scaling: many tenants, bounded caches, cold bursts
 #
@@ -7,30 +19,6 @@
 # whether concurrent misses of one key each load it, or share one load (single-flight,
 # `FORGE_COALESCE`).
 #
-# The results directory is `$FORGE_RESULTS_DIR` if set, else `results/` if it holds result files, else
-# the committed sample `tests/data/sample_results/` (a `--quick` run: short, small, on a shared
-# machine; read it for the shape of the effects, not their size). Files are read only through
-# `benchmarks.results`; the machine, the CPU pinning of server and load generator, and the load
-# below come from the files themselves.
-
-# %%
-# %matplotlib inline
-import matplotlib.pyplot as plt
-import pandas as pd
-from IPython.display import Markdown, display
-
-from benchmarks import analysis as an
-
-pd.set_option("display.precision", 3)
-pd.set_option("display.max_columns", 30)
-plt.rcParams.update({"figure.dpi": 90, "axes.grid": True, "grid.alpha": 0.3, "legend.fontsize": 8})
-
-# $FORGE_RESULTS_DIR, else ../results if it holds result files, else the committed sample
-RESULTS = an.results_dir()
-df = an.load(RESULTS)
-display(Markdown(an.provenance(df, RESULTS)))
-
-# %% [markdown]
 # ## Many tenants: hit ratio, evictions and memory
 #
 # `many-tenants` spreads Zipf-distributed traffic over a large tenant population, with default cache
@@ -43,19 +31,16 @@ many = an.select(df, profile="many-tenants", target="forge-ref", run=None)
 if an.have(many, "many-tenants"):
     tenants = an.tenants_table(many)
     display(tenants.drop(columns=["run_id"]))
-
-# %%
-if an.have(many, "many-tenants"):
-    fig, axes = plt.subplots(1, 4, figsize=(16, 0.5 * len(tenants) + 2.5), sharey=True)
-    tenants[["user_hit_ratio", "service_hit_ratio", "models_hit_ratio"]].plot.barh(
-        ax=axes[0], title="hit ratio", xlim=(0, 1.05))
-    tenants[["user_evictions", "service_evictions", "models_evictions"]].plot.barh(
-        ax=axes[1], title="evictions")
-    tenants["db_queries"].plot.barh(ax=axes[2], title="DB queries per request")
-    tenants["peak_rss_mb"].plot.barh(ax=axes[3], title="server peak RSS (MB)")
-    axes[0].invert_yaxis()
-    axes[0].set_ylabel("")
-    fig.tight_layout()
+    sizes = ", ".join(f"{n:,}" for n in sorted(tenants["tenants"].unique()))
+    bounds = ", ".join(f"{n:,.0f}" for n in sorted(tenants["user_bound"].dropna().unique()))
+    fig = plots.panels(
+        [plots.Panel(tenants.filter(like="_hit_ratio").rename(columns=lambda c: c.split("_")[0]),
+                     "fraction of look-ups served by the cache", "Hit ratio", ref=1),
+         plots.Panel(tenants.filter(like="_evictions").rename(columns=lambda c: c.split("_")[0]),
+                     "entries evicted in the measured window", "Evictions"),
+         plots.Panel(tenants["db_queries"], "count per request", "DB queries per request"),
+         plots.Panel(tenants["peak_rss_mb"], "MB", "Server peak RSS")],
+        f"many-tenants ({sizes} tenants; `bounded`: {bounds or 'none'} entries per cache): what bounds cost")
 
 # %% [markdown]
 # ## Cold burst: coalescing on and off
@@ -71,11 +56,11 @@ burst = an.select(df, profile="cold-burst", target="forge-ref")
 if an.have(burst, "cold-burst"):
     bursts = an.burst_table(burst)
     display(bursts)
-
-# %%
-if an.have(burst, "cold-burst"):
-    fig, axes = plt.subplots(1, 2, figsize=(13, 4))
-    bursts[["db_queries", "decryptions", "services_built", "upstream_model_list_requests",
-            "coalesced_waits"]].T.plot.bar(ax=axes[0], rot=20, title="Loads during the burst (totals)")
-    bursts[an.PERCENTILES].T.plot.bar(ax=axes[1], rot=0, title="Latency during the burst (ms)")
-    fig.tight_layout()
+    fig = plots.panels([plots.Panel(an.coalescing(bursts, column), xlabel, title) for column, xlabel, title in [
+        ("db_queries", "total in the burst", "DB queries"),
+        ("services_built", "total in the burst", "Services built"),
+        ("upstream_model_list_requests", "total in the burst", "Model-list calls"),
+        ("coalesced_waits", "total in the burst", "Misses that waited for a load"),
+        ("p99_ms", "ms", "p99 latency")]],
+        f"cold-burst ({bursts['requests'].max():,} requests at once): loads with coalescing off and on",
+        width=16)

@@ -1,3 +1,16 @@
+# %%
+# The results this notebook reads: $FORGE_RESULTS_DIR if set, else results/ if it holds result files, else
+# the committed sample tests/data/sample_results/. To read others, start JupyterLab with FORGE_RESULTS_DIR=DIR
+# (`FORGE_RESULTS_DIR=DIR ./dev.sh notebooks`), or name them here: RESULTS = an.results_dir("DIR").
+import matplotlib.pyplot as plt
+from IPython.display import display
+
+from benchmarks import analysis as an
+from benchmarks import plots
+
+RESULTS = an.results_dir()
+df = an.start(RESULTS)
+
 # %% [markdown]
 # # Consistency under churn
 #
@@ -9,30 +22,6 @@
 # inside the write. With several, each process has its own caches and learns of writes by polling the
 # invalidation log (SQLite) or by Redis pub/sub, so the window is a few poll intervals.
 #
-# The results directory is `$FORGE_RESULTS_DIR` if set, else `results/` if it holds result files, else
-# the committed sample `tests/data/sample_results/` (a `--quick` run: short, small, on a shared
-# machine; read it for the shape of the effects, not their size). Files are read only through
-# `benchmarks.results`; the machine, the CPU pinning of server and load generator, and the load
-# below come from the files themselves.
-
-# %%
-# %matplotlib inline
-import matplotlib.pyplot as plt
-import pandas as pd
-from IPython.display import Markdown, display
-
-from benchmarks import analysis as an
-
-pd.set_option("display.precision", 3)
-pd.set_option("display.max_columns", 30)
-plt.rcParams.update({"figure.dpi": 90, "axes.grid": True, "grid.alpha": 0.3, "legend.fontsize": 8})
-
-# $FORGE_RESULTS_DIR, else ../results if it holds result files, else the committed sample
-RESULTS = an.results_dir()
-df = an.load(RESULTS)
-display(Markdown(an.provenance(df, RESULTS)))
-
-# %% [markdown]
 # ## Checked reads after writes
 #
 # Every churn result in the directory (all runs, so runs with different process counts or backends
@@ -49,12 +38,12 @@ if an.have(churn, "churn"):
 # %%
 if an.have(churn, "churn"):
     shown = checks.set_index("name")
-    fig, axes = plt.subplots(1, 2, figsize=(14, 0.6 * len(shown) + 2.5), sharey=True)
-    shown[["fresh", "stale_responses"]].plot.barh(stacked=True, ax=axes[0], color=["tab:green", "tab:red"],
-                                                  title="checked reads after a write")
-    shown[["writes", "invalidations", "db_background_queries"]].plot.barh(ax=axes[1], title="counts")
-    axes[0].set_ylabel("")
-    fig.tight_layout()
+    stale, total = int(shown["stale_responses"].sum()), int(shown["checked_reads"].sum())
+    fig = plots.panels([plots.Panel(shown[["fresh", "stale_responses"]], "checked reads", "Reads after a write",
+                                    stacked=True),
+                        plots.Panel(shown[["writes", "invalidations", "db_background_queries"]],
+                                    "count in the measured window", "Writes and what they invalidated")],
+                       f"churn: {stale} stale of {total} checked reads (0 stale: every write reached every cache)")
 
 # %% [markdown]
 # ## What churn costs the other requests
@@ -66,12 +55,15 @@ if an.have(churn, "churn"):
 # %%
 latest = an.select(df, profile="churn", target="forge-ref")
 if an.have(latest, "churn"):
-    eps = an.endpoints(latest).set_index("name")
-    display(eps[["method", "requests", "failures", "p50_ms", "p90_ms", "p99_ms", "max_ms"]])
-    ax = eps[["p50_ms", "p90_ms", "p99_ms"]].plot.barh(figsize=(9, 0.45 * len(eps) + 1.5),
-                                                      title="churn: latency by endpoint (ms)")
-    ax.invert_yaxis()
-    ax.set_ylabel("")
+    eps = an.endpoints(latest)
+    display(eps.set_index(["label", "name"])[["method", "requests", "failures", "p50_ms", "p90_ms", "p99_ms",
+                                             "max_ms"]])
+    fig, axes = plt.subplots(2, 1, figsize=(1.1 * eps["label"].nunique() + 6, 9), layout="constrained")
+    for ax, col in zip(axes, ["p50_ms", "p99_ms"]):
+        table = eps.pivot_table(index="name", columns="label", values=col, aggfunc="last")
+        plots.heatmap(ax, table.reindex(index=eps["name"].unique(), columns=eps["label"].unique()), "ms",
+                      f"{col[:3]} latency (ms)")
+    fig.suptitle(f"churn, run {latest['run_id'].iloc[0]}: latency by endpoint and cache configuration")
 
 # %% [markdown]
 # ## Across processes

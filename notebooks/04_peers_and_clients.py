@@ -1,3 +1,16 @@
+# %%
+# The results this notebook reads: $FORGE_RESULTS_DIR if set, else results/ if it holds result files, else
+# the committed sample tests/data/sample_results/. To read others, start JupyterLab with FORGE_RESULTS_DIR=DIR
+# (`FORGE_RESULTS_DIR=DIR ./dev.sh notebooks`), or name them here: RESULTS = an.results_dir("DIR").
+import matplotlib.pyplot as plt
+from IPython.display import display
+
+from benchmarks import analysis as an
+from benchmarks import plots
+
+RESULTS = an.results_dir()
+df = an.start(RESULTS)
+
 # %% [markdown]
 # # forge-ref against its peers; upstream clients; latency at concurrency 1
 #
@@ -7,30 +20,6 @@
 # LiteLLM's proxy a peer gateway, when a run included it. `forge-ref-httpx` is forge-ref with httpx
 # instead of Tornado's curl client upstream.
 #
-# The results directory is `$FORGE_RESULTS_DIR` if set, else `results/` if it holds result files, else
-# the committed sample `tests/data/sample_results/` (a `--quick` run: short, small, on a shared
-# machine; read it for the shape of the effects, not their size). Files are read only through
-# `benchmarks.results`; the machine, the CPU pinning of server and load generator, and the load
-# below come from the files themselves.
-
-# %%
-# %matplotlib inline
-import matplotlib.pyplot as plt
-import pandas as pd
-from IPython.display import Markdown, display
-
-from benchmarks import analysis as an
-
-pd.set_option("display.precision", 3)
-pd.set_option("display.max_columns", 30)
-plt.rcParams.update({"figure.dpi": 90, "axes.grid": True, "grid.alpha": 0.3, "legend.fontsize": 8})
-
-# $FORGE_RESULTS_DIR, else ../results if it holds result files, else the committed sample
-RESULTS = an.results_dir()
-df = an.load(RESULTS)
-display(Markdown(an.provenance(df, RESULTS)))
-
-# %% [markdown]
 # ## Throughput and CPU per request (`steady`)
 #
 # CPU per request is that of the process under test (for `mock-direct`, the mock itself).
@@ -50,13 +39,7 @@ if an.have(peers[peers["target"] != "forge-ref"], "baselines"):
 
 # %%
 if an.have(peers[peers["target"] != "forge-ref"], "baselines"):
-    fig, axes = plt.subplots(1, 3, figsize=(15, 0.45 * len(targets) + 2.5), sharey=True)
-    targets["rps"].plot.barh(ax=axes[0], title="throughput (requests/s)")
-    targets["cpu_ms"].plot.barh(ax=axes[1], title="CPU per request of the process under test (ms)")
-    targets[["p50_ms", "p99_ms"]].plot.barh(ax=axes[2], title="latency (ms)")
-    axes[0].invert_yaxis()
-    axes[0].set_ylabel("")
-    fig.tight_layout()
+    fig = plots.targets(targets, f"steady, run {peers['run_id'].iloc[0]}: forge-ref against its baselines")
 
 # %% [markdown]
 # ## LiteLLM
@@ -69,9 +52,8 @@ pair = pair[pair["config"].isin(["all", "n/a"]) & (pair["variant"] == "")] if le
 if an.have(pair[pair["target"] == "litellm"] if len(pair) else pair, "litellm"):
     versus = an.summary(pair, by="long_label")[["rps", "server_busy", "cpu_ms", "p50_ms", "p99_ms", "failures"]]
     display(versus)
-    ratios = an.relative(versus, "litellm", ["rps", "cpu_ms", "p50_ms"])
-    if ratios is not None:
-        display(ratios)
+    display(an.relative(versus, "litellm", ["rps", "cpu_ms", "p50_ms"]))
+    fig = plots.targets(versus, f"steady, run {pair['run_id'].iloc[0]}: forge-ref against LiteLLM's proxy")
 
 # %% [markdown]
 # ## Upstream client: httpx against Tornado's curl client
@@ -85,10 +67,8 @@ clients = steady[steady["target"].isin(["forge-ref", "forge-ref-httpx", "bare-pr
 if an.have(clients[clients["target"] != "forge-ref"], "baselines"):
     by_client = an.summary(clients, by="long_label")[["cpu_ms", "rps", "server_busy", "p50_ms", "p99_ms"]]
     display(by_client)
-    ax = by_client["cpu_ms"].plot.barh(figsize=(8, 0.5 * len(by_client) + 1.5),
-                                       title="CPU per request by upstream client (ms)")
-    ax.invert_yaxis()
-    ax.set_ylabel("")
+    fig = plots.panels([plots.Panel(by_client["cpu_ms"], "ms per request", "CPU of the process under test")],
+                       "steady: CPU per request by upstream client", width=8)
 
 # %% [markdown]
 # ## Latency at concurrency 1 (`latency-c1`)
@@ -103,6 +83,5 @@ if an.have(c1, "latency-c1"):
     c1_ladder = an.ladder(c1, by="long_label")
     added = an.relative(c1_ladder, "mock-direct", ["p50_ms", "p99_ms"], how="diff")
     display(c1_ladder if added is None else c1_ladder.join(added))
-    ax = c1_ladder.T.plot(marker="o", figsize=(8, 4.5), ylabel="ms",
-                          title="latency-c1: percentile ladder (ms, log scale)")
-    an.plain_log(ax)
+    fig, ax = plt.subplots(figsize=(9, 4.5), layout="constrained")
+    plots.ladder(ax, c1_ladder, f"latency-c1, run {c1['run_id'].iloc[0]}: latency at concurrency 1")

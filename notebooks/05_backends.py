@@ -1,3 +1,15 @@
+# %%
+# The results this notebook reads: $FORGE_RESULTS_DIR if set, else results/ if it holds result files, else
+# the committed sample tests/data/sample_results/. To read others, start JupyterLab with FORGE_RESULTS_DIR=DIR
+# (`FORGE_RESULTS_DIR=DIR ./dev.sh notebooks`), or name them here: RESULTS = an.results_dir("DIR").
+from IPython.display import Markdown, display
+
+from benchmarks import analysis as an
+from benchmarks import plots
+
+RESULTS = an.results_dir()
+df = an.start(RESULTS)
+
 # %% [markdown]
 # # Backends: what a cache hit replaces, on SQLite, PostgreSQL, memory and Redis
 #
@@ -8,30 +20,6 @@
 # time, in one process. Micro results are looked for in the results directory and in a sibling
 # `sample_micro/` (where the committed sample keeps its micro result).
 #
-# The results directory is `$FORGE_RESULTS_DIR` if set, else `results/` if it holds result files, else
-# the committed sample `tests/data/sample_results/` (a `--quick` run: short, small, on a shared
-# machine; read it for the shape of the effects, not their size). Files are read only through
-# `benchmarks.results`; the machine, the CPU pinning of server and load generator, and the load
-# below come from the files themselves.
-
-# %%
-# %matplotlib inline
-import matplotlib.pyplot as plt
-import pandas as pd
-from IPython.display import Markdown, display
-
-from benchmarks import analysis as an
-
-pd.set_option("display.precision", 3)
-pd.set_option("display.max_columns", 30)
-plt.rcParams.update({"figure.dpi": 90, "axes.grid": True, "grid.alpha": 0.3, "legend.fontsize": 8})
-
-# $FORGE_RESULTS_DIR, else ../results if it holds result files, else the committed sample
-RESULTS = an.results_dir()
-df = an.load(RESULTS)
-display(Markdown(an.provenance(df, RESULTS)))
-
-# %% [markdown]
 # ## Per-operation costs
 #
 # From the micro result with the most operations measured (Redis and PostgreSQL need their servers;
@@ -47,12 +35,12 @@ if an.have(micro, "micro"):
 
 # %%
 if an.have(micro, "micro"):
-    ax = costs.set_index("what")["us_per_op"].plot.barh(figsize=(9, 3.8), label="best of repeats",
-                                                        title="µs per operation (log scale)")
+    fig = plots.panels([plots.Panel(costs.set_index("what")["us_per_op"].rename("best of repeats"),
+                                    "µs per operation (log scale)", log=True)],
+                       "What a cache hit replaces: the cost of one operation", width=9)
+    ax = fig.axes[0]
     ax.plot(costs["median_us"].values, range(len(costs)), "k|", markersize=14, label="median of repeats")
-    an.plain_log(ax, "x")
-    ax.set(xlabel="µs", ylabel="")
-    ax.legend()
+    fig.legend(loc="outside lower center", ncols=2, frameon=False)
 
 # %% [markdown]
 # The same costs relative to an in-process hit, and as a share of the server CPU one proxied request
@@ -60,7 +48,7 @@ if an.have(micro, "micro"):
 
 # %%
 if an.have(micro, "micro"):
-    per_request = an.select(df, profile="steady", target="forge-ref", config="all")
+    per_request = an.select(df, profile="steady", target="forge-ref", config="all", variant="")
     scale = costs[["what", "us_per_op"]].assign(
         x_in_process_hit=costs["us_per_op"] / costs.loc["in_process_hit", "us_per_op"])
     if len(per_request):
@@ -99,10 +87,8 @@ if an.have(micro, "micro"):
 priced = an.lookup_cost_model(an.select(df, profile="steady", target="forge-ref"), costs)
 if priced is not None and len(priced):
     display(priced)
-    ax = priced.plot.barh(figsize=(8, 0.5 * len(priced) + 1.5),
-                          title="DB look-ups + decryptions per request, priced per store (µs)")
-    ax.invert_yaxis()
-    ax.set_ylabel("")
+    fig = plots.panels([plots.Panel(priced.rename(columns=lambda c: c.split(" ")[0]), "µs per request (estimate)")],
+                       "steady: DB look-ups + decryptions per request, priced per store", width=9)
 else:
     display(Markdown("Needs both `steady` forge-ref results and micro results."))
 
@@ -115,18 +101,11 @@ else:
 # is repeated per backend.
 
 # %%
-loads = an.select(df, target="forge-ref", run=None)
+loads = an.select(df, target="forge-ref", profile="steady", run=None)
 backends = loads.groupby(["store", "cache_backend"]).size().rename("files") if len(loads) else None
-if backends is not None and len(backends) > 1:
-    display(backends.to_frame())
-    by_backend = an.on_off(loads)
-    by_backend = by_backend[by_backend["profile"] == "steady"]
-    display(by_backend)
-    delta = by_backend.pivot_table(index="step", columns=["store", "cache_backend"], values="Δ cpu_ms")
-    ax = delta.plot.barh(figsize=(9, 0.5 * len(delta) + 2),
-                         title="steady: Δ server CPU ms per request, by backend")
-    ax.set_ylabel("")
-else:
+varied = backends is not None and len(backends) > 1
+by_backend = an.backend_effects(loads) if varied else None
+if not varied:
     found = ", ".join(f"{s} + {c} caches" for s, c in (backends.index if backends is not None else []))
     display(Markdown(
         f"Every forge-ref load result here ran on one store and cache backend ({found or 'none'}): "
@@ -134,3 +113,14 @@ else:
         "only as the priced estimate. Results that do vary them come from load runs whose files record "
         "the store and backend as described above; the per-operation costs come from "
         f"`{an.COMMANDS['micro']}`."))
+elif an.have(by_backend, "backends"):
+    display(backends.to_frame())
+    display(by_backend)
+    fig = plots.panels([plots.Panel(by_backend.pivot(index="backend", columns="step", values=col)
+                                    .reindex(by_backend["backend"].unique()), xlabel, title, ref=ref)
+                        for col, xlabel, title, ref in [
+                            ("Δ cpu_ms", "change in server CPU, ms per request", "Server CPU", 0),
+                            ("Δ p50_ms", "change in p50 latency, ms", "Median latency", 0),
+                            ("rps ×", "throughput, on / off", "Throughput", 1)]],
+                       f"steady, {', '.join(sorted(set(by_backend['off'] + ' → ' + by_backend['on'])))}: what "
+                       "switching the layers on saves, per store + cache backend")

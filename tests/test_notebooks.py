@@ -4,8 +4,8 @@ bottom (nbclient, a real kernel) and draws at least one figure.
 
 They run twice: against the committed sample (``tests/data/sample_results``, the default a fresh
 checkout sees) and against a directory that adds, to copies of the sample, the result kinds the sample
-lacks (many-tenants, multi-process churn, LiteLLM, histograms, one-layer pairs, a Redis variant), so
-the branches that plot them run too. Those additions are made-up numbers for this test only.
+lacks (many-tenants, multi-process churn, LiteLLM, histograms, one-layer pairs, Redis and PostgreSQL
+variants), so the branches that plot them run too. Those additions are made-up numbers for this test only.
 """
 
 from __future__ import annotations
@@ -97,8 +97,9 @@ def extended(tmp_path_factory) -> Path:
         (out / f"20991231T{files:06d}Z_synthetic.json").write_text(json.dumps(new))  # sorts after the sample
         return new
 
-    for doc in (steady_all, steady_none):  # a Redis-backed variant of the same run
+    for doc in (steady_all, steady_none):  # Redis- and PostgreSQL-backed variants of the same run
         variant(doc, variant="redis", settings__server_env={"FORGE_CACHE_BACKEND": "redis"})
+        variant(doc, variant="postgres", settings__store="postgresql://127.0.0.1/bench")
     hist = {"3": 10, "5": 50, "8": 30, "13": 9, "27": 1}  # Locust's histogram: ms -> count
     for doc, config, changes in ((steady_none, "user", {"per_request__db_queries": 1.0}),  # one-layer pairs
                                  (steady_all, "user,service,models,adapters", {"server__cpu_ms_per_request": 0.7})):
@@ -139,6 +140,11 @@ def _check(nb: nbformat.NotebookNode, name: str) -> str:
 def test_notebook_runs_on_the_sample(name, kernel, monkeypatch):
     nb = _execute(name, SAMPLE, kernel, monkeypatch)
     text = _check(nb, name)
+    first = nb.cells[0]  # says which results it reads, and how to read others
+    assert first.cell_type == "code" and "FORGE_RESULTS_DIR=DIR" in first.source
+    shown = first.outputs[0]["data"]["text/markdown"]
+    assert shown.startswith("**Reading `tests/data/sample_results/`**: `$FORGE_RESULTS_DIR` names it.")
+    assert "`FORGE_RESULTS_DIR=DIR ./dev.sh notebooks`" in shown and 'an.results_dir("DIR")' in shown
     assert "Intel" in text or "CPUs" in text  # the machine, from the files
     assert "Pinning:" in text and "taskset" in text
     if name == "02_scaling.py":  # the sample has no many-tenants run: said, not failed
@@ -157,3 +163,4 @@ def test_notebook_runs_on_fuller_results(name, kernel, extended, monkeypatch):
         assert "No per-request latency histograms" not in text  # the CDF branch ran
     if name == "05_backends.py":
         assert "run on one store and cache backend" not in text  # the per-backend branch ran
+        assert "No switch of layers" not in text  # and plotted none → all on two backends
