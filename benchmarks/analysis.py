@@ -29,7 +29,7 @@ from forge_ref.settings import LAYERS, parse_layers
 from . import results
 from .plots import config_name
 from .report import BACKENDS_COMMAND, COMBOS, TARGET_ORDER, _config_key, _noise_line
-from .results import is_load_run, load_results, result_files
+from .results import METRICS, is_load_run, load_results, result_files, summary
 
 REPO = Path(__file__).resolve().parent.parent
 ENV_VAR = "FORGE_RESULTS_DIR"
@@ -37,25 +37,6 @@ DEFAULT_DIR = REPO / "results"
 SAMPLE_DIR = REPO / "tests" / "data" / "sample_results"
 MICRO_SIBLING = "sample_micro"
 
-# tidy name -> flattened column of a result file (all per request, except latency, rps and memory)
-METRICS = {
-    "rps": "locust.rps",
-    "avg_ms": "locust.avg_ms",
-    "p50_ms": "locust.p50_ms",
-    "p90_ms": "locust.p90_ms",
-    "p99_ms": "locust.p99_ms",
-    "max_ms": "locust.max_ms",
-    "failures": "locust.failures",
-    "db_queries": "per_request.db_queries",
-    "decryptions": "per_request.decryptions",
-    "upstream_requests": "per_request.upstream_requests",
-    "model_list_calls": "per_request.upstream_model_list_requests",
-    "services_built": "per_request.services_built",
-    "adapters_built": "per_request.adapters_built",
-    "cpu_ms": "server.cpu_ms_per_request",
-    "server_busy": "server.cpu_utilisation",
-    "peak_rss_mb": "server.peak_rss_mb",
-}
 PERCENTILES = ["p50_ms", "p90_ms", "p99_ms", "max_ms"]
 
 # Commands that produce what a notebook looks for, for the "not in this directory" messages.
@@ -299,22 +280,6 @@ def select(df: pd.DataFrame, *, run: str | None = "fullest", need: Iterable[str]
     elif run is not None:
         rows = rows[rows["run_id"] == run]
     return rows.sort_values(["profile", "order"])
-
-
-def summary(frame: pd.DataFrame, by: str | list[str] = "label", metrics: Iterable[str] | None = None) -> pd.DataFrame:
-    """One row per result: the tidy metrics (per request, where a count), indexed by ``by``."""
-    if isinstance(by, str):
-        index = pd.Index(frame[by].values if by in frame else [], name=by)
-    else:
-        index = pd.MultiIndex.from_frame(frame[list(by)])
-    out = pd.DataFrame(index=index)
-    for name in metrics or METRICS:
-        col = METRICS[name]
-        out[name] = frame[col].values if col in frame else float("nan")
-    if metrics is None:
-        calls = frame["mock.total_calls"] if "mock.total_calls" in frame else pd.Series(float("nan"), frame.index)
-        out["provider_calls"] = (calls / frame["requests"].where(frame["requests"] > 0)).values
-    return out
 
 
 def endpoints(frame: pd.DataFrame, by: str = "label") -> pd.DataFrame:

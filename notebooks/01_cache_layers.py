@@ -70,7 +70,7 @@ if an.have(forge, "steady"):
                                                              "provider_calls"]]
               for (p, v), c in costs.groupby(level=[0, 1], sort=False)}
     fig = plots.grid(charts, "count per client request", "Costs per request, by profile and cache configuration",
-               order=list(forge.sort_values("order")["config"].unique()))
+                     order=list(forge.sort_values("order")["config"].unique()))
 
 # %% [markdown]
 # ## Each layer on against off
@@ -92,10 +92,10 @@ pairs = an.layer_pairs(shown)
 source = pairs if len(pairs) else shown.set_index("step")  # without one-layer pairs, the coarser steps
 if len(source):
     fig = plots.panels([plots.Panel(source["Δ db_queries"], "change per request", "DB queries", ref=0),
-                  plots.Panel(source["Δ decryptions"], "change per request", "Decryptions", ref=0),
-                  plots.Panel(source["Δ cpu_ms"], "change in server CPU, ms per request", "Server CPU", ref=0),
-                  plots.Panel(source["rps ×"], "throughput, on / off", "Throughput", ref=1)],
-                 "steady: what switching each layer on changes (negative is a saving)")
+                        plots.Panel(source["Δ decryptions"], "change per request", "Decryptions", ref=0),
+                        plots.Panel(source["Δ cpu_ms"], "change in server CPU, ms per request", "Server CPU", ref=0),
+                        plots.Panel(source["rps ×"], "throughput, on / off", "Throughput", ref=1)],
+                       "steady: what switching each layer on changes (negative is a saving)")
 
 # %% [markdown]
 # ## Latency distributions
@@ -140,5 +140,5 @@ if an.have(lists, "models-heavy"):
     calls = an.summary(lists, by=["profile", "label"])
     display(calls[["model_list_calls", "provider_calls", "db_queries", "p50_ms", "p99_ms", "rps", "cpu_ms"]])
     fig = plots.grid({p: c.droplevel(0)[["model_list_calls", "provider_calls"]] for p, c in calls.groupby(level=0)},
-               "calls per client request", "Upstream calls per client request: `models` on, one call per listing is "
-               "saved", order=list(lists.sort_values("order")["label"].unique()), ncols=2)
+                     "calls per client request", "Upstream calls per client request (the models layer saves the "
+                     "model-list calls)", order=list(lists.sort_values("order")["label"].unique()), ncols=2)

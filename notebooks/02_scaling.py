@@ -40,7 +40,7 @@ if an.have(many, "many-tenants"):
                      "entries evicted in the measured window", "Evictions"),
          plots.Panel(tenants["db_queries"], "count per request", "DB queries per request"),
          plots.Panel(tenants["peak_rss_mb"], "MB", "Server peak RSS")],
-        f"many-tenants ({sizes} tenants; `bounded`: {bounds or 'none'} entries per cache): what bounds cost")
+        f"many-tenants ({sizes} tenants; bounded: {bounds or 'none'} entries per cache): what bounds cost")
 
 # %% [markdown]
 # ## Cold burst: coalescing on and off
