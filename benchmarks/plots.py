@@ -83,7 +83,8 @@ def _bars(ax, panel: Panel, legend: bool = True) -> None:
     colors = [COLORS.get(s) for s in series]
     frame.plot.barh(ax=ax, stacked=panel.stacked, width=0.8, legend=False,
                     color=colors if all(colors) else None)
-    ax.invert_yaxis()  # the frame's first row on top
+    if not ax.yaxis_inverted():  # the frame's first row on top (axes that share y are inverted once)
+        ax.invert_yaxis()
     ax.set(xlabel=panel.xlabel, ylabel="")
     ax.grid(axis="y", visible=False)
     if panel.log:
@@ -96,7 +97,12 @@ def _bars(ax, panel: Panel, legend: bool = True) -> None:
             if pd.notna(value):
                 ax.annotate(_number(value), (value, y), va="center", fontsize=7, textcoords="offset points",
                             ha="right" if value < 0 else "left", xytext=(-5 if value < 0 else 5, 0))
-        ax.margins(x=0.18)
+        if panel.log:
+            ax.margins(x=0.18)
+        else:  # room for the numbers; set explicitly, as pandas fixes the limits of stacked bars
+            lo, hi = ax.get_xlim()
+            pad = 0.15 * (hi - lo)
+            ax.set_xlim(lo - pad * (values.min() < 0), hi + pad * (values.max() > 0))
     if legend and len(series) > 1:  # between the title and the bars, where it covers nothing
         ax.legend(loc="lower center", bbox_to_anchor=(0.5, 1.0), ncols=min(2, len(series)), frameon=False)
     ax.set_title(panel.title, pad=4 + (14 * -(-len(series) // 2) if legend and len(series) > 1 else 0))
