@@ -1,6 +1,6 @@
-"""benchmarks.analysis and benchmarks.plots: which results a notebook reads and why, which run a
-comparison uses, and the names and shapes the figures are drawn from. On copies of the committed
-sample, with jobs repeated or moved to other runs where a test needs them."""
+"""benchmarks.analysis: which results a notebook reads and why, which run a comparison uses, and the
+tables the figures are drawn from. On copies of the committed sample, with jobs repeated or moved to
+other runs where a test needs them."""
 
 from __future__ import annotations
 
@@ -8,21 +8,17 @@ import json
 import shutil
 from pathlib import Path
 
-import matplotlib
 import pytest
 
 from benchmarks import analysis as an
-from benchmarks import plots
-
-matplotlib.use("Agg")
 
 SAMPLE = Path(__file__).resolve().parent / "data" / "sample_results"
 
 
-def _copy(tmp_path: Path, extra: dict[str, dict] = {}) -> Path:  # noqa: B006 (read only)
+def _copy(tmp_path: Path, extra: dict[str, dict] | None = None) -> Path:
     for path in SAMPLE.glob("*.json"):
         shutil.copy(path, tmp_path / path.name)
-    for name, doc in extra.items():
+    for name, doc in (extra or {}).items():
         (tmp_path / name).write_text(json.dumps(doc))
     return tmp_path
 
@@ -73,26 +69,3 @@ def test_layer_pairs_isolate_each_layer_both_ways(tmp_path):
     assert pairs.loc["user", ("Δ db_queries", "added to none")] == 0.0  # a copy of `none`: nothing changes
     assert pairs["Δ db_queries"].loc["user"].isna().tolist() == [False, True]
     assert an.layer_pairs(effects[effects["n_added"] > 1]).empty
-
-
-def test_config_names_read_as_the_layer_a_configuration_lacks():
-    assert plots.config_name("user,service,keys,models [bounded]") == "all but adapters [bounded]"
-    assert plots.config_name("service,keys,models,adapters") == "all but user"
-    assert plots.config_name("user,service,keys") == "user,service,keys"
-    assert plots.config_name("all [postgres+redis]") == "all [postgres+redis]"
-
-
-def test_panels_draw_rows_top_down_with_one_shared_legend():
-    import pandas as pd
-
-    table = pd.DataFrame({"db_queries": [2.0, 0.0], "decryptions": [3.0, 0.0], "cpu_ms": [0.7, 0.4]},
-                         index=["none", "user,service,keys,models"])
-    fig = plots.panels([plots.Panel(table[["db_queries", "decryptions"]], "count per request", "Costs"),
-                        plots.Panel(table[["db_queries", "decryptions"]], "count per request", "Again")], "t")
-    ax = fig.axes[0]
-    assert [t.get_text() for t in ax.get_yticklabels()] == ["none", "all but adapters"]
-    assert ax.get_ylim()[0] > ax.get_ylim()[1]  # inverted: the first row on top
-    assert [t.get_text() for t in fig.legends[0].get_texts()] == ["DB queries", "decryptions"]
-    assert all(a.get_legend() is None for a in fig.axes)
-    single = plots.panels([plots.Panel(table["cpu_ms"], "ms", "CPU")], "t")
-    assert [t.get_text() for t in single.axes[0].texts] == ["0.7", "0.4"]  # a single series is labelled
