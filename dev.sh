@@ -3,6 +3,9 @@
 # its dev extra when pyproject.toml changed, then runs the asked-for job.
 #   ./dev.sh bench [args]   quick benchmark matrix: caches on/off on SQLite + in-memory caches
 #                           (plus one PostgreSQL + Redis job when those servers answer)
+#   ./dev.sh report [args]  RESULTS.md and docs/figures/*.png from results/*.json
+#   ./dev.sh notebooks [args]  JupyterLab on notebooks/ at 127.0.0.1 (installs the notebooks extra once;
+#                           builds each notebooks/0N_*.ipynb from its source notebooks/0N_*.py)
 #   ./dev.sh test  [args]   the test suite (pytest)
 #   ./dev.sh <cmd> [args]   any command inside the virtualenv
 set -euo pipefail
@@ -33,6 +36,16 @@ export PATH="$PWD/.venv/bin:$PATH"
 cmd="${1:-test}"; shift || true
 case "$cmd" in
   bench) exec python -m benchmarks run --quick "$@" ;;
+  report) exec python -m benchmarks report "$@" ;;
+  notebooks)
+    NB_STAMP=.venv/.notebooks-$(sha256sum pyproject.toml | cut -c1-16)
+    if [ ! -f "$NB_STAMP" ]; then
+      python -m pip install -q -e '.[notebooks]' >&2
+      rm -f .venv/.notebooks-*; touch "$NB_STAMP"
+    fi
+    # Creates a missing .ipynb; of a source and its notebook, the newer one updates the other (outputs kept).
+    jupytext --sync --set-kernel python3 notebooks/[0-9]*.py >&2
+    exec jupyter lab --ip 127.0.0.1 notebooks/ "$@" ;;
   test)  exec python -m pytest "$@" ;;
   *)     exec "$cmd" "$@" ;;
 esac

@@ -14,8 +14,9 @@ from pathlib import Path
 
 from forge_ref.settings import LAYERS
 
+from . import plots
 from .profiles import FULL_CONFIGS
-from .results import config_label, is_load_run, load_results, store_backend
+from .results import config_label, is_load_run, load_results, store_backend, summary
 
 TARGET_ORDER = ["mock-direct", "bare-proxy-curl", "bare-proxy-httpx", "forge-ref", "forge-ref-httpx", "litellm",
                 "forge-ref-nodes"]
@@ -401,95 +402,61 @@ PROFILE_HEAD = ["profile", "configuration", "req/s", "p50 ms", "p99 ms", "DB que
 # --- figures ----------------------------------------------------------------------------------
 
 
-def _save(fig, path: Path) -> None:
-    path.parent.mkdir(parents=True, exist_ok=True)
-    fig.savefig(path, dpi=100, metadata={"Software": None})
+def _tidy(df, docs: list[dict], names: list[str]):
+    """:func:`benchmarks.results.summary` of these docs' rows of ``df``, in the docs' order, indexed by ``names``."""
+    rows = df.set_index("file").loc[[d["_file"] for d in docs]].reset_index()
+    return summary(rows.assign(name=names), by="name")
 
 
-def _bar_panel(ax, labels: list[str], series: list[tuple[str, list[float]]], title: str, ylabel: str) -> None:
-    n = max(1, len(series))
-    width = 0.8 / n
-    for i, (name, values) in enumerate(series):
-        xs = [x + (i - (n - 1) / 2) * width for x in range(len(labels))]
-        ax.bar(xs, [v or 0 for v in values], width, label=name)
-    ax.set_xticks(range(len(labels)))
-    ax.set_xticklabels(labels, rotation=35, ha="right", fontsize=8)
-    ax.set_title(title, fontsize=10)
-    ax.set_ylabel(ylabel, fontsize=9)
-    if n > 1:
-        ax.legend(fontsize=8)
-
-
-def figures(docs: list[dict], run: str | None, fig_dir: Path) -> list[tuple[str, str]]:
-    """Write the figures of one run; return (file name, caption) pairs."""
+def figures(df, docs: list[dict], run: str | None, fig_dir: Path) -> list[tuple[str, str]]:
+    """Write the figures of one run (drawn by :mod:`benchmarks.plots`, like the notebooks'); return
+    (file name, caption) pairs."""
     import matplotlib
 
     matplotlib.use("Agg")
-    import matplotlib.pyplot as plt
+    import pandas as pd
 
-    plt.rcParams.update({"svg.hashsalt": "forge-ref", "font.family": "DejaVu Sans"})
+    plots.style()
     made = []
     in_run = [d for d in docs if d["run_id"] == run]
     steady = sorted([d for d in in_run if d["target"] == "forge-ref" and d["profile"] == "steady"], key=_config_key)
     if steady:
-        labels = [config_label(d) for d in steady]
-        fig, axes = plt.subplots(2, 2, figsize=(11, 7.5))
-        _bar_panel(axes[0][0], labels, [("DB queries", [_pr(d, "db_queries") for d in steady]),
-                                        ("decryptions", [_pr(d, "decryptions") for d in steady])],
-                   "Costs per request (steady)", "per request")
-        _bar_panel(axes[0][1], labels, [("CPU ms", [d["server"]["cpu_ms_per_request"] for d in steady])],
-                   "Server CPU per request (steady)", "ms")
-        _bar_panel(axes[1][0], labels, [("req/s", [d["locust"]["rps"] for d in steady])],
-                   "Throughput (steady)", "requests/s")
-        _bar_panel(axes[1][1], labels, [("p50", [d["locust"]["p50_ms"] for d in steady]),
-                                        ("p99", [d["locust"]["p99_ms"] for d in steady])],
-                   "Latency (steady)", "ms")
-        fig.tight_layout()
-        _save(fig, fig_dir / "layers_steady.png")
-        plt.close(fig)
-        made.append(("layers_steady.png", "Per cache configuration, profile `steady`: costs per request, CPU, "
-                                          "throughput and latency."))
+        table = _tidy(df, steady, [config_label(d) for d in steady])
+        plots.save(plots.configurations(table, f"steady, run {run}: what each cache configuration costs"),
+                   fig_dir / "layers_steady.png")
+        made.append(("layers_steady.png", "Per cache configuration, profile `steady`, from `none` (top) to `all`: "
+                                          "costs per request, server CPU, throughput and latency."))
     models = sorted([d for d in in_run if d["target"] == "forge-ref" and d["profile"] in ("models-heavy", "mixed")],
                     key=lambda d: (d["profile"], *_config_key(d)))
     if models:
-        labels = [f"{d['profile']}: {config_label(d)}" for d in models]
-        fig, ax = plt.subplots(figsize=(9, 4.5))
-        _bar_panel(ax, labels, [("model-list calls", [_pr(d, "upstream_model_list_requests") for d in models]),
-                                ("mock calls", [d["mock"]["total_calls"] / d["requests"] if d["requests"] else 0
-                                                for d in models])],
-                   "Provider API calls per client request", "per request")
-        fig.tight_layout()
-        _save(fig, fig_dir / "provider_calls.png")
-        plt.close(fig)
+        charts = {p: _tidy(df, grp, [config_label(d) for d in grp])[["model_list_calls", "provider_calls"]]
+                  for p in dict.fromkeys(d["profile"] for d in models)
+                  for grp in [[d for d in models if d["profile"] == p]]}
+        order = list(dict.fromkeys(config_label(d) for d in sorted(models, key=_config_key)))
+        plots.save(plots.grid(charts, "calls per client request", f"Upstream calls per client request, run {run}",
+                              order, ncols=2), fig_dir / "provider_calls.png")
         made.append(("provider_calls.png", "Upstream calls per client request: model lists (the `models` layer) "
                                             "and every call the mock received."))
     base = [d for d in in_run if d["profile"] == "steady" and d["target"] in TARGET_ORDER
             and (d["target"] != "forge-ref" or d["config"] in ("all", "none")) and not d.get("variant")]
     base = sorted(base, key=lambda d: (TARGET_ORDER.index(d["target"]), *_config_key(d)))
     if len({d["target"] for d in base}) > 1:
-        labels = [config_label(d) if d["target"] != "forge-ref" else f"forge-ref ({d['config']})" for d in base]
-        fig, axes = plt.subplots(1, 2, figsize=(11, 4.5))
-        _bar_panel(axes[0], labels, [("req/s", [d["locust"]["rps"] for d in base])], "Throughput (steady)",
-                   "requests/s")
-        _bar_panel(axes[1], labels, [("CPU ms", [d["server"]["cpu_ms_per_request"] for d in base])],
-                   "CPU per request of the process under test", "ms")
-        fig.tight_layout()
-        _save(fig, fig_dir / "baselines.png")
-        plt.close(fig)
+        names = [config_label(d) if d["target"] != "forge-ref" else f"forge-ref ({d['config']})" for d in base]
+        plots.save(plots.targets(_tidy(df, base, names), f"steady, run {run}: forge-ref against its baselines"),
+                   fig_dir / "baselines.png")
         made.append(("baselines.png", "forge-ref against its baselines and peers, profile `steady` (for "
                                       "`mock-direct` the process under test is the mock itself)."))
     hits = sorted([d for d in in_run if d["target"] == "forge-ref" and d["caches"]
                    and d["profile"] in ("many-tenants", "mixed", "churn") and d["config"] == "all"],
                   key=lambda d: (d["profile"], d.get("variant", "")))
     if hits:
-        labels = [f"{d['profile']}" + (f" [{d['variant']}]" if d.get("variant") else "") for d in hits]
-        fig, ax = plt.subplots(figsize=(9, 4.5))
-        _bar_panel(ax, labels, [(layer, [d["caches"].get(layer, {}).get("hit_ratio") for d in hits])
-                                for layer in ("user", "service", "models")], "Cache hit ratios (`all`)", "hit ratio")
-        ax.set_ylim(0, 1.05)
-        fig.tight_layout()
-        _save(fig, fig_dir / "hit_ratios.png")
-        plt.close(fig)
+        ratios = pd.DataFrame([{layer: d["caches"].get(layer, {}).get("hit_ratio") for layer in ("user", "service",
+                                                                                                  "models")}
+                               for d in hits],
+                              index=[d["profile"] + (f" [{d['variant']}]" if d.get("variant") else "") for d in hits])
+        plots.save(plots.panels([plots.Panel(ratios, "fraction of look-ups served by the cache", ref=1)],
+                                f"Cache hit ratios with every layer on (all), run {run}", width=9),
+                   fig_dir / "hit_ratios.png")
         made.append(("hit_ratios.png", "Hit ratios of the user, service and models caches with every layer on."))
     return made
 
@@ -646,7 +613,7 @@ def report(results_dir: str | os.PathLike = "results", out: str | os.PathLike = 
     micro = [d for d in every if d.get("profile") == "micro" and isinstance(d.get("micro"), dict)]
     soaks = [d for d in every if d.get("profile") == "soak" and isinstance(d.get("rss"), dict)]
     out, fig_dir = Path(out), Path(figures_dir)
-    made = figures(docs, _primary_run(docs), fig_dir) if docs else []
+    made = figures(df, docs, _primary_run(docs), fig_dir) if docs else []
     fig_rel = Path(os.path.relpath(fig_dir.resolve(), out.resolve().parent)).as_posix()
     out.parent.mkdir(parents=True, exist_ok=True)
     text = render(docs, fig_rel, made, micro[-1] if micro else None)
