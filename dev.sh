@@ -22,13 +22,25 @@ if [ -z "$PY" ]; then
 fi
 [ -n "$PY" ] || { echo "dev.sh: Python >= 3.11 is required" >&2; exit 1; }
 
+# pip's own chatter (setuptools' "same name as your package" banner, index warnings) is kept in a
+# log and shown only when an install fails.
+install() {
+  local log=.venv/pip.log
+  if ! .venv/bin/python -m pip install -q "$@" >"$log" 2>&1; then
+    cat "$log" >&2
+    echo "dev.sh: pip install $* failed (log above, also in $log)" >&2
+    exit 1
+  fi
+}
+
 if [ ! -x .venv/bin/python ]; then
+  echo "dev.sh: creating .venv and installing forge-ref (a minute or two, once)" >&2
   "$PY" -m venv .venv
 fi
 STAMP=.venv/.installed-$(sha256sum pyproject.toml | cut -c1-16)
 if [ ! -f "$STAMP" ]; then
-  .venv/bin/python -m pip install -q --upgrade pip >&2
-  .venv/bin/python -m pip install -q -e '.[dev]' >&2
+  install --upgrade pip
+  install -e '.[dev]'
   rm -f .venv/.installed-*; touch "$STAMP"
 fi
 export PATH="$PWD/.venv/bin:$PATH"
@@ -40,7 +52,7 @@ case "$cmd" in
   notebooks)
     NB_STAMP=.venv/.notebooks-$(sha256sum pyproject.toml | cut -c1-16)
     if [ ! -f "$NB_STAMP" ]; then
-      python -m pip install -q -e '.[notebooks]' >&2
+      install -e '.[notebooks]'
       rm -f .venv/.notebooks-*; touch "$NB_STAMP"
     fi
     # Creates a missing .ipynb; of a source and its notebook, the newer one updates the other (outputs kept).
