@@ -14,7 +14,7 @@ from pathlib import Path
 
 from forge_ref.settings import LAYERS
 
-from . import plots
+from . import phases, plots
 from .profiles import FULL_CONFIGS
 from .results import config_label, is_load_run, load_results, store_backend, summary
 
@@ -569,6 +569,7 @@ def render(docs: list[dict], fig_rel: str, made: list[tuple[str, str]], micro: d
               "the provider's latency and quota).", ""]
     lines += ["## The design's claims", "", _table(["claim", "measured on", "measured", "verdict"], _claims(docs)), ""]
     lines += ["## Targets", "", _table(["target", "goal", "measured", "verdict"], _targets(docs)), ""]
+    lines += phases.section(docs, micro, run)
     layer_rows = _layers(docs)
     if layer_rows:
         lines += ["## What each layer buys", "",

@@ -95,7 +95,7 @@ _current: ContextVar["Trace | None"] = ContextVar("forge_ref_trace", default=Non
 HIT, MISS = "hit", "miss"
 # Layers a Server-Timing header names even when they have no phase of their own. Cache layers
 # that are not the request's (``models_failures``) stay out of it.
-TIMED_LAYERS = ("user", "service", "key", "adapter", "models")
+TIMED_LAYERS = frozenset({"user", "service", "key", "adapter", "models"})
 
 
 class Trace:
@@ -158,17 +158,14 @@ class Trace:
         less ``upstream``) and ``total``: the time to the response's first byte.
         """
         total = self.elapsed() if self.first_byte is None else self.first_byte
-        parts = []
-        for name, dur in self.phases.items():
-            state = self.layers.get(name)
-            head = name if state is None else f'{name};desc="{state}"'
-            parts.append(f"{head};dur={dur * 1000:.3f}")
-        for name, state in self.layers.items():
-            if name not in self.phases and name in TIMED_LAYERS:
-                parts.append(f'{name};desc="{state}"')
-        upstream = self.phases.get("upstream", 0.0)
-        parts.append(f"gateway;dur={(total - upstream) * 1000:.3f}")
-        parts.append(f"total;dur={total * 1000:.3f}")
+        layers, phases = self.layers, self.phases
+        # One comprehension per kind of entry: this runs on every traced response (measured by
+        # benchmarks.micro's request_trace_on).
+        parts = [f'{name};desc="{layers[name]}";dur={dur * 1000:.3f}' if name in layers
+                 else f"{name};dur={dur * 1000:.3f}" for name, dur in phases.items()]
+        parts += [f'{name};desc="{state}"' for name, state in layers.items()
+                  if name in TIMED_LAYERS and name not in phases]
+        parts.append(f"gateway;dur={(total - phases.get('upstream', 0.0)) * 1000:.3f}, total;dur={total * 1000:.3f}")
         return ", ".join(parts)
 
     def log_fields(self) -> dict:
