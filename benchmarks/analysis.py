@@ -70,6 +70,8 @@ MISSING = {  # what a notebook looks for -> (what is missing, the command that p
                  COMMANDS["backends"]),
     "micro": ("no micro results (`target: micro`) in this directory or a sibling `sample_micro/`",
               COMMANDS["micro"] + " --out DIR"),
+    "server-timing": ("no `steady` results with Server-Timing phases (`server_timing`) in this directory: the "
+                      "runner records them since the tracing issue", "python -m benchmarks run --quick"),
 }
 
 

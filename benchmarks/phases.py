@@ -13,6 +13,9 @@ import statistics
 # The gateway's own phases in the order a request runs them (benchmarks.server_timing records more:
 # ``total`` and ``gateway``, which sum them up, and ``upstream``, the provider's time).
 OWN_PHASES = ("body", "parse", "user", "service", "key", "models", "translate", "pool", "respond")
+# Of those, the ones that are work rather than waiting (``body``: for the body to be read and the
+# handler to run; ``pool``: for an upstream connection).
+WORK_PHASES = ("parse", "user", "service", "key", "models", "translate", "respond")
 
 
 def label(doc: dict) -> str:

@@ -3,10 +3,11 @@
 # the committed sample tests/data/sample_results/. To read others, start JupyterLab with FORGE_RESULTS_DIR=DIR
 # (`FORGE_RESULTS_DIR=DIR ./dev.sh notebooks`), or name them here: RESULTS = an.results_dir("DIR").
 import matplotlib.pyplot as plt
+import pandas as pd
 from IPython.display import Markdown, display
 
 from benchmarks import analysis as an
-from benchmarks import plots
+from benchmarks import phases, plots
 
 RESULTS = an.results_dir()
 df = an.start(RESULTS)
@@ -142,3 +143,32 @@ if an.have(lists, "models-heavy"):
     fig = plots.grid({p: c.droplevel(0)[["model_list_calls", "provider_calls"]] for p, c in calls.groupby(level=0)},
                      "calls per client request", "Upstream calls per client request (the models layer saves the "
                      "model-list calls)", order=list(lists.sort_values("order")["label"].unique()), ncols=2)
+
+# %% [markdown]
+# ## Where a request's time goes, and hits against misses
+#
+# The runner starts forge-ref with `FORGE_SERVER_TIMING=1`: every response carries a W3C `Server-Timing`
+# header naming each layer's hit or miss and each phase's time, and Locust records them
+# (`benchmarks/server_timing.py`; the result's `server_timing` section). Phases are the gateway's own
+# microseconds, in the order a request runs them; `upstream` is the provider's (the mock's) time and
+# `total` the time to the response's first byte. Under a closed-loop load at saturation, `body` (from
+# the request's start until its body has been read) and `upstream` also hold the time spent waiting for
+# the event loop, busy with the other requests.
+
+# %%
+timed = an.select(df, profile="steady", target="forge-ref")
+timed = timed[[bool(d.get("server_timing")) for d in timed["raw"]]] if not timed.empty else timed
+if an.have(timed, "server-timing"):
+    docs = list(timed["raw"])
+    table = pd.DataFrame(phases.phase_rows(docs))
+    display(table.pivot_table(index="phase", columns="label", values="p50_us", sort=False))
+    own = table[table["phase"].isin(phases.WORK_PHASES)]
+    p50 = own.pivot_table(index="label", columns="phase", values="p50_us", sort=False)
+    order = [lab for lab in timed.sort_values("order")["label"] if lab in p50.index]
+    ax = p50.loc[order].iloc[::-1].plot.barh(stacked=True, figsize=(9, 0.5 * len(order) + 1.5), width=0.7)
+    ax.set(xlabel="gateway's own time, µs (p50 of each phase, stacked)", ylabel="",
+           title="steady: the gateway's own work per configuration (upstream and waiting excluded)")
+    ax.legend(title="phase", bbox_to_anchor=(1.02, 1), loc="upper left")
+    hits = pd.DataFrame(phases.layer_rows(docs))
+    display(Markdown("Client-side latency (ms) of the requests in which each layer hit or missed:"))
+    display(hits.pivot_table(index=["layer", "state"], columns="label", values="p50_ms", sort=False))
