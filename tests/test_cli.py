@@ -51,3 +51,14 @@ def test_serve_refuses_a_key_that_cannot_decrypt(tmp_path):
 def test_bad_caches_list_is_a_clear_error(tmp_path):
     r = forge("serve", "--db", str(tmp_path / "c.db"), "--caches", "user,nonsense")
     assert r.returncode != 0 and "nonsense" in r.stderr and "Traceback" not in r.stderr
+
+
+def test_a_malformed_encryption_key_is_a_clear_startup_error(tmp_path):
+    for key in ("not-a-fernet-key", Fernet.generate_key().decode() + ",garbage"):
+        r = forge("serve", "--db", str(tmp_path / "c.db"), "--port", "0", env={"FORGE_ENCRYPTION_KEY": key})
+        assert r.returncode != 0
+        assert "forge-ref: FORGE_ENCRYPTION_KEY is not a valid Fernet key" in r.stderr, r.stderr
+        assert "Traceback" not in r.stderr and "garbage" not in r.stderr and "not-a-fernet" not in r.stderr
+    (tmp_path / "k.db.key").write_text("broken\n")  # a damaged key file beside the database
+    r = forge("serve", "--db", str(tmp_path / "k.db"), "--port", "0")
+    assert r.returncode != 0 and "the key file" in r.stderr and "Traceback" not in r.stderr
