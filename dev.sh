@@ -3,6 +3,8 @@
 # its dev extra when pyproject.toml changed, then runs the asked-for job.
 #   ./dev.sh bench [args]   quick benchmark matrix: caches on/off on SQLite + in-memory caches
 #                           (plus one PostgreSQL + Redis job when those servers answer)
+#   ./dev.sh locust [PROFILE] [locust args]  Locust's web UI (127.0.0.1:8089) against a fresh local forge-ref
+#                           and mock, tenants seeded (python -m benchmarks.interactive --help)
 #   ./dev.sh report [args]  RESULTS.md and docs/figures/*.png from results/*.json
 #   ./dev.sh notebooks [args]  JupyterLab on notebooks/ at 127.0.0.1 (installs the notebooks extra once;
 #                           builds each notebooks/0N_*.ipynb from its source notebooks/0N_*.py)
@@ -49,6 +51,7 @@ cmd="${1:-test}"; shift || true
 case "$cmd" in
   bench) exec python -m benchmarks run --quick "$@" ;;
   report) exec python -m benchmarks report "$@" ;;
+  locust) exec python -m benchmarks.interactive "$@" ;;
   notebooks)
     NB_STAMP=.venv/.notebooks-$(sha256sum pyproject.toml | cut -c1-16)
     if [ ! -f "$NB_STAMP" ]; then
