@@ -17,7 +17,7 @@ def test_quick_plan_is_small_and_full_plan_covers_the_matrix():
     assert len(quick) <= 20
     assert {j.target for j in quick} >= {"mock-direct", "bare-proxy-curl", "forge-ref-httpx"}
     full = plan(quick=False, baselines=False, profiles=["steady"])
-    assert len(full) == 12  # none, 5 alone, 5 all-but-one, all
+    assert len(full) == 13  # none, 5 alone, 5 all-but-one, all, and all with Server-Timing off
     assert len({j.label() for j in plan(quick=False, peer="litellm")}) == len(plan(quick=False, peer="litellm"))
 
 
@@ -26,10 +26,11 @@ def test_store_and_backend_dimensions_multiply_forge_jobs_with_distinct_labels()
                 backends=["memory,redis"], multi_node=2)
     forge = [j for j in jobs if j.target == "forge-ref"]
     assert {(j.store, j.backend) for j in forge} == {(s, b) for s in STORES for b in BACKENDS}
-    assert {j.variant for j in forge} == {"", "redis", "postgres", "postgres+redis"}
+    assert {j.variant for j in forge if not j.server_env} == {"", "redis", "postgres", "postgres+redis"}
     nodes = [j for j in jobs if j.target == "forge-ref-nodes"]
-    assert [(j.config, j.store, j.backend, j.nodes) for j in nodes] == [("none", "postgres", "redis", 2),
-                                                                         ("all", "postgres", "redis", 2)]
+    assert [(j.config, j.store, j.backend, j.nodes, j.variant) for j in nodes] == [
+        ("none", "postgres", "redis", 2, "postgres+redis+nodes=2"), ("all", "postgres", "redis", 2, "postgres+redis+nodes=2"),
+        ("all", "postgres", "redis", 2, "postgres+redis+timing=off+nodes=2")]
     labels = [j.label() for j in jobs]
     assert len(set(labels)) == len(labels)
     assert "steady_all_postgres+redis" in labels and "steady_forge-ref-nodes_all_postgres+redis+nodes2" in labels
@@ -81,9 +82,11 @@ def test_bad_choices_stop_before_anything_runs():
 def test_multi_node_jobs_skip_the_probe_profile_and_default_to_steady_all():
     jobs = plan(profiles=["steady", "latency-c1"], configs=["all"], baselines=False, multi_node=3)
     assert [(j.target, j.profile, j.variant, j.nodes) for j in jobs if j.nodes > 1] == [
-        ("forge-ref-nodes", "steady", "postgres+redis+nodes=3", 3)]
-    (nodes,) = [j for j in plan(baselines=False, profiles=None, configs=None, multi_node=2) if j.nodes > 1]
-    assert (nodes.profile, nodes.config) == ("steady", "all")
+        ("forge-ref-nodes", "steady", "postgres+redis+nodes=3", 3),
+        ("forge-ref-nodes", "steady", "postgres+redis+timing=off+nodes=3", 3)]
+    nodes = [j for j in plan(baselines=False, profiles=None, configs=None, multi_node=2) if j.nodes > 1]
+    assert [(j.profile, j.config, j.variant) for j in nodes] == [("steady", "all", "postgres+redis+nodes=2"),
+                                                                 ("steady", "all", "postgres+redis+timing=off+nodes=2")]
 
 
 def test_job_labels_upstream_clients_and_store_variants():
