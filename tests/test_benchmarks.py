@@ -103,7 +103,8 @@ def smoke(tmp_path_factory):
 
 def test_smoke_run_writes_complete_immutable_result_files(smoke):
     out, files = smoke
-    assert len(files) == 2 and all(p.parent == out for p in files)
+    # none, all, and all with Server-Timing off (what the trace costs)
+    assert len(files) == 3 and all(p.parent == out for p in files)
     for path in files:
         doc = json.loads(path.read_text())
         missing = [f for f in REQUIRED_FIELDS if f not in doc]
@@ -119,7 +120,9 @@ def test_smoke_run_writes_complete_immutable_result_files(smoke):
         for key in ("duration_s", "users", "processes", "upstream_client", "pinning"):
             assert key in doc["settings"]
         assert (doc["settings"]["store"], doc["settings"]["cache_backend"]) == ("sqlite", "memory")
-        assert doc["variant"] == "" and "[" not in config_label(doc)
+        timing = doc["settings"]["server_timing"]
+        assert doc["variant"] == ("" if timing else "timing=off")
+        assert ("[" not in config_label(doc)) == timing
         hist = doc["locust"]["endpoints"][0]["response_times"]  # Locust's own buckets, for CDFs
         assert sum(hist.values()) == doc["locust"]["endpoints"][0]["requests"]
         assert doc["requests"] > 50 and doc["locust"]["failures"] == 0
@@ -136,7 +139,7 @@ def test_smoke_run_writes_complete_immutable_result_files(smoke):
 
 def test_smoke_run_counters_match_the_cost_model(smoke):
     out, _ = smoke
-    docs = {d["config"]: d for d in load_results(out).attrs["raw"]}
+    docs = {d["config"]: d for d in load_results(out).attrs["raw"] if not d["variant"]}
     on, off = docs["all"], docs["none"]
     # Every layer on and warm: a proxied request costs no DB read and no decryption.
     assert on["counters"]["db_queries"] == 0 and on["per_request"]["db_queries"] == 0
@@ -185,8 +188,8 @@ def test_smoke_run_on_postgres_and_redis(tmp_path, pg_url, redis_url):
     files = runner.run(profiles=["steady"], configs=["all"], stores="postgres", backends="redis", duration=2,
                        users=5, out=tmp_path, baselines=False, verbose=False, postgres_url=pg_url,
                        redis_url=redis_url)
-    assert len(files) == 1 and "postgres+redis" in files[0].name
-    (doc,) = load_raw(tmp_path)
+    assert len(files) == 2 and all("postgres+redis" in f.name for f in files)  # and with Server-Timing off
+    (doc,) = [d for d in load_raw(tmp_path) if d["settings"]["server_timing"]]
     s = doc["settings"]
     assert (s["store"], s["cache_backend"], doc["variant"]) == ("postgres", "redis", "postgres+redis")
     assert config_label(doc) == "all [postgres+redis]"
