@@ -2,9 +2,11 @@
 
 Every number in the report is computed here from ``results/*.json``; comparisons are made
 between files of the same run (same ``run_id``: same machine, commit and mock), using the
-latest run that holds the files a comparison needs. Output is deterministic: sorted inputs,
-fixed figure sizes, no timestamps in the PNG metadata, so regenerating from the same files
-gives byte-identical output.
+latest run that holds the files a comparison needs. The repetitions of a job (``--repeat``) are
+grouped first (``repeats``): each figure is then the median and the range over the repetitions,
+and a verdict the repetitions disagree on is "not settled". Output is deterministic: sorted
+inputs, fixed figure sizes, no timestamps in the PNG metadata, so regenerating from the same
+files gives byte-identical output.
 """
 
 from __future__ import annotations
@@ -15,6 +17,7 @@ from pathlib import Path
 from forge_ref.settings import LAYERS
 
 from .profiles import FULL_CONFIGS
+from .repeats import Spread, each, group, medians, repetition, settle
 from .results import config_label, is_load_run, load_results, store_backend
 
 TARGET_ORDER = ["mock-direct", "bare-proxy-curl", "bare-proxy-httpx", "forge-ref", "forge-ref-httpx", "litellm",
@@ -59,25 +62,25 @@ def _pr(doc: dict, key: str) -> float | None:
     return doc["per_request"].get(key)
 
 
-def _num(v: float | None, digits: int = 2) -> str:
+def _num(v: float | Spread | None, digits: int = 2) -> str:
     if v is None:
         return "n/a"
+    if isinstance(v, Spread):
+        return v.format(lambda x: _num(x, digits))
     if abs(v - round(v)) < 1e-9 and abs(v) >= 1:
         return f"{int(round(v)):,}"
     return f"{v:,.{digits}f}"
 
 
-def _ratio(a: float | None, b: float | None) -> float | None:
-    if a is None or b is None or b == 0:
-        return None
-    return a / b
+def _ratio(a, b):
+    """a / b, repetition by repetition; None where it cannot be computed."""
+    return each(lambda x, y: None if x is None or y is None or y == 0 else x / y, a, b)
 
 
 NOISE = 0.05  # relative differences below this are reported as within noise, not as a verdict
 
 
-def _verdict(gain: float | None) -> str:
-    """``gain`` > 1 means the claimed direction (e.g. old/new of a cost)."""
+def _gain_verdict(gain: float | None) -> str:
     if gain is None:
         return "not measured"
     if gain > 1 + NOISE:
@@ -87,16 +90,36 @@ def _verdict(gain: float | None) -> str:
     return f"within noise (±{NOISE:.0%})"
 
 
-def _fewer(before: float | None, after: float | None, unit: str) -> tuple[str, str]:
+def _verdict(gain) -> str:
+    """``gain`` > 1 means the claimed direction (e.g. old/new of a cost); "not settled" when the
+    repetitions reach different verdicts."""
+    return settle(each(_gain_verdict, gain))
+
+
+def _meets(value, ok) -> str:
+    """``met`` if ``ok(value)``, else ``missed``; "not settled" when the repetitions fall on both sides."""
+    return settle(each(lambda v: "met" if ok(v) else "missed", value))
+
+
+def _change(before: float, after: float) -> str:
+    if after < before:
+        return "eliminated" if after == 0 else "fewer"
+    return "no change" if after == before else "more"
+
+
+def _fewer(before, after, unit: str) -> tuple[str, str]:
     """(measured text, verdict) for a cost that should go down from ``before`` to ``after``."""
     if before is None or after is None:
         return "not measured in these results", "not measured"
     text = f"{_num(before, 3)} → {_num(after, 3)} {unit}"
-    if after < before:
-        if after == 0:
-            return text + " (eliminated)", "confirmed"
+    change = each(_change, before, after)
+    if isinstance(change, Spread):  # the repetitions moved differently
+        return text, settle(each(lambda c: "confirmed" if c in ("eliminated", "fewer") else "not confirmed", change))
+    if change == "eliminated":
+        return text + " (eliminated)", "confirmed"
+    if change == "fewer":
         return text + f" ({before / after:.1f}× fewer)", "confirmed"
-    if after == before:
+    if change == "no change":
         return text + " (no change)", "not confirmed"
     return text + f" ({after / before:.2f}× more)", "not confirmed"
 
@@ -104,7 +127,8 @@ def _fewer(before: float | None, after: float | None, unit: str) -> tuple[str, s
 # --- sections ---------------------------------------------------------------------------------
 
 
-def _claims(docs: list[dict]) -> list[list[str]]:
+def _claims(docs: list[dict], files: list[dict] | None = None) -> list[list[str]]:
+    """The claims table from ``docs`` (repetitions grouped); ``files``, every result file, for counts."""
     rows = []
     none, all_ = _pair(docs, {"target": "forge-ref", "profile": "steady", "config": "none"},
                        {"target": "forge-ref", "profile": "steady", "config": "all"})
@@ -181,7 +205,7 @@ def _claims(docs: list[dict]) -> list[list[str]]:
     else:
         rows.append(["Coalescing saves duplicate loads in a cold burst", "cold-burst",
                      "not measured in these results", "not measured"])
-    churn = [d for d in docs if d["profile"] == "churn" and d["target"] == "forge-ref"]
+    churn = [d for d in (files or docs) if d["profile"] == "churn" and d["target"] == "forge-ref"]
     if churn:
         stale = sum(d.get("stale_responses") or 0 for d in churn)
         checks = sum(((d["locust"].get("checks") or {}).get("fresh_responses", 0)
@@ -202,11 +226,11 @@ def _targets(docs: list[dict]) -> list[list[str]]:
                      (f"{_num(f['locust']['rps'], 0)} / {_num(b['locust']['rps'], 0)} = {r:.2f} (server CPUs busy "
                       f"{_num(f['server'].get('cpu_utilisation'))} / {_num(b['server'].get('cpu_utilisation'))}; "
                       "a ratio only says something about the servers when both are near 1.0)") if r else "n/a",
-                     "met" if r and r >= 0.85 else "missed"])
+                     _meets(r, lambda x: x and x >= 0.85)])
         c = _ratio(f["server"]["cpu_ms_per_request"], b["server"]["cpu_ms_per_request"])
         rows.append(["CPU per request, forge-ref `all` / bare proxy (curl)", "≤ 1.15×",
                      f"{_num(f['server']['cpu_ms_per_request'], 3)} / {_num(b['server']['cpu_ms_per_request'], 3)} ms"
-                     f" = {c:.2f}×" if c else "n/a", "met" if c and c <= 1.15 else "missed"])
+                     f" = {c:.2f}×" if c else "n/a", _meets(c, lambda x: x and x <= 1.15)])
     else:
         rows += [["RPS, forge-ref `all` / bare proxy", "≥ 0.85", "not measured in these results", "-"],
                  ["CPU per request, forge-ref `all` / bare proxy", "≤ 1.15×", "not measured in these results", "-"]]
@@ -218,7 +242,7 @@ def _targets(docs: list[dict]) -> list[list[str]]:
         rows.append(["RPS, forge-ref `all` / LiteLLM proxy", "≥ 10×",
                      f"{_num(f['locust']['rps'], 0)} / {_num(l['locust']['rps'], 0)} = {r:.1f}×"
                      + (f" (CPU/request {c:.1f}× lower)" if c else "") if r else "n/a",
-                     "met" if r and r >= 10 else "missed"])
+                     _meets(r, lambda x: x and x >= 10)])
     else:
         rows.append(["RPS, forge-ref `all` / LiteLLM proxy", "≥ 10×", "not measured in these results", "-"])
     f, m = _pair(docs, {"target": "forge-ref", "profile": "latency-c1", "config": "all"},
@@ -227,7 +251,7 @@ def _targets(docs: list[dict]) -> list[list[str]]:
         d = f["locust"]["p50_ms"] - m["locust"]["p50_ms"]
         rows.append(["Added p50 latency at concurrency 1 over mock-direct", "≤ 0.8 ms",
                      f"{_num(f['locust']['p50_ms'], 3)} − {_num(m['locust']['p50_ms'], 3)} = {d:.3f} ms",
-                     "met" if d <= 0.8 else "missed"])
+                     _meets(d, lambda x: x <= 0.8)])
     else:
         rows.append(["Added p50 latency at concurrency 1 over mock-direct", "≤ 0.8 ms",
                      "not measured in these results", "-"])
@@ -561,14 +585,26 @@ def _scale(docs: list[dict], micro: dict | None) -> str:
     return text
 
 
+def _repeats_line(docs: list[dict]) -> list[str]:
+    counts = sorted({repetition(d)[1] for d in docs if d.get("_files")})
+    if not counts:
+        return []
+    return [f"- Repetitions: {' or '.join(map(str, counts))} of every job, interleaved (`--repeat`). A figure is "
+            "the median over the repetitions with its range, `median (min to max)`; a figure comparing two jobs "
+            "is computed within each repetition first. A verdict the repetitions disagree on (the range crosses "
+            "the target) is *not settled*."]
+
+
 def render(docs: list[dict], fig_rel: str, made: list[tuple[str, str]], micro: dict | None = None) -> str:
     lines = ["# forge-ref benchmark results", "",
              "Generated by `python -m benchmarks report` from the result files in `results/`; do not edit by hand. "
              "Every number below is computed from those files.", ""]
     if not docs:
         return "\n".join(lines + ["No result files yet: run `python -m benchmarks run --quick`.", ""])
+    files, docs = docs, group(docs)  # every result file; one document per job
     run = _primary_run(docs)
     primary = [d for d in docs if d["run_id"] == run]
+    primary_files = [d for d in files if d["run_id"] == run]
     ref = next((d for d in primary if d["target"] == "forge-ref"), primary[0])
     m, s = ref["machine"], ref["settings"]
     pin = s.get("pinning")
@@ -579,7 +615,8 @@ def render(docs: list[dict], fig_rel: str, made: list[tuple[str, str]], micro: d
     else:
         pin_text = f"server on CPU {pin['server']}, Locust and the mock on CPU {pin['load']} (`taskset -c`)"
     lines += ["## Machine and method", "",
-              f"- Run `{run}` ({len(primary)} result files of {len(docs)} in the directory), commit `{ref['commit']}`"
+              f"- Run `{run}` ({len(primary_files)} result files of {len(files)} in the directory), commit "
+              f"`{ref['commit']}`"
               + (" with uncommitted changes" if ref.get("commit_dirty") else "") + ".",
               f"- Machine: {m['cpu_model']}, {m['cpu_count']} CPUs, {m.get('memory_gb')} GB, Python {m['python']}, "
               f"{m['platform']}, Locust {m.get('locust')}.",
@@ -590,17 +627,19 @@ def render(docs: list[dict], fig_rel: str, made: list[tuple[str, str]], micro: d
               "millisecond is the gateway's, the load generator's or the mock's own CPU.",
               f"- Server: {s['processes']} process(es), upstream client `{s['upstream_client']}` unless the target "
               "says otherwise; " + _stores_text(primary) + ".",
-              _noise_line(primary),
+              _noise_line(primary_files), *_repeats_line(primary),
               "- Commands:", "",
               "  ```",
-              "  python -m benchmarks run" + (" --quick" if s.get("quick") else "") + "   # writes results/*.json",
+              "  python -m benchmarks run" + (" --quick" if s.get("quick") else "")
+              + (f" --repeat {s['repeats']}" if (s.get("repeats") or 1) > 1 else "") + "   # writes results/*.json",
               "  python -m benchmarks report                 # writes RESULTS.md and docs/figures/*.png",
               "  ```", "",
               _scale(docs, micro) + " Removing a query and a decryption per request therefore saves tens of "
               "microseconds against hundreds; the layers matter more when the database is remote, shared or "
               "contended (a network round trip per query) and when providers are real (a model-list call costs "
               "the provider's latency and quota).", ""]
-    lines += ["## The design's claims", "", _table(["claim", "measured on", "measured", "verdict"], _claims(docs)), ""]
+    lines += ["## The design's claims", "", _table(["claim", "measured on", "measured", "verdict"], _claims(docs, files)),
+              ""]
     lines += ["## Targets", "", _table(["target", "goal", "measured", "verdict"], _targets(docs)), ""]
     layer_rows = _layers(docs)
     if layer_rows:
@@ -631,7 +670,7 @@ def render(docs: list[dict], fig_rel: str, made: list[tuple[str, str]], micro: d
         for name, caption in made:
             lines += [f"![{caption}]({fig_rel}/{name})", "", f"*{caption}*", ""]
     lines += ["## Result files", "", "All in the results directory:", ""]
-    lines += [f"- `{d['_file']}`" for d in docs]
+    lines += [f"- `{d['_file']}`" for d in files]
     if micro is not None:
         lines.append(f"- `{micro['_file']}` (per-operation costs)")
     lines.append("")
@@ -646,7 +685,8 @@ def report(results_dir: str | os.PathLike = "results", out: str | os.PathLike = 
     micro = [d for d in every if d.get("profile") == "micro" and isinstance(d.get("micro"), dict)]
     soaks = [d for d in every if d.get("profile") == "soak" and isinstance(d.get("rss"), dict)]
     out, fig_dir = Path(out), Path(figures_dir)
-    made = figures(docs, _primary_run(docs), fig_dir) if docs else []
+    jobs = group(docs)
+    made = figures([medians(d) for d in jobs], _primary_run(jobs), fig_dir) if docs else []
     fig_rel = Path(os.path.relpath(fig_dir.resolve(), out.resolve().parent)).as_posix()
     out.parent.mkdir(parents=True, exist_ok=True)
     text = render(docs, fig_rel, made, micro[-1] if micro else None)
