@@ -48,8 +48,10 @@ class Spread:
         return max(self.values.values())
 
     def format(self, fmt: Callable[[Any], str]) -> str:
-        """``median (lo to hi)``, each number formatted by ``fmt``."""
-        return f"{fmt(self.median)} ({fmt(self.lo)} to {fmt(self.hi)})"
+        """``median (lo to hi)``, each number formatted by ``fmt``; just the median if the range vanishes in
+        that format."""
+        median, lo, hi = fmt(self.median), fmt(self.lo), fmt(self.hi)
+        return median if lo == hi else f"{median} ({lo} to {hi})"
 
     def __format__(self, spec: str) -> str:
         return self.format(lambda v: format(v, spec))

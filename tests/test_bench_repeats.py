@@ -34,6 +34,7 @@ def test_a_spread_is_the_median_and_range_of_values_that_differ():
     s = spread({1: 0.72, 2: 1.13, 3: 1.18})
     assert isinstance(s, Spread) and (s.median, s.lo, s.hi) == (1.13, 0.72, 1.18)
     assert f"{s:.2f}×" == "1.13 (0.72 to 1.18)×" and str(spread({1: 0, 2: 0, 3: 3})) == "0 (0 to 3)"
+    assert f"{spread({1: 0.0271, 2: 0.0274}):.2f}" == "0.03"  # a range too small to show is not shown
     assert spread({1: 1520, 2: 1520.0}) == 1520  # agreeing repetitions are one plain number
     assert spread({1: None, 2: 4, 3: None}) == 4 and spread({1: None}) is None
     assert spread({1: "met", 2: "met"}) == "met" and isinstance(spread({1: "met", 2: "missed"}), Spread)

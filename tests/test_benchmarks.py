@@ -9,6 +9,7 @@ few more for one PostgreSQL + Redis job, which needs those servers: it skips wit
 from __future__ import annotations
 
 import json
+import re
 import sqlite3
 import subprocess
 import sys
@@ -240,6 +241,9 @@ def test_smoke_run_with_postgres_a_network_hop_away(tmp_path, pg_url):
     assert proxy["cpu_seconds"] > 0 and proxy["cpu_ms_per_request"] > 0
     # every layer off: two queries per request, one after the other, each 2 ms away
     assert far["locust"]["p50_ms"] >= 4 and far["locust"]["avg_ms"] >= 4
+    line = next(x for x in render(load_raw(tmp_path), "f", []).splitlines() if x.startswith("- Network distance"))
+    assert re.search(r"PostgreSQL direct: p50 [\d.]+ ms, p99 up to [\d.]+ ms; PostgreSQL 2 ms asked: p50 [\d.]+ ms", line)
+    assert "Redis" not in line
 
 
 def test_report_compares_stores_and_backends_only_when_measured():
