@@ -2,7 +2,8 @@
 
 The window is what a result reports: ``/_stats`` deltas (counters reset after the warm-up), the
 server's CPU seconds and RSS (summed over nodes), the mock's and the delay proxies' CPU, and how
-busy the rest of the machine was meanwhile (``noise``), so a result measured under other load can be told apart.
+busy the rest of the machine was meanwhile (``noise``), so a result measured under other load can
+be told apart.
 """
 
 from __future__ import annotations

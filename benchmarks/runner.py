@@ -34,8 +34,8 @@ from cryptography.fernet import Fernet
 from . import procs
 from .console import progress_line, summary_table
 from .infra import Seeds, check_services
-from .network import address
 from .measure import Window, measure
+from .network import address
 from .plan import Job, Options, plan
 from .profiles import PROFILES
 from .results import SCHEMA_VERSION, git_commit, machine, stamp, utc, write_result

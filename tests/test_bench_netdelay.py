@@ -21,6 +21,8 @@ from statistics import median
 import pytest
 
 from benchmarks import network, procs
+from benchmarks.plan import Job, Options
+from benchmarks.runner import check_addresses
 from benchmarks.netdelay import DelayProxy, new_loop
 
 REPO = Path(__file__).resolve().parents[1]
@@ -237,6 +239,16 @@ def test_urls_are_pointed_at_the_proxy_with_credentials_path_and_query_kept():
     with pytest.raises(ValueError) as err:
         network.address("postgresql:///forge?host=/run/postgresql&password=secret", "db")
     assert "secret" not in str(err.value)
+
+
+def test_a_run_that_cannot_put_a_proxy_in_front_of_a_service_stops_before_it_starts(tmp_path):
+    far = [Job("forge-ref", "steady", "all", store="postgres", db_rtt_ms=2)]
+    check_addresses(far, Options(out=tmp_path))  # the default TCP URLs
+    with pytest.raises(SystemExit, match="needs a URL with a TCP host"):
+        check_addresses(far, Options(out=tmp_path, postgres_url="postgresql:///forge?host=/run/postgresql"))
+    check_addresses(far, Options(out=tmp_path, redis_url="unix:///run/redis.sock"))  # Redis is not delayed
+    with pytest.raises(SystemExit, match="--net-jitter-ms"):
+        check_addresses(far, Options(out=tmp_path, net_jitter_ms=-1))
 
 
 def test_a_hop_measures_the_round_trip_it_adds(tmp_path, redis_url):

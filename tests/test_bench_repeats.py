@@ -127,3 +127,24 @@ def test_analysis_takes_the_repetitions_of_a_job_together():
     out = analysis.repeated(rows, ["rps"])
     assert out[("repetitions", "")].tolist() == [3]
     assert (out[("rps", "median")].iloc[0], out[("rps", "min")].iloc[0], out[("rps", "max")].iloc[0]) == (200, 100, 300)
+
+
+def test_every_section_of_the_report_renders_when_every_number_varies():
+    def vary(x, i: int):
+        if isinstance(x, dict):
+            return {k: vary(v, i) for k, v in x.items()}
+        if isinstance(x, list):
+            return [vary(v, i) for v in x]
+        if isinstance(x, float):
+            return x * (1 + 0.07 * i)
+        return x + i if isinstance(x, int) and not isinstance(x, bool) else x
+
+    docs = [d for d in load_raw(SAMPLE) if "locust" in d]
+    repeated = [rep(vary(d, i), i, 3) for i in (1, 2, 3) for d in docs]
+    text = report.render(sorted(repeated, key=lambda d: d["_file"]), "figures", [])
+    tables = text.split("## The design's claims")[1].split("## All results")[0]
+    rows = [r.split(" | ") for r in tables.splitlines() if r.startswith("| ") and not r.startswith("| claim")]
+    assert len(re.findall(r"\(\d[\d.,]* to \d", tables)) > 20
+    assert {r[-1].rstrip(" |") for r in rows if len(r) == 4} - {"verdict"} <= {
+        "confirmed", "not confirmed", "within noise (±5%)", "not confirmed (the opposite)", "met", "missed", "-",
+        "not measured", NOT_SETTLED}
