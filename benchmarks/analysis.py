@@ -9,6 +9,7 @@ them, and so that every number they show comes from a result file.
     steady = an.select(df, profile="steady", target="forge-ref")   # the latest run holding it
     an.summary(steady)                              # one row per configuration, per-request costs
     an.on_off(steady)                               # what switching layers on changes, pair by pair
+    an.repeated(steady)                             # with run --repeat N: median, min, max per job
 
 Micro results (``python -m benchmarks.micro``, ``profile: "micro"``) are looked for in the chosen
 directory and in a sibling ``sample_micro/`` directory: the committed sample keeps its micro result
@@ -29,6 +30,7 @@ from forge_ref.settings import LAYERS, parse_layers
 from . import results
 from .plots import config_name
 from .report import BACKENDS_COMMAND, COMBOS, TARGET_ORDER, _config_key, _noise_line
+from .repeats import job_key, repetition
 from .results import METRICS, is_load_run, load_results, result_files, summary
 
 REPO = Path(__file__).resolve().parent.parent
@@ -176,7 +178,8 @@ def long_label(doc: dict, label: str) -> str:
 def load(directory: str | os.PathLike) -> pd.DataFrame:
     """:func:`benchmarks.results.load_results` plus derived columns the notebooks select on: ``kind``
     (``load`` for the runner's Locust/probe results, else the file's profile: ``micro``, ``soak``), and
-    for load results ``long_label``, ``processes``, ``coalesce``, ``store``, ``cache_backend``, ``order``."""
+    for load results ``long_label``, ``processes``, ``coalesce``, ``store``, ``cache_backend``, ``order``,
+    ``repeat`` and ``repeats`` (``run --repeat``; 1 and 1 without), and ``job`` (what its repetitions share)."""
     df = load_results(directory)
     if df.empty:
         return df
@@ -190,6 +193,9 @@ def load(directory: str | os.PathLike) -> pd.DataFrame:
     df["cache_backend"] = [backend(d)[1] if f else None for (d, _), f in zip(loads, forge)]
     df["order"] = [(TARGET_ORDER.index(d["target"]) if d["target"] in TARGET_ORDER else 99, *_config_key(d))
                    if d else None for d, _ in loads]
+    df["repeat"] = [repetition(d)[0] if d else None for d, _ in loads]
+    df["repeats"] = [repetition(d)[1] if d else None for d, _ in loads]
+    df["job"] = [job_key(d) if d else None for d, _ in loads]
     return df
 
 
@@ -282,6 +288,17 @@ def select(df: pd.DataFrame, *, run: str | None = "fullest", need: Iterable[str]
     elif run is not None:
         rows = rows[rows["run_id"] == run]
     return rows.sort_values(["profile", "order"])
+
+
+def repeated(frame: pd.DataFrame, metrics: Iterable[str] | None = None) -> pd.DataFrame:
+    """One row per job, its repetitions (``run --repeat N``) taken together: the median, min and max of each
+    tidy metric, and how many repetitions there were (a job run once: its value three times, and 1)."""
+    t = summary(frame, "job", list(metrics or METRICS))
+    out = t.groupby(level="job", sort=False).agg(["median", "min", "max"])
+    jobs = frame.groupby("job", sort=False)
+    out.insert(0, ("repetitions", ""), jobs.size().loc[out.index].values)
+    out.insert(0, ("label", ""), jobs["label"].first().loc[out.index].values)
+    return out
 
 
 def endpoints(frame: pd.DataFrame, by: str = "label") -> pd.DataFrame:

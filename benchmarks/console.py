@@ -12,7 +12,8 @@ def progress_line(i: int, n: int, job: Job, note: str) -> None:
     width = 20
     done = int(width * i / n)
     sys.stderr.write(f"[{'#' * done}{'.' * (width - done)}] {i}/{n} {job.target:<16} {job.profile:<12} "
-                     f"{job.config:<26} {job.variant:<10} {note}\n")
+                     f"{job.config:<26} {job.variant:<10} "
+                     + (f"rep {job.repeat}/{job.repeats} " if job.repeats > 1 else "") + f"{note}\n")
     sys.stderr.flush()
 
 

@@ -2,9 +2,11 @@
 
 Every number in the report is computed here from ``results/*.json``; comparisons are made
 between files of the same run (same ``run_id``: same machine, commit and mock), using the
-latest run that holds the files a comparison needs. Output is deterministic: sorted inputs,
-fixed figure sizes, no timestamps in the PNG metadata, so regenerating from the same files
-gives byte-identical output.
+latest run that holds the files a comparison needs. The repetitions of a job (``--repeat``) are
+grouped first (``repeats``): each figure is then the median and the range over the repetitions,
+and a verdict the repetitions disagree on is "not settled". Output is deterministic: sorted
+inputs, fixed figure sizes, no timestamps in the PNG metadata, so regenerating from the same
+files gives byte-identical output.
 """
 
 from __future__ import annotations
@@ -16,7 +18,8 @@ from forge_ref.settings import LAYERS
 
 from . import phases, plots
 from .profiles import FULL_CONFIGS
-from .results import config_label, is_load_run, load_results, store_backend, summary
+from .repeats import Spread, each, group, medians, repetition, settle, spread
+from .results import config_label, frame, is_load_run, load_results, store_backend, summary
 
 TARGET_ORDER = ["mock-direct", "bare-proxy-curl", "bare-proxy-httpx", "forge-ref", "forge-ref-httpx", "litellm",
                 "forge-ref-nodes"]
@@ -60,25 +63,25 @@ def _pr(doc: dict, key: str) -> float | None:
     return doc["per_request"].get(key)
 
 
-def _num(v: float | None, digits: int = 2) -> str:
+def _num(v: float | Spread | None, digits: int = 2) -> str:
     if v is None:
         return "n/a"
+    if isinstance(v, Spread):
+        return v.format(lambda x: _num(x, digits))
     if abs(v - round(v)) < 1e-9 and abs(v) >= 1:
         return f"{int(round(v)):,}"
     return f"{v:,.{digits}f}"
 
 
-def _ratio(a: float | None, b: float | None) -> float | None:
-    if a is None or b is None or b == 0:
-        return None
-    return a / b
+def _ratio(a, b):
+    """a / b, repetition by repetition; None where it cannot be computed."""
+    return each(lambda x, y: None if x is None or y is None or y == 0 else x / y, a, b)
 
 
 NOISE = 0.05  # relative differences below this are reported as within noise, not as a verdict
 
 
-def _verdict(gain: float | None) -> str:
-    """``gain`` > 1 means the claimed direction (e.g. old/new of a cost)."""
+def _gain_verdict(gain: float | None) -> str:
     if gain is None:
         return "not measured"
     if gain > 1 + NOISE:
@@ -88,16 +91,36 @@ def _verdict(gain: float | None) -> str:
     return f"within noise (±{NOISE:.0%})"
 
 
-def _fewer(before: float | None, after: float | None, unit: str) -> tuple[str, str]:
+def _verdict(gain) -> str:
+    """``gain`` > 1 means the claimed direction (e.g. old/new of a cost); "not settled" when the
+    repetitions reach different verdicts."""
+    return settle(each(_gain_verdict, gain))
+
+
+def _meets(value, ok) -> str:
+    """``met`` if ``ok(value)``, else ``missed``; "not settled" when the repetitions fall on both sides."""
+    return settle(each(lambda v: "met" if ok(v) else "missed", value))
+
+
+def _change(before: float, after: float) -> str:
+    if after < before:
+        return "eliminated" if after == 0 else "fewer"
+    return "no change" if after == before else "more"
+
+
+def _fewer(before, after, unit: str) -> tuple[str, str]:
     """(measured text, verdict) for a cost that should go down from ``before`` to ``after``."""
     if before is None or after is None:
         return "not measured in these results", "not measured"
     text = f"{_num(before, 3)} → {_num(after, 3)} {unit}"
-    if after < before:
-        if after == 0:
-            return text + " (eliminated)", "confirmed"
+    change = each(_change, before, after)
+    if isinstance(change, Spread):  # the repetitions moved differently
+        return text, settle(each(lambda c: "confirmed" if c in ("eliminated", "fewer") else "not confirmed", change))
+    if change == "eliminated":
+        return text + " (eliminated)", "confirmed"
+    if change == "fewer":
         return text + f" ({before / after:.1f}× fewer)", "confirmed"
-    if after == before:
+    if change == "no change":
         return text + " (no change)", "not confirmed"
     return text + f" ({after / before:.2f}× more)", "not confirmed"
 
@@ -105,7 +128,8 @@ def _fewer(before: float | None, after: float | None, unit: str) -> tuple[str, s
 # --- sections ---------------------------------------------------------------------------------
 
 
-def _claims(docs: list[dict]) -> list[list[str]]:
+def _claims(docs: list[dict], files: list[dict] | None = None) -> list[list[str]]:
+    """The claims table from ``docs`` (repetitions grouped); ``files``, every result file, for counts."""
     rows = []
     none, all_ = _pair(docs, {"target": "forge-ref", "profile": "steady", "config": "none"},
                        {"target": "forge-ref", "profile": "steady", "config": "all"})
@@ -182,7 +206,7 @@ def _claims(docs: list[dict]) -> list[list[str]]:
     else:
         rows.append(["Coalescing saves duplicate loads in a cold burst", "cold-burst",
                      "not measured in these results", "not measured"])
-    churn = [d for d in docs if d["profile"] == "churn" and d["target"] == "forge-ref"]
+    churn = [d for d in (files or docs) if d["profile"] == "churn" and d["target"] == "forge-ref"]
     if churn:
         stale = sum(d.get("stale_responses") or 0 for d in churn)
         checks = sum(((d["locust"].get("checks") or {}).get("fresh_responses", 0)
@@ -203,11 +227,11 @@ def _targets(docs: list[dict]) -> list[list[str]]:
                      (f"{_num(f['locust']['rps'], 0)} / {_num(b['locust']['rps'], 0)} = {r:.2f} (server CPUs busy "
                       f"{_num(f['server'].get('cpu_utilisation'))} / {_num(b['server'].get('cpu_utilisation'))}; "
                       "a ratio only says something about the servers when both are near 1.0)") if r else "n/a",
-                     "met" if r and r >= 0.85 else "missed"])
+                     _meets(r, lambda x: x and x >= 0.85)])
         c = _ratio(f["server"]["cpu_ms_per_request"], b["server"]["cpu_ms_per_request"])
         rows.append(["CPU per request, forge-ref `all` / bare proxy (curl)", "≤ 1.15×",
                      f"{_num(f['server']['cpu_ms_per_request'], 3)} / {_num(b['server']['cpu_ms_per_request'], 3)} ms"
-                     f" = {c:.2f}×" if c else "n/a", "met" if c and c <= 1.15 else "missed"])
+                     f" = {c:.2f}×" if c else "n/a", _meets(c, lambda x: x and x <= 1.15)])
     else:
         rows += [["RPS, forge-ref `all` / bare proxy", "≥ 0.85", "not measured in these results", "-"],
                  ["CPU per request, forge-ref `all` / bare proxy", "≤ 1.15×", "not measured in these results", "-"]]
@@ -219,7 +243,7 @@ def _targets(docs: list[dict]) -> list[list[str]]:
         rows.append(["RPS, forge-ref `all` / LiteLLM proxy", "≥ 10×",
                      f"{_num(f['locust']['rps'], 0)} / {_num(l['locust']['rps'], 0)} = {r:.1f}×"
                      + (f" (CPU/request {c:.1f}× lower)" if c else "") if r else "n/a",
-                     "met" if r and r >= 10 else "missed"])
+                     _meets(r, lambda x: x and x >= 10)])
     else:
         rows.append(["RPS, forge-ref `all` / LiteLLM proxy", "≥ 10×", "not measured in these results", "-"])
     f, m = _pair(docs, {"target": "forge-ref", "profile": "latency-c1", "config": "all"},
@@ -228,7 +252,7 @@ def _targets(docs: list[dict]) -> list[list[str]]:
         d = f["locust"]["p50_ms"] - m["locust"]["p50_ms"]
         rows.append(["Added p50 latency at concurrency 1 over mock-direct", "≤ 0.8 ms",
                      f"{_num(f['locust']['p50_ms'], 3)} − {_num(m['locust']['p50_ms'], 3)} = {d:.3f} ms",
-                     "met" if d <= 0.8 else "missed"])
+                     _meets(d, lambda x: x <= 0.8)])
     else:
         rows.append(["Added p50 latency at concurrency 1 over mock-direct", "≤ 0.8 ms",
                      "not measured in these results", "-"])
@@ -402,13 +426,12 @@ PROFILE_HEAD = ["profile", "configuration", "req/s", "p50 ms", "p99 ms", "DB que
 # --- figures ----------------------------------------------------------------------------------
 
 
-def _tidy(df, docs: list[dict], names: list[str]):
-    """:func:`benchmarks.results.summary` of these docs' rows of ``df``, in the docs' order, indexed by ``names``."""
-    rows = df.set_index("file").loc[[d["_file"] for d in docs]].reset_index()
-    return summary(rows.assign(name=names), by="name")
+def _tidy(docs: list[dict], names: list[str]):
+    """:func:`benchmarks.results.summary` of these docs, in their order, indexed by ``names``."""
+    return summary(frame(docs).assign(name=names), by="name")
 
 
-def figures(df, docs: list[dict], run: str | None, fig_dir: Path) -> list[tuple[str, str]]:
+def figures(docs: list[dict], run: str | None, fig_dir: Path) -> list[tuple[str, str]]:
     """Write the figures of one run (drawn by :mod:`benchmarks.plots`, like the notebooks'); return
     (file name, caption) pairs."""
     import matplotlib
@@ -421,7 +444,7 @@ def figures(df, docs: list[dict], run: str | None, fig_dir: Path) -> list[tuple[
     in_run = [d for d in docs if d["run_id"] == run]
     steady = sorted([d for d in in_run if d["target"] == "forge-ref" and d["profile"] == "steady"], key=_config_key)
     if steady:
-        table = _tidy(df, steady, [config_label(d) for d in steady])
+        table = _tidy(steady, [config_label(d) for d in steady])
         plots.save(plots.configurations(table, f"steady, run {run}: what each cache configuration costs"),
                    fig_dir / "layers_steady.png")
         made.append(("layers_steady.png", "Per cache configuration, profile `steady`, from `none` (top) to `all`: "
@@ -429,7 +452,7 @@ def figures(df, docs: list[dict], run: str | None, fig_dir: Path) -> list[tuple[
     models = sorted([d for d in in_run if d["target"] == "forge-ref" and d["profile"] in ("models-heavy", "mixed")],
                     key=lambda d: (d["profile"], *_config_key(d)))
     if models:
-        charts = {p: _tidy(df, grp, [config_label(d) for d in grp])[["model_list_calls", "provider_calls"]]
+        charts = {p: _tidy(grp, [config_label(d) for d in grp])[["model_list_calls", "provider_calls"]]
                   for p in dict.fromkeys(d["profile"] for d in models)
                   for grp in [[d for d in models if d["profile"] == p]]}
         order = list(dict.fromkeys(config_label(d) for d in sorted(models, key=_config_key)))
@@ -442,7 +465,7 @@ def figures(df, docs: list[dict], run: str | None, fig_dir: Path) -> list[tuple[
     base = sorted(base, key=lambda d: (TARGET_ORDER.index(d["target"]), *_config_key(d)))
     if len({d["target"] for d in base}) > 1:
         names = [config_label(d) if d["target"] != "forge-ref" else f"forge-ref ({d['config']})" for d in base]
-        plots.save(plots.targets(_tidy(df, base, names), f"steady, run {run}: forge-ref against its baselines"),
+        plots.save(plots.targets(_tidy(base, names), f"steady, run {run}: forge-ref against its baselines"),
                    fig_dir / "baselines.png")
         made.append(("baselines.png", "forge-ref against its baselines and peers, profile `steady` (for "
                                       "`mock-direct` the process under test is the mock itself)."))
@@ -528,14 +551,50 @@ def _scale(docs: list[dict], micro: dict | None) -> str:
     return text
 
 
+def _repeats_line(docs: list[dict]) -> list[str]:
+    counts = sorted({repetition(d)[1] for d in docs if d.get("_files")})
+    if not counts:
+        return []
+    return [f"- Repetitions: {' or '.join(map(str, counts))} of every job, interleaved (`--repeat`). A figure is "
+            "the median over the repetitions with its range, `median (min to max)`; a figure comparing two jobs "
+            "is computed within each repetition first. A verdict the repetitions disagree on (the range crosses "
+            "the target) is *not settled*."]
+
+
+SERVICES = {"db": "PostgreSQL", "redis": "Redis"}
+
+
+def _network_line(files: list[dict]) -> list[str]:
+    """The round trips to PostgreSQL and Redis asked and measured, when a delay proxy was used."""
+    if not any((h or {}).get("proxy") for d in files for h in (d.get("network") or {}).values()):
+        return []
+    parts = []
+    for service, name in SERVICES.items():
+        by_rtt: dict[float, list[dict]] = {}
+        for d in files:
+            hop = (d.get("network") or {}).get(service)
+            if hop and hop.get("round_trip"):
+                by_rtt.setdefault(hop["rtt_ms"], []).append(hop)
+        for rtt, hops in sorted(by_rtt.items()):
+            p50 = spread(dict(enumerate(h["round_trip"]["p50_ms"] for h in hops)))
+            cpu = [h["proxy"]["cpu_ms_per_request"] for h in hops if h["proxy"] and h["proxy"]["cpu_ms_per_request"]]
+            parts.append(f"{name} " + (f"{rtt:g} ms asked" if rtt else "direct") + f": p50 {_num(p50, 2)} ms, p99 up "
+                         f"to {_num(max(h['round_trip']['p99_ms'] for h in hops), 2)} ms"
+                         + (f", proxy CPU up to {_num(max(cpu), 3)} ms/request" if cpu else ""))
+    return ["- Network distance (`--db-rtt-ms`, `--redis-rtt-ms`: a delay proxy pinned with the load side; round "
+            "trips measured before each job with `SELECT 1` / `PING`): " + "; ".join(parts) + "."]
+
+
 def render(docs: list[dict], fig_rel: str, made: list[tuple[str, str]], micro: dict | None = None) -> str:
     lines = ["# forge-ref benchmark results", "",
              "Generated by `python -m benchmarks report` from the result files in `results/`; do not edit by hand. "
              "Every number below is computed from those files.", ""]
     if not docs:
         return "\n".join(lines + ["No result files yet: run `python -m benchmarks run --quick`.", ""])
+    files, docs = docs, group(docs)  # every result file; one document per job
     run = _primary_run(docs)
     primary = [d for d in docs if d["run_id"] == run]
+    primary_files = [d for d in files if d["run_id"] == run]
     ref = next((d for d in primary if d["target"] == "forge-ref"), primary[0])
     m, s = ref["machine"], ref["settings"]
     pin = s.get("pinning")
@@ -546,7 +605,8 @@ def render(docs: list[dict], fig_rel: str, made: list[tuple[str, str]], micro: d
     else:
         pin_text = f"server on CPU {pin['server']}, Locust and the mock on CPU {pin['load']} (`taskset -c`)"
     lines += ["## Machine and method", "",
-              f"- Run `{run}` ({len(primary)} result files of {len(docs)} in the directory), commit `{ref['commit']}`"
+              f"- Run `{run}` ({len(primary_files)} result files of {len(files)} in the directory), commit "
+              f"`{ref['commit']}`"
               + (" with uncommitted changes" if ref.get("commit_dirty") else "") + ".",
               f"- Machine: {m['cpu_model']}, {m['cpu_count']} CPUs, {m.get('memory_gb')} GB, Python {m['python']}, "
               f"{m['platform']}, Locust {m.get('locust')}.",
@@ -557,17 +617,19 @@ def render(docs: list[dict], fig_rel: str, made: list[tuple[str, str]], micro: d
               "millisecond is the gateway's, the load generator's or the mock's own CPU.",
               f"- Server: {s['processes']} process(es), upstream client `{s['upstream_client']}` unless the target "
               "says otherwise; " + _stores_text(primary) + ".",
-              _noise_line(primary),
+              _noise_line(primary_files), *_network_line(primary_files), *_repeats_line(primary),
               "- Commands:", "",
               "  ```",
-              "  python -m benchmarks run" + (" --quick" if s.get("quick") else "") + "   # writes results/*.json",
+              "  python -m benchmarks run" + (" --quick" if s.get("quick") else "")
+              + (f" --repeat {s['repeats']}" if (s.get("repeats") or 1) > 1 else "") + "   # writes results/*.json",
               "  python -m benchmarks report                 # writes RESULTS.md and docs/figures/*.png",
               "  ```", "",
               _scale(docs, micro) + " Removing a query and a decryption per request therefore saves tens of "
               "microseconds against hundreds; the layers matter more when the database is remote, shared or "
               "contended (a network round trip per query) and when providers are real (a model-list call costs "
               "the provider's latency and quota).", ""]
-    lines += ["## The design's claims", "", _table(["claim", "measured on", "measured", "verdict"], _claims(docs)), ""]
+    lines += ["## The design's claims", "", _table(["claim", "measured on", "measured", "verdict"], _claims(docs, files)),
+              ""]
     lines += ["## Targets", "", _table(["target", "goal", "measured", "verdict"], _targets(docs)), ""]
     lines += phases.section(docs, micro, run)
     layer_rows = _layers(docs)
@@ -599,7 +661,7 @@ def render(docs: list[dict], fig_rel: str, made: list[tuple[str, str]], micro: d
         for name, caption in made:
             lines += [f"![{caption}]({fig_rel}/{name})", "", f"*{caption}*", ""]
     lines += ["## Result files", "", "All in the results directory:", ""]
-    lines += [f"- `{d['_file']}`" for d in docs]
+    lines += [f"- `{d['_file']}`" for d in files]
     if micro is not None:
         lines.append(f"- `{micro['_file']}` (per-operation costs)")
     lines.append("")
@@ -614,7 +676,8 @@ def report(results_dir: str | os.PathLike = "results", out: str | os.PathLike = 
     micro = [d for d in every if d.get("profile") == "micro" and isinstance(d.get("micro"), dict)]
     soaks = [d for d in every if d.get("profile") == "soak" and isinstance(d.get("rss"), dict)]
     out, fig_dir = Path(out), Path(figures_dir)
-    made = figures(df, docs, _primary_run(docs), fig_dir) if docs else []
+    jobs = group(docs)
+    made = figures([medians(d) for d in jobs], _primary_run(jobs), fig_dir) if docs else []
     fig_rel = Path(os.path.relpath(fig_dir.resolve(), out.resolve().parent)).as_posix()
     out.parent.mkdir(parents=True, exist_ok=True)
     text = render(docs, fig_rel, made, micro[-1] if micro else None)

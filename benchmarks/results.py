@@ -179,21 +179,26 @@ METRICS = {
 }
 
 
-def load_results(directory: str | os.PathLike = "results"):
-    """A pandas DataFrame: one row per result file, flattened columns, plus ``label`` and ``raw``."""
+def frame(docs: list[dict]):
+    """A pandas DataFrame of result documents: one row per document, flattened columns, plus ``file``,
+    ``label`` and ``raw``."""
     import pandas as pd
 
-    docs = load_raw(directory)
     rows = []
     for doc in docs:
         row = dict(flatten({k: v for k, v in doc.items() if k != "_file"}))
-        row["file"] = doc["_file"]
+        row["file"] = doc.get("_file")
         row["label"] = config_label(doc)
         row["raw"] = doc
         rows.append(row)
     df = pd.DataFrame(rows)
     df.attrs["raw"] = docs
     return df
+
+
+def load_results(directory: str | os.PathLike = "results"):
+    """:func:`frame` of every result file of ``directory``."""
+    return frame(load_raw(directory))
 
 
 def summary(frame, by: str | list[str] = "label", metrics: Iterable[str] | None = None):

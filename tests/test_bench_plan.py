@@ -123,3 +123,57 @@ def test_every_quick_plan_profile_is_a_locust_profile_with_user_classes():
     assert set(QUICK_PLAN) <= set(LOAD_PROFILES)
     assert all(p.user_classes and p.stages for p in LOAD_PROFILES.values())
     assert [name for name, p in PROFILES.items() if p.probe] == ["latency-c1"]
+
+
+def test_round_trips_multiply_only_the_jobs_that_use_the_store_or_cache_they_delay():
+    jobs = plan(profiles=["steady"], configs=["none"], baselines=False, stores="sqlite,postgres",
+                backends="memory,redis", db_rtt_ms="0,0.5,2", redis_rtt_ms=["0", "1"])
+    assert [(j.store, j.backend, j.db_rtt_ms, j.redis_rtt_ms, j.variant) for j in jobs] == [
+        ("sqlite", "memory", 0, 0, ""),
+        ("sqlite", "redis", 0, 0, "redis"), ("sqlite", "redis", 0, 1, "redis+redis-rtt=1"),
+        ("postgres", "memory", 0, 0, "postgres"), ("postgres", "memory", 0.5, 0, "postgres+db-rtt=0.5"),
+        ("postgres", "memory", 2, 0, "postgres+db-rtt=2"),
+        ("postgres", "redis", 0, 0, "postgres+redis"), ("postgres", "redis", 0, 1, "postgres+redis+redis-rtt=1"),
+        ("postgres", "redis", 0.5, 0, "postgres+redis+db-rtt=0.5"),
+        ("postgres", "redis", 0.5, 1, "postgres+redis+db-rtt=0.5+redis-rtt=1"),
+        ("postgres", "redis", 2, 0, "postgres+redis+db-rtt=2"),
+        ("postgres", "redis", 2, 1, "postgres+redis+db-rtt=2+redis-rtt=1")]
+    labels = [j.label() for j in jobs]
+    assert len(set(labels)) == len(labels) and "steady_none_postgres+redis+db-rtt0.5+redis-rtt1" in labels
+    # multi-node jobs and the profile's own variants get every round trip too, named before the variant
+    nodes = plan(profiles=["steady"], configs=["all"], baselines=False, multi_node=2, db_rtt_ms=[2.0])
+    assert [(j.target, j.db_rtt_ms, j.variant) for j in nodes if j.nodes > 1] == [
+        ("forge-ref-nodes", 2.0, "postgres+redis+db-rtt=2+nodes=2")]
+    # baselines other than forge-ref on SQLite never go through a proxy
+    base = plan(profiles=[], stores="postgres", db_rtt_ms="0,2")
+    assert [(j.target, j.profile, j.db_rtt_ms) for j in base if j.db_rtt_ms or j.store == "postgres"] == [
+        ("forge-ref", "latency-c1", 0), ("forge-ref", "latency-c1", 2),
+        ("forge-ref", "latency-c1", 0), ("forge-ref", "latency-c1", 2)]
+    assert {j.db_rtt_ms for j in base if j.store == "sqlite"} == {0}
+    # 0 alone is the default: nothing changes
+    assert plan(profiles=["steady"], stores="postgres", db_rtt_ms="0") == plan(profiles=["steady"], stores="postgres")
+
+
+def test_round_trips_that_no_job_would_use_or_that_are_not_numbers_stop_the_run():
+    with pytest.raises(SystemExit, match="add --stores postgres"):
+        plan(profiles=["steady"], db_rtt_ms="0,2")
+    with pytest.raises(SystemExit, match="add --backends redis"):
+        plan(profiles=["steady"], stores="postgres", redis_rtt_ms="1")
+    for bad in ("fast", "-1", "nan", "inf", ","):
+        with pytest.raises(SystemExit, match="--db-rtt-ms"):
+            plan(profiles=["steady"], stores="postgres", db_rtt_ms=bad)
+    # --quick's PostgreSQL + Redis job is one to delay
+    quick = plan(quick=True, db_rtt_ms="2")
+    assert [(j.profile, j.config, j.variant) for j in quick if j.db_rtt_ms] == [("steady", "all", "postgres+redis+db-rtt=2")]
+
+
+def test_repeat_runs_the_whole_plan_again_interleaved_and_numbers_each_pass():
+    once = plan(profiles=["steady"], configs=["none", "all"], baselines=False)
+    thrice = plan(profiles=["steady"], configs=["none", "all"], baselines=False, repeat=3)
+    assert [(j.label(), j.repeat, j.repeats) for j in thrice] == [
+        (j.label(), r, 3) for r in (1, 2, 3) for j in once]  # A B C A B C A B C, not A A A B B B
+    assert [j.file_label() for j in thrice[:3]] == ["steady_none_rep1of3", "steady_all_rep1of3",
+                                                     "steady_none_rep2of3"]
+    assert [(j.repeat, j.repeats, j.file_label()) for j in once] == [(1, 1, j.label()) for j in once]
+    with pytest.raises(SystemExit, match="--repeat 0"):
+        plan(repeat=0)
