@@ -1,13 +1,15 @@
 """The shared, pooled upstream HTTP client, behind a small seam with three implementations.
 
-``CurlUpstream`` (Tornado's ``CurlAsyncHTTPClient`` over pycurl) is the default: measured here
-at about 0.35 ms of CPU per proxied request against about 1 ms for httpx's pool at 50
-concurrent. ``HttpxUpstream`` and ``AiohttpUpstream`` (``upstream_aiohttp``) stay for
-comparison (the benchmark runs them). All keep upstream connections alive, apply connect and
-read timeouts, never follow redirects (a redirect could point a stored key at another host),
-refuse a non-public peer when it is connected to (``ssrf``), never send a request twice unless
-the provider provably never got it or it is idempotent (counted as ``upstream_retries``), and
-map transport failures to ``UpstreamError`` (502) or ``UpstreamTimeout`` (504).
+``AiohttpUpstream`` (``upstream_aiohttp``: one aiohttp ``ClientSession`` per process) is the
+default: at concurrency 1 forge-ref spent about 0.93 ms of CPU per proxied request with it
+against 1.10 ms with ``CurlUpstream`` (Tornado's ``CurlAsyncHTTPClient`` over pycurl), both on
+asyncio's loop, and 0.85-0.89 ms on uvloop (``FORGE_EVENT_LOOP``; medians of interleaved rounds).
+``CurlUpstream`` and ``HttpxUpstream`` stay for comparison (the benchmark runs them). All keep
+upstream connections alive, apply connect and read timeouts, never follow redirects (a redirect
+could point a stored key at another host), refuse a non-public peer when it is connected to
+(``ssrf``), never send a request twice unless the provider provably never got it or it is
+idempotent (counted as ``upstream_retries``), and map transport failures to ``UpstreamError``
+(502) or ``UpstreamTimeout`` (504).
 
 A stream is opened with ``open_stream``: it returns once the status line and headers are in,
 so the caller can still answer with a proper status; ``close()`` stops the upstream read (a
