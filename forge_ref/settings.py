@@ -30,7 +30,7 @@ class Settings:
     admin_token: str = _opt("", "FORGE_ADMIN_TOKEN", "token for admin endpoints (/v1/users, /_stats, /metrics); unset: they answer 403", cli=False)
     allow_private_upstreams: bool = _opt(False, "FORGE_ALLOW_PRIVATE_UPSTREAMS", "allow provider base URLs on private/loopback addresses (tests, benchmarks)")
     upstream_client: str = _opt("aiohttp", "FORGE_UPSTREAM_CLIENT", "shared upstream HTTP client: curl (Tornado CurlAsyncHTTPClient), httpx or aiohttp")
-    upstream_max_connections: int = _opt(4096, "FORGE_UPSTREAM_MAX_CONNECTIONS", "upstream connections per process, so requests in flight to providers, streams included (more wait for one: upstream_pool_waits); each needs 2 open files, raised to at start")
+    upstream_max_connections: int = _opt(4096, "FORGE_UPSTREAM_MAX_CONNECTIONS", "upstream connections per process, so requests in flight to providers, streams included (more wait for one: upstream_pool_waits); serve raises the open-file limit to 2 per connection")
     connect_timeout: float = _opt(5.0, "FORGE_CONNECT_TIMEOUT", "upstream connect timeout, seconds")
     read_timeout: float = _opt(120.0, "FORGE_READ_TIMEOUT", "upstream read timeout, seconds: the whole answer when not streaming, the gap between chunks when streaming")
     models_timeout: float = _opt(5.0, "FORGE_MODELS_TIMEOUT", "timeout of one provider's model-list call, seconds")
