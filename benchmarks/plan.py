@@ -15,7 +15,11 @@ import os
 from dataclasses import dataclass, replace
 from pathlib import Path
 
-from forge_ref.settings import parse_layers
+from forge_ref.settings import Settings, parse_layers
+from forge_ref.upstream import CLIENTS
+
+DEFAULT_CLIENT = Settings.upstream_client
+OTHER_CLIENTS = [c for c in CLIENTS if c != DEFAULT_CLIENT]
 
 from .profiles import FULL_CONFIGS, LOAD_PROFILES, PROFILES, QUICK_BACKEND_JOBS, QUICK_PLAN, QUICK_TIMING_JOB, variants
 
@@ -27,7 +31,8 @@ DEFAULT_REDIS_URL = "redis://127.0.0.1:6379/0"
 
 @dataclass(frozen=True)
 class Job:
-    # forge-ref (curl), forge-ref-httpx, forge-ref-nodes, bare-proxy-curl, bare-proxy-httpx, mock-direct, litellm
+    # forge-ref (its default upstream client), forge-ref-curl, forge-ref-httpx, forge-ref-nodes, bare-proxy-aiohttp,
+    # bare-proxy-curl, bare-proxy-httpx, mock-direct, litellm
     target: str
     profile: str
     config: str = "n/a"  # cache layers for forge-ref targets
@@ -47,8 +52,11 @@ class Job:
 
     @property
     def upstream_client(self) -> str | None:
+        """A target named for a client (``forge-ref-curl``, ``bare-proxy-httpx``) uses that one; forge-ref
+        and its nodes use the gateway's default."""
         if self.target.startswith(("forge-ref", "bare-proxy")):
-            return "httpx" if self.target.endswith("-httpx") else "curl"
+            suffix = self.target.rsplit("-", 1)[-1]
+            return suffix if suffix in CLIENTS else DEFAULT_CLIENT
         return None
 
     def label(self) -> str:
@@ -195,10 +203,12 @@ def plan(*, quick: bool = False, profiles: list[str] | None = None, configs: lis
         profile, config, variant, env = QUICK_TIMING_JOB
         jobs += on("forge-ref", profile, config, variant, env, "sqlite", "memory")
     if baselines:
-        jobs += [Job("mock-direct", "steady"), Job("bare-proxy-curl", "steady"), Job("forge-ref-httpx", "steady", "all")]
+        # forge-ref against the bare proxy with its own client; the other clients, in forge-ref and bare
+        jobs += [Job("mock-direct", "steady"), Job(f"bare-proxy-{DEFAULT_CLIENT}", "steady")]
+        jobs += [Job(f"forge-ref-{c}", "steady", "all") for c in (["curl"] if quick else OTHER_CLIENTS)]
         if not quick:
-            jobs.append(Job("bare-proxy-httpx", "steady"))
-        jobs += [Job("mock-direct", "latency-c1"), Job("bare-proxy-curl", "latency-c1")]
+            jobs += [Job(f"bare-proxy-{c}", "steady") for c in OTHER_CLIENTS]
+        jobs += [Job("mock-direct", "latency-c1"), Job(f"bare-proxy-{DEFAULT_CLIENT}", "latency-c1")]
         jobs += forge("forge-ref", "latency-c1", "all")
         if not quick:
             jobs += forge("forge-ref", "latency-c1", "none")

@@ -15,7 +15,7 @@ def test_quick_plan_is_small_and_full_plan_covers_the_matrix():
     forge = [j for j in quick if j.target == "forge-ref" and j.profile != "latency-c1"]
     assert {j.profile for j in forge} == set(QUICK_PLAN)
     assert len(quick) <= 20
-    assert {j.target for j in quick} >= {"mock-direct", "bare-proxy-curl", "forge-ref-httpx"}
+    assert {j.target for j in quick} >= {"mock-direct", "bare-proxy-aiohttp", "forge-ref-curl"}
     full = plan(quick=False, baselines=False, profiles=["steady"])
     assert len(full) == 12  # none, 5 alone, 5 all-but-one, all
     assert len({j.label() for j in plan(quick=False, peer="litellm")}) == len(plan(quick=False, peer="litellm"))
@@ -51,12 +51,16 @@ def test_full_plan_is_every_load_profile_by_every_configuration_plus_variants_an
     assert [j.variant for j in jobs if j.profile == "many-tenants" and j.config == "user"] == ["", "bounded"]
     assert [j.variant for j in jobs if j.profile == "many-tenants" and j.config == "keys"] == [""]
     baselines = [(j.target, j.profile, j.config) for j in plan(profiles=[], baselines=True)]
-    assert baselines == [("mock-direct", "steady", "n/a"), ("bare-proxy-curl", "steady", "n/a"),
-                         ("forge-ref-httpx", "steady", "all"), ("bare-proxy-httpx", "steady", "n/a"),
-                         ("mock-direct", "latency-c1", "n/a"), ("bare-proxy-curl", "latency-c1", "n/a"),
+    # forge-ref (aiohttp, the default) against the bare proxy with the same client; the other clients
+    assert baselines == [("mock-direct", "steady", "n/a"), ("bare-proxy-aiohttp", "steady", "n/a"),
+                         ("forge-ref-curl", "steady", "all"), ("forge-ref-httpx", "steady", "all"),
+                         ("bare-proxy-curl", "steady", "n/a"), ("bare-proxy-httpx", "steady", "n/a"),
+                         ("mock-direct", "latency-c1", "n/a"), ("bare-proxy-aiohttp", "latency-c1", "n/a"),
                          ("forge-ref", "latency-c1", "all"), ("forge-ref", "latency-c1", "none")]
     quick = [(j.target, j.profile, j.config) for j in plan(profiles=[], quick=True)]
-    assert quick == [b for b in baselines if b not in {("bare-proxy-httpx", "steady", "n/a"),
+    assert quick == [b for b in baselines if b not in {("forge-ref-httpx", "steady", "all"),
+                                                       ("bare-proxy-curl", "steady", "n/a"),
+                                                       ("bare-proxy-httpx", "steady", "n/a"),
                                                        ("forge-ref", "latency-c1", "none")}]
 
 
@@ -91,9 +95,10 @@ def test_job_labels_upstream_clients_and_store_variants():
     assert Job("forge-ref-httpx", "steady", "all").label() == "steady_forge-ref-httpx_all"
     assert Job("mock-direct", "latency-c1").label() == "latency-c1_mock-direct"
     assert Job("forge-ref", "cold-burst", "all", "coalesce=1").label() == "cold-burst_all_coalesce1"
-    assert [Job(t, "steady").upstream_client for t in ("forge-ref", "forge-ref-httpx", "bare-proxy-httpx",
-                                                       "mock-direct", "litellm")] == ["curl", "httpx", "httpx",
-                                                                                       None, None]
+    assert [Job(t, "steady").upstream_client for t in ("forge-ref", "forge-ref-nodes", "forge-ref-curl",
+                                                       "forge-ref-httpx", "bare-proxy-httpx", "mock-direct",
+                                                       "litellm")] == ["aiohttp", "aiohttp", "curl", "httpx", "httpx",
+                                                                       None, None]
     assert [Job(t, "steady").is_forge for t in ("forge-ref-nodes", "bare-proxy-curl")] == [True, False]
     assert store_variant("sqlite", "memory") == ""
     assert store_variant("postgres", "redis", "bounded", 2) == "postgres+redis+bounded+nodes=2"
