@@ -67,6 +67,22 @@ class AnthropicApi(Api):
         self.send_json(orjson.dumps({"type": "error", "error": {
             "type": TYPES.get(status, "api_error"), "message": message}}), status)
 
+    async def messages_body(self, required: tuple[str, ...]) -> dict | None:
+        """Auth, then a body with the ``required`` fields and at least one message. None = answered."""
+        if not await self.begin():
+            return None
+        body = self.body_json()
+        if body is None:
+            return None
+        for field in required:
+            if body.get(field) is None:
+                self.error(400, f"{field}: Field required")
+                return None
+        if not isinstance(body["messages"], list) or not body["messages"]:
+            self.error(400, "messages: at least one message is required")
+            return None
+        return body
+
 
 def prompt(body: dict) -> tuple[int, str, bool]:
     """``scan`` over a Messages body; a user turn made only of tool_result blocks is a tool-result turn."""
@@ -85,18 +101,8 @@ class Messages(AnthropicApi):
     DEFER_SHAPE_FAULTS = True
 
     async def post(self) -> None:
-        if not await self.begin():
-            return
-        body = self.body_json()
+        body = await self.messages_body(("model", "max_tokens", "messages"))
         if body is None:
-            return
-        for field in ("model", "max_tokens", "messages"):
-            if body.get(field) is None:
-                self.error(400, f"{field}: Field required")
-                return
-        messages = body["messages"]
-        if not isinstance(messages, list) or not messages:
-            self.error(400, "messages: at least one message is required")
             return
         model = str(body["model"])
         stream = bool(body.get("stream"))
@@ -157,17 +163,8 @@ class CountTokens(AnthropicApi):
     """The tokens a Messages request would take as input: the same count its answer's usage says."""
 
     async def post(self) -> None:
-        if not await self.begin():
-            return
-        body = self.body_json()
+        body = await self.messages_body(("model", "messages"))
         if body is None:
-            return
-        for field in ("model", "messages"):
-            if body.get(field) is None:
-                self.error(400, f"{field}: Field required")
-                return
-        if not isinstance(body["messages"], list) or not body["messages"]:
-            self.error(400, "messages: at least one message is required")
             return
         if not await self.model_fault(str(body["model"])):
             self.send_json(orjson.dumps({"input_tokens": prompt(body)[0]}))
