@@ -2,7 +2,8 @@
 
 Written by hand, as data: every route of ``handlers.routes`` (a test checks none is missing),
 its auth, its request body schema, and its error responses, which all share the OpenAI
-error shape except on Anthropic's Messages API (``/v1/messages``), which answers in Anthropic's. ``tests/test_fuzz.py`` drives generated requests at every operation listed here.
+error shape except on Anthropic's Messages API (``/v1/messages``), which answers in Anthropic's.
+``tests/test_fuzz.py`` drives generated requests at every operation listed here.
 Proxy bodies are deliberately open (``additionalProperties``): forge-ref forwards fields it
 does not know, as OpenAI's API would accept them.
 """

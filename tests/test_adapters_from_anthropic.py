@@ -58,16 +58,17 @@ WEATHER = {"name": "get_weather", "description": "Current weather for a city",
 OPENAI_WEATHER = {"type": "function", "function": {"name": "get_weather", "description": "Current weather for a city",
                                                    "parameters": WEATHER["input_schema"]}}
 PNG = {"type": "base64", "media_type": "image/png", "data": "iVBORw0KGgo="}
+EPHEMERAL = {"type": "ephemeral"}
 
 CASES = [
     ("plain user message", body([user("Hi")]), openai([user("Hi")])),
     ("system string becomes the first message", body([user("Hi")], system="Be brief."),
      openai([{"role": "system", "content": "Be brief."}, user("Hi")])),
     ("system blocks are joined; cache_control is dropped",
-     body([user("Hi")], system=[text("You are a coding agent."), text("Be brief.", cache_control={"type": "ephemeral"})]),
+     body([user("Hi")], system=[text("You are a coding agent."), text("Be brief.", cache_control=EPHEMERAL)]),
      openai([{"role": "system", "content": "You are a coding agent.\n\nBe brief."}, user("Hi")])),
     ("one text block is a string, several are parts",
-     body([user([text("only")]), assistant("ok"), user([text("one"), text("two", cache_control={"type": "ephemeral"})])]),
+     body([user([text("only")]), assistant("ok"), user([text("one"), text("two", cache_control=EPHEMERAL)])]),
      openai([user("only"), {"role": "assistant", "content": "ok"},
              user([{"type": "text", "text": "one"}, {"type": "text", "text": "two"}])])),
     ("images: base64 to a data URL, url to a url",
@@ -86,7 +87,8 @@ CASES = [
            assistant("Paris.")], tools=[WEATHER]),
      openai([user("Weather in Paris and Oslo?"),
              {"role": "assistant", "content": "Checking.", "tool_calls": [
-                 call("toolu_01", "get_weather", '{"city":"Paris"}'), call("toolu_02", "get_weather", '{"city":"Oslo"}')]},
+                 call("toolu_01", "get_weather", '{"city":"Paris"}'),
+                 call("toolu_02", "get_weather", '{"city":"Oslo"}')]},
              {"role": "tool", "tool_call_id": "toolu_01", "content": "18C"},
              {"role": "tool", "tool_call_id": "toolu_02", "content": [{"type": "text", "text": "-3C"}]},
              user("Which is warmer?"), {"role": "assistant", "content": "Paris."}], tools=[OPENAI_WEATHER])),

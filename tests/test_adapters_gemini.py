@@ -11,7 +11,6 @@ import base64
 import struct
 
 import orjson
-import pydantic
 import pytest
 from google.genai import types as gt
 from openai.types import CreateEmbeddingResponse

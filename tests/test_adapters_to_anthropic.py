@@ -104,7 +104,8 @@ def test_tables_are_the_anthropic_adapters_backwards():
         if finish in FINISH.values():
             assert FINISH[reason] == finish, finish
     assert set(FINISH.values()) <= set(STOP_REASONS)
-    usage = {"prompt_tokens": 160, "completion_tokens": 3, "total_tokens": 163, "prompt_tokens_details": {"cached_tokens": 150}}
+    usage = {"prompt_tokens": 160, "completion_tokens": 3, "total_tokens": 163,
+             "prompt_tokens_details": {"cached_tokens": 150}}
     assert openai_usage(anthropic_usage(usage)) == usage
 
 
@@ -125,7 +126,8 @@ def test_error_shape(status, kind):
 
 def sse(*chunks) -> bytes:
     """An OpenAI stream as an OpenAI server sends it."""
-    return b"".join(b"data: " + (c if isinstance(c, bytes) else orjson.dumps(c)) + b"\n\n" for c in chunks) + b"data: [DONE]\n\n"
+    frames = b"".join(b"data: " + (c if isinstance(c, bytes) else orjson.dumps(c)) + b"\n\n" for c in chunks)
+    return frames + b"data: [DONE]\n\n"
 
 
 def chunk(delta: dict, finish: str | None = None) -> dict:
@@ -160,7 +162,8 @@ def text_delta(index: int, text: str) -> dict:
 
 
 def json_delta(index: int, fragment: str) -> dict:
-    return {"type": "content_block_delta", "index": index, "delta": {"type": "input_json_delta", "partial_json": fragment}}
+    delta = {"type": "input_json_delta", "partial_json": fragment}
+    return {"type": "content_block_delta", "index": index, "delta": delta}
 
 
 def block_stop(index: int) -> dict:

@@ -350,7 +350,8 @@ class AnthropicAdapter:
 
     def models_request(self, base_url: str, api_key: str) -> UpstreamRequest:
         # The default page is 20 models; 1000 is the documented maximum and covers every account.
-        return UpstreamRequest("GET", base_url.rstrip("/") + "/v1/models?limit=1000", request_headers(api_key), purpose="models")
+        return UpstreamRequest("GET", base_url.rstrip("/") + "/v1/models?limit=1000", request_headers(api_key),
+                               purpose="models")
 
     def models_response(self, data: bytes) -> list[str]:
         items = loads(data, "model list").get("data")

@@ -41,7 +41,8 @@ def anthropic_usage(usage) -> dict:
     """OpenAI usage as Anthropic counts it: ``openai_usage`` backwards (cached tokens apart)."""
     usage = usage if isinstance(usage, dict) else {}
     cached = (usage.get("prompt_tokens_details") or {}).get("cached_tokens") or 0
-    out = {"input_tokens": (usage.get("prompt_tokens") or 0) - cached, "output_tokens": usage.get("completion_tokens") or 0}
+    out = {"input_tokens": (usage.get("prompt_tokens") or 0) - cached,
+           "output_tokens": usage.get("completion_tokens") or 0}
     if cached:
         out["cache_read_input_tokens"] = cached
     return out
@@ -82,7 +83,8 @@ def to_anthropic(completion: dict, label: str) -> dict:
         "role": "assistant",
         "model": completion.get("model") or label,
         "content": content,
-        "stop_reason": "refusal" if message.get("refusal") else STOP_REASONS.get(choice.get("finish_reason"), "end_turn"),
+        "stop_reason": "refusal" if message.get("refusal") else STOP_REASONS.get(choice.get("finish_reason"),
+                                                                                  "end_turn"),
         "stop_sequence": None,
         "usage": anthropic_usage(completion.get("usage")),
     }
@@ -142,7 +144,8 @@ class MessagesStream:
         if isinstance(err, dict):
             # The kind's translator says why (with a status) when it raised it; a pass-through
             # stream's own error event has only a message.
-            return self._fail(self._inner.result.error or UpstreamError(str(err.get("message") or "stream error")[:500]))
+            message = str(err.get("message") or "stream error")[:500]
+            return self._fail(self._inner.result.error or UpstreamError(message))
         out = [] if self._started else self._start(chunk)
         if isinstance(chunk.get("usage"), dict):
             self._usage = chunk["usage"]
@@ -167,8 +170,8 @@ class MessagesStream:
     def _start(self, chunk: dict) -> list[bytes]:
         self._started = True
         message = {"id": _message_id(chunk.get("id")), "type": "message", "role": "assistant",
-                   "model": chunk.get("model") or self._label, "content": [], "stop_reason": None, "stop_sequence": None,
-                   "usage": {"input_tokens": 0, "output_tokens": 0}}  # known only at the end
+                   "model": chunk.get("model") or self._label, "content": [], "stop_reason": None,
+                   "stop_sequence": None, "usage": {"input_tokens": 0, "output_tokens": 0}}  # known only at the end
         return [event(b"message_start", {"type": "message_start", "message": message})]
 
     def _block(self, block: dict) -> list[bytes]:
@@ -207,8 +210,8 @@ class MessagesStream:
         if self._usage is not None:
             self.result.prompt_tokens = self._usage.get("prompt_tokens")
             self.result.completion_tokens = self._usage.get("completion_tokens")
+        self.result.finish_reason = self._stop
         reason = "refusal" if self._refused else STOP_REASONS.get(self._stop, "end_turn")
-        self.result.finish_reason = reason
         out.append(event(b"message_delta", {"type": "message_delta", "usage": anthropic_usage(self._usage),
                                             "delta": {"stop_reason": reason, "stop_sequence": None}}))
         out.append(event(b"message_stop", {"type": "message_stop"}))
