@@ -2,7 +2,8 @@
 
 Written by hand, as data: every route of ``handlers.routes`` (a test checks none is missing),
 its auth, its request body schema, and its error responses, which all share the OpenAI
-error shape. ``tests/test_fuzz.py`` drives generated requests at every operation listed here.
+error shape except on Anthropic's Messages API (``/v1/messages``), which answers in Anthropic's.
+``tests/test_fuzz.py`` drives generated requests at every operation listed here.
 Proxy bodies are deliberately open (``additionalProperties``): forge-ref forwards fields it
 does not know, as OpenAI's API would accept them.
 """
@@ -14,6 +15,7 @@ from functools import lru_cache
 import orjson
 
 ERROR = {"$ref": "#/components/responses/Error"}
+ANTHROPIC_ERROR = {"$ref": "#/components/responses/AnthropicError"}
 FORGE_KEY = [{"forgeKey": []}, {"forgeKeyHeader": []}]
 ADMIN = [{"adminToken": []}]
 
@@ -27,10 +29,10 @@ def _ref(name: str) -> dict:
 
 
 def _op(summary: str, ok: dict, *, errors: tuple[int, ...], security: list | None = FORGE_KEY,
-        body: str | None = None, params: list | None = None) -> dict:
+        body: str | None = None, params: list | None = None, error: dict = ERROR) -> dict:
     op: dict = {"summary": summary, "responses": dict(ok)}
     for status in errors:
-        op["responses"][str(status)] = ERROR
+        op["responses"][str(status)] = error
     op["security"] = security if security is not None else []
     if body is not None:
         op["requestBody"] = {"required": True, "content": _json(_ref(body))}
@@ -50,6 +52,7 @@ def _ok(schema: str | None, status: int = 200, description: str = "success", str
 
 _USER_ERRORS = (400, 401, 404, 405, 413)
 _PROXY_ERRORS = (400, 401, 404, 405, 413, 422, 429, 502, 504)
+_MESSAGES_ERRORS = (*_PROXY_ERRORS, 529)
 _PROVIDER = [{"name": "provider", "in": "path", "required": True, "schema": {"type": "string", "maxLength": 64}}]
 
 SCHEMAS = {
@@ -117,6 +120,37 @@ SCHEMAS = {
                                            {"type": "array", "minItems": 1, "items": {"type": "integer"}},
                                            {"type": "array", "minItems": 1, "items": {"type": "array"}}]}},
     },
+    "AnthropicError": {
+        "type": "object", "required": ["type", "error"],
+        "properties": {"type": {"const": "error"}, "error": {
+            "type": "object", "required": ["type", "message"],
+            "properties": {"type": {"type": "string", "description": "invalid_request_error, authentication_error, "
+                                    "permission_error, not_found_error, request_too_large, rate_limit_error, "
+                                    "api_error, overloaded_error"},
+                           "message": {"type": "string"}}}},
+    },
+    "MessagesTurn": {"type": "object", "required": ["role"], "additionalProperties": True,
+                     "properties": {"role": {"enum": ["user", "assistant"]},
+                                    "content": {"oneOf": [{"type": "string"}, {"type": "array"}]}}},
+    "MessagesRequest": {
+        "type": "object", "required": ["model", "max_tokens", "messages"], "additionalProperties": True,
+        "properties": {"model": {"type": "string", "minLength": 1, "description": "provider/model or an alias"},
+                       "max_tokens": {"type": "integer", "minimum": 1},
+                       "messages": {"type": "array", "minItems": 1, "items": _ref("MessagesTurn")},
+                       "system": {"oneOf": [{"type": "string"}, {"type": "array"}]},
+                       "stream": {"type": "boolean"}},
+    },
+    "CountTokensRequest": {
+        "type": "object", "required": ["model", "messages"], "additionalProperties": True,
+        "properties": {"model": {"type": "string", "minLength": 1},
+                       "messages": {"type": "array", "minItems": 1, "items": _ref("MessagesTurn")},
+                       "system": {"oneOf": [{"type": "string"}, {"type": "array"}]}},
+    },
+    "MessagesResponse": {"type": "object", "additionalProperties": True,
+                         "properties": {"id": {"type": "string"}, "type": {"const": "message"},
+                                        "role": {"const": "assistant"}, "content": {"type": "array"},
+                                        "stop_reason": {"type": ["string", "null"]}, "usage": {"type": "object"}}},
+    "TokenCount": {"type": "object", "required": ["input_tokens"], "properties": {"input_tokens": {"type": "integer"}}},
     "Embeddings": {"type": "object", "additionalProperties": True,
                    "properties": {"object": {"type": "string"}, "data": {"type": "array"}}},
     "ModelList": {"type": "object", "required": ["object", "data"],
@@ -151,6 +185,13 @@ PATHS = {
     "/v1/chat/completions": {"post": _op("proxy a chat completion; stream: true answers SSE",
                                          _ok("ChatCompletion", stream=True), errors=_PROXY_ERRORS,
                                          body="ChatCompletionRequest")},
+    "/v1/messages": {"post": _op("Anthropic's Messages API: passed through to anthropic kinds, translated for the "
+                                 "others; stream: true answers Anthropic's SSE events",
+                                 _ok("MessagesResponse", stream=True), errors=_MESSAGES_ERRORS,
+                                 body="MessagesRequest", error=ANTHROPIC_ERROR)},
+    "/v1/messages/count_tokens": {"post": _op("count a Messages request's input tokens (anthropic kinds only)",
+                                              _ok("TokenCount"), errors=_MESSAGES_ERRORS, body="CountTokensRequest",
+                                              error=ANTHROPIC_ERROR)},
     "/v1/embeddings": {"post": _op("proxy embeddings", _ok("Embeddings"), errors=_PROXY_ERRORS, body="EmbeddingsRequest")},
     "/v1/models": {"get": _op("every model of every provider of the user, as provider/model, plus aliases",
                               _ok("ModelList"), errors=(401, 405))},
@@ -173,11 +214,15 @@ def document() -> dict:
         "openapi": "3.1.0",
         "info": {"title": "forge-ref", "version": "1",
                  "description": "OpenAI-compatible LLM API gateway. Every error has the OpenAI shape "
-                                "{\"error\": {\"message\", \"type\", \"param\", \"code\"}}."},
+                                "{\"error\": {\"message\", \"type\", \"param\", \"code\"}}, except on "
+                                "/v1/messages (Anthropic's API): {\"type\": \"error\", \"error\": {\"type\", "
+                                "\"message\"}}."},
         "paths": PATHS,
         "components": {
             "schemas": SCHEMAS,
-            "responses": {"Error": {"description": "an error, OpenAI-shaped", "content": _json(_ref("Error"))}},
+            "responses": {"Error": {"description": "an error, OpenAI-shaped", "content": _json(_ref("Error"))},
+                          "AnthropicError": {"description": "an error, Anthropic-shaped",
+                                             "content": _json(_ref("AnthropicError"))}},
             "securitySchemes": {
                 "forgeKey": {"type": "http", "scheme": "bearer", "description": "Authorization: Bearer forge-..."},
                 "forgeKeyHeader": {"type": "apiKey", "in": "header", "name": "X-API-Key"},

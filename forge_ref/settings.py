@@ -37,7 +37,7 @@ class Settings:
     models_concurrency: int = _opt(5, "FORGE_MODELS_CONCURRENCY", "model-list calls in flight at once per /v1/models request")
     models_failure_ttl: float = _opt(30.0, "FORGE_MODELS_FAILURE_TTL", "seconds a failed model-list call is remembered (0 = retry every time)")
     max_body_bytes: int = _opt(4 * 1024 * 1024, "FORGE_MAX_BODY_BYTES", "largest accepted request body (413 above)")
-    max_streams_per_key: int = _opt(0, "FORGE_MAX_STREAMS_PER_KEY", "streaming chat completions open at once per Forge key, per process (429 above; 0 = unlimited)")
+    max_streams_per_key: int = _opt(0, "FORGE_MAX_STREAMS_PER_KEY", "streams (chat completions and messages) open at once per Forge key, per process (429 above; 0 = unlimited)")
     user_ttl: float = _opt(300.0, "FORGE_USER_TTL", "user cache TTL, seconds (0 turns the layer off)")
     user_max: int = _opt(10_000, "FORGE_USER_MAX", "user cache max entries (0 turns the layer off)")
     service_ttl: float = _opt(600.0, "FORGE_SERVICE_TTL", "ProviderService cache TTL, seconds (0 turns the layer off)")

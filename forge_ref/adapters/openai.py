@@ -20,6 +20,7 @@ def _headers(api_key: str) -> dict[str, str]:
 
 class PassThroughStream:
     __slots__ = ("_tail", "_done", "result")
+    end_frame: bytes | None = DONE_FRAME  # what a stream that ended without it gets
 
     def __init__(self) -> None:
         self._tail = b""
@@ -45,9 +46,9 @@ class PassThroughStream:
             if self._tail.strip() == DONE_FRAME.strip():
                 self._done = True
         self._tail = b""
-        if not self._done:
+        if not self._done and self.end_frame:
             # Some OpenAI-compatible servers end without [DONE]; clients wait for it.
-            out.append(DONE_FRAME)
+            out.append(self.end_frame)
         return out
 
 
