@@ -13,8 +13,8 @@ ENV PIP_DISABLE_PIP_VERSION_CHECK=1 PIP_NO_CACHE_DIR=1
 RUN python -m venv /opt/forge
 WORKDIR /src
 # Only the runtime packages: setuptools packs what it finds, so leaving benchmarks/ out of this
-# stage keeps it out of the image. forge_mock stays: `forge-ref` builds its mock-provider
-# subcommand from forge_mock.config, and compose runs the mock from this same image.
+# stage keeps it out of the image. forge_mock stays only because compose runs the mock from this
+# same image; `forge-ref` works without it (its mock-provider command then says it is not installed).
 COPY pyproject.toml README.md ./
 COPY forge_ref/ forge_ref/
 COPY forge_mock/ forge_mock/

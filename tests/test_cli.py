@@ -62,3 +62,13 @@ def test_a_malformed_encryption_key_is_a_clear_startup_error(tmp_path):
     (tmp_path / "k.db.key").write_text("broken\n")  # a damaged key file beside the database
     r = forge("serve", "--db", str(tmp_path / "k.db"), "--port", "0")
     assert r.returncode != 0 and "the key file" in r.stderr and "Traceback" not in r.stderr
+
+
+def test_the_gateway_runs_without_the_mock_package(tmp_path):
+    """A gateway-only install may leave forge_mock out: serve and the CLI still work; mock-provider says why not."""
+    code = ("import sys; sys.modules['forge_mock'] = None; sys.modules['forge_mock.config'] = None\n"
+            "from forge_ref import cli\n"
+            "assert cli.parser().parse_args(['serve']).command == 'serve'\n"
+            "cli.main(['mock-provider'])\n")
+    r = subprocess.run([sys.executable, "-c", code], capture_output=True, text=True, timeout=60)
+    assert r.returncode == 1 and "the mock provider (package forge_mock" in r.stderr and "Traceback" not in r.stderr
