@@ -9,7 +9,10 @@ requests' paths, models and bodies come from ``benchmarks.traffic``. The shape r
 Configuration (options, each also an environment variable; the runner sets them):
 
   --forge-profile   FORGE_PROFILE     a Locust profile of benchmarks.profiles (steady, mixed, churn, ...)
-  --forge-keys-file FORGE_KEYS_FILE   keys file written by ``python -m benchmarks seed``
+  --forge-keys-file FORGE_KEYS_FILE   keys file written by ``python -m benchmarks seed`` (or your own:
+                                      {"tenants": [{"key": "forge-...", "providers": ["openai"]}, ...]})
+  --forge-key       FORGE_KEY         instead of a keys file: one Forge key of your own gateway ...
+  --forge-model     FORGE_MODEL       ... and the model its chats ask for (default openai/gpt-4o-mini)
   --forge-target    FORGE_TARGET      forge-ref | mock-direct | bare-proxy | litellm (paths, model names)
   --forge-static-key FORGE_STATIC_KEY one key for every request instead of the tenants' (LiteLLM)
   --forge-stale-bound FORGE_STALE_BOUND_S  seconds a write may take to reach every process (churn)
@@ -58,6 +61,8 @@ CHURN_TENANTS = 4  # the last tenants of the keys file: written to by churn user
 def _options(parser) -> None:
     parser.add_argument("--forge-profile", env_var="FORGE_PROFILE", default="steady", choices=sorted(PROFILES))
     parser.add_argument("--forge-keys-file", env_var="FORGE_KEYS_FILE", default="keys.json")
+    parser.add_argument("--forge-key", env_var="FORGE_KEY", default="")
+    parser.add_argument("--forge-model", env_var="FORGE_MODEL", default="openai/gpt-4o-mini")
     parser.add_argument("--forge-target", env_var="FORGE_TARGET", default="forge-ref", choices=sorted(TARGETS))
     parser.add_argument("--forge-static-key", env_var="FORGE_STATIC_KEY", default="")
     parser.add_argument("--forge-stale-bound", env_var="FORGE_STALE_BOUND_S", type=float, default=0.0)
@@ -95,8 +100,11 @@ class Tenants:
     def __init__(self, opts) -> None:
         self.opts = opts
         self.target = TARGETS[opts.forge_target]
-        with open(opts.forge_keys_file) as f:
-            doc = json.load(f)
+        if opts.forge_key:  # one key of your own gateway, one model: the "custom" provider below
+            doc = {"tenants": [{"id": 1, "key": opts.forge_key, "providers": ["custom"]}]}
+        else:
+            with open(opts.forge_keys_file) as f:
+                doc = json.load(f)
         self.mock_url = doc.get("mock_url", "")
         tenants = doc["tenants"]
         if opts.forge_static_key:
@@ -118,7 +126,10 @@ class Tenants:
                 cum.append(total)
             self.cum = cum
         routed = self.target["routed"]
-        self.chat = {kind: chat_body(kind, routed=routed) for kind in CHAT_MODELS}
+        if opts.forge_key:  # every chat of every user class asks for the one model given
+            self.chat = dict.fromkeys((*CHAT_MODELS, "custom"), chat_body(model=opts.forge_model))
+        else:
+            self.chat = {kind: chat_body(kind, routed=routed) for kind in CHAT_MODELS}
         self.stream = {k: v[:-1] + b', "stream": true}' for k, v in self.chat.items()}
         self.embeddings = embeddings_body(routed=routed)
         self.prefix = self.target["prefix"]

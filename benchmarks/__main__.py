@@ -50,6 +50,16 @@ def main(argv: list[str] | None = None) -> None:
                                           "job; default $FORGE_BENCH_POSTGRES_URL or postgres@127.0.0.1:5432)")
     r.add_argument("--redis-url", help="Redis for --backends redis / --multi-node (a key prefix per job; default "
                                        "$FORGE_BENCH_REDIS_URL or 127.0.0.1:6379/0)")
+    r.add_argument("--db-rtt-ms", metavar="LIST",
+                   help="comma list of round trips (ms) added between the server and PostgreSQL by a delay proxy, "
+                        "e.g. 0,0.5,2: every job on PostgreSQL runs once per value (0: direct; default 0)")
+    r.add_argument("--redis-rtt-ms", metavar="LIST",
+                   help="likewise between the server and Redis, for every job on Redis")
+    r.add_argument("--net-jitter-ms", type=float, default=0.0, metavar="MS",
+                   help="uniform jitter (±) on each delay proxy's one-way delay (default 0)")
+    r.add_argument("--repeat", type=int, default=1, metavar="N",
+                   help="run the whole plan N times, interleaved (A B C A B C), one result file per repetition; "
+                        "the report gives the median and range of each figure")
 
     rep = sub.add_parser("report", help="regenerate RESULTS.md and the figures from result files")
     rep.add_argument("--results", default="results")
@@ -69,7 +79,9 @@ def main(argv: list[str] | None = None) -> None:
                     quick=a.quick, baselines=a.baselines, peer=a.peer, processes=a.processes, tenants=a.tenants,
                     warmup=a.warmup, pin=not a.no_pin, mock_latency_ms=a.mock_latency_ms,
                     mock_chunk_delay_ms=a.mock_chunk_delay_ms, stores=a.stores, backends=a.backends,
-                    multi_node=a.multi_node, postgres_url=a.postgres_url, redis_url=a.redis_url)
+                    multi_node=a.multi_node, postgres_url=a.postgres_url, redis_url=a.redis_url,
+                    db_rtt_ms=a.db_rtt_ms, redis_rtt_ms=a.redis_rtt_ms, net_jitter_ms=a.net_jitter_ms,
+                    repeat=a.repeat)
         if not files:
             raise SystemExit("no result written")
     else:

@@ -9,6 +9,7 @@ them, and so that every number they show comes from a result file.
     steady = an.select(df, profile="steady", target="forge-ref")   # the latest run holding it
     an.summary(steady)                              # one row per configuration, per-request costs
     an.on_off(steady)                               # what switching layers on changes, pair by pair
+    an.repeated(steady)                             # with run --repeat N: median, min, max per job
 
 Micro results (``python -m benchmarks.micro``, ``profile: "micro"``) are looked for in the chosen
 directory and in a sibling ``sample_micro/`` directory: the committed sample keeps its micro result
@@ -26,9 +27,11 @@ import pandas as pd
 
 from forge_ref.settings import LAYERS, parse_layers
 
-from .report import TARGET_ORDER, _config_key, _noise_line
 from . import results
-from .results import is_load_run, load_results, result_files
+from .plots import config_name
+from .report import BACKENDS_COMMAND, COMBOS, TARGET_ORDER, _config_key, _noise_line
+from .repeats import job_key, repetition
+from .results import METRICS, is_load_run, load_results, result_files, summary
 
 REPO = Path(__file__).resolve().parent.parent
 ENV_VAR = "FORGE_RESULTS_DIR"
@@ -36,25 +39,6 @@ DEFAULT_DIR = REPO / "results"
 SAMPLE_DIR = REPO / "tests" / "data" / "sample_results"
 MICRO_SIBLING = "sample_micro"
 
-# tidy name -> flattened column of a result file (all per request, except latency, rps and memory)
-METRICS = {
-    "rps": "locust.rps",
-    "avg_ms": "locust.avg_ms",
-    "p50_ms": "locust.p50_ms",
-    "p90_ms": "locust.p90_ms",
-    "p99_ms": "locust.p99_ms",
-    "max_ms": "locust.max_ms",
-    "failures": "locust.failures",
-    "db_queries": "per_request.db_queries",
-    "decryptions": "per_request.decryptions",
-    "upstream_requests": "per_request.upstream_requests",
-    "model_list_calls": "per_request.upstream_model_list_requests",
-    "services_built": "per_request.services_built",
-    "adapters_built": "per_request.adapters_built",
-    "cpu_ms": "server.cpu_ms_per_request",
-    "server_busy": "server.cpu_utilisation",
-    "peak_rss_mb": "server.peak_rss_mb",
-}
 PERCENTILES = ["p50_ms", "p90_ms", "p99_ms", "max_ms"]
 
 # Commands that produce what a notebook looks for, for the "not in this directory" messages.
@@ -66,6 +50,7 @@ COMMANDS = {
     "churn-processes": "python -m benchmarks run --profiles churn --configs all --processes 2",
     "litellm": "python -m benchmarks run --profiles steady --configs all --peer litellm",
     "baselines": "python -m benchmarks run --profiles steady latency-c1 --configs all",
+    "backends": BACKENDS_COMMAND,
     "micro": ("python -m benchmarks.micro --redis-url redis://127.0.0.1:6379/0 "
               "--postgres-url postgresql://postgres@127.0.0.1:5432/postgres"),
 }
@@ -83,8 +68,12 @@ MISSING = {  # what a notebook looks for -> (what is missing, the command that p
     "baselines": ("no baseline results (mock-direct, bare proxy) in this directory", COMMANDS["baselines"]),
     "litellm": ("no LiteLLM results in this directory", COMMANDS["litellm"]),
     "latency-c1": ("no `latency-c1` results in this directory", COMMANDS["baselines"]),
+    "backends": ("no switch of layers (such as `none` → `all`) measured on more than one store + cache backend",
+                 COMMANDS["backends"]),
     "micro": ("no micro results (`target: micro`) in this directory or a sibling `sample_micro/`",
               COMMANDS["micro"] + " --out DIR"),
+    "server-timing": ("no `steady` results with Server-Timing phases (`server_timing`) in this directory: the "
+                      "runner records them since the tracing issue", "python -m benchmarks run --quick"),
 }
 
 
@@ -102,16 +91,61 @@ def have(frame: pd.DataFrame | None, what: str) -> bool:
 # --- where and what ---------------------------------------------------------------------------
 
 
-def results_dir(environ: dict | None = None) -> Path:
-    """``$FORGE_RESULTS_DIR``; else ``results/`` if it holds result files; else the committed sample."""
+def results_dir(chosen: str | os.PathLike | None = None, environ: dict | None = None) -> Path:
+    """``chosen``; else ``$FORGE_RESULTS_DIR``; else ``results/`` if it holds result files; else the committed
+    sample. A relative path is taken from the current directory, else from the repository root."""
     environ = os.environ if environ is None else environ
-    chosen = environ.get(ENV_VAR)
-    if chosen:  # a relative path is taken from the current directory, else from the repository root
+    chosen = chosen or environ.get(ENV_VAR)
+    if chosen:
         for path in (Path(chosen).expanduser().resolve(), (REPO / chosen).resolve()):
             if path.is_dir():
                 return path
-        raise FileNotFoundError(f"{ENV_VAR}={chosen}: no such directory")
+        raise FileNotFoundError(f"{chosen}: no such directory")
     return DEFAULT_DIR if result_files(DEFAULT_DIR) else SAMPLE_DIR
+
+
+def _relative(directory: Path) -> str:
+    try:
+        return f"{directory.resolve().relative_to(REPO)}/"
+    except ValueError:
+        return str(directory)
+
+
+def reading(directory: str | os.PathLike, environ: dict | None = None) -> str:
+    """Markdown: which directory a notebook reads, why that one, and how to read another."""
+    environ = os.environ if environ is None else environ
+    directory = Path(directory).resolve()
+    try:
+        chosen = results_dir(environ=environ)
+    except FileNotFoundError:
+        chosen = None
+    if directory != chosen:
+        why = "the first cell names it"
+    elif environ.get(ENV_VAR):
+        why = f"`${ENV_VAR}` names it"
+    elif directory == DEFAULT_DIR:
+        why = f"`${ENV_VAR}` is unset and `results/` holds result files"
+    else:
+        why = (f"`${ENV_VAR}` is unset and `results/` holds no result files, so the committed sample (a "
+               "`--quick` run on a shared machine: read it for the shape of the effects, not their size)")
+    return (f"**Reading `{_relative(directory)}`**: {why}. To read another directory, start JupyterLab with "
+            f"`{ENV_VAR}=DIR ./dev.sh notebooks`, or set `RESULTS = an.results_dir(\"DIR\")` in the first cell "
+            "and run all cells.")
+
+
+def start(directory: str | os.PathLike) -> pd.DataFrame:
+    """A notebook's first cell: the plot style, every result of ``directory`` (:func:`load`), and, shown
+    in the notebook, where they come from (:func:`reading`, :func:`provenance`)."""
+    from IPython.display import Markdown, display
+
+    from . import plots
+
+    plots.style()
+    pd.set_option("display.precision", 3)
+    pd.set_option("display.max_columns", 30)
+    df = load(directory)
+    display(Markdown(reading(directory) + "\n\n" + provenance(df, directory)))
+    return df
 
 
 def micro_dirs(directory: str | os.PathLike) -> list[Path]:
@@ -144,7 +178,8 @@ def long_label(doc: dict, label: str) -> str:
 def load(directory: str | os.PathLike) -> pd.DataFrame:
     """:func:`benchmarks.results.load_results` plus derived columns the notebooks select on: ``kind``
     (``load`` for the runner's Locust/probe results, else the file's profile: ``micro``, ``soak``), and
-    for load results ``long_label``, ``processes``, ``coalesce``, ``store``, ``cache_backend``, ``order``."""
+    for load results ``long_label``, ``processes``, ``coalesce``, ``store``, ``cache_backend``, ``order``,
+    ``repeat`` and ``repeats`` (``run --repeat``; 1 and 1 without), and ``job`` (what its repetitions share)."""
     df = load_results(directory)
     if df.empty:
         return df
@@ -158,6 +193,9 @@ def load(directory: str | os.PathLike) -> pd.DataFrame:
     df["cache_backend"] = [backend(d)[1] if f else None for (d, _), f in zip(loads, forge)]
     df["order"] = [(TARGET_ORDER.index(d["target"]) if d["target"] in TARGET_ORDER else 99, *_config_key(d))
                    if d else None for d, _ in loads]
+    df["repeat"] = [repetition(d)[0] if d else None for d, _ in loads]
+    df["repeats"] = [repetition(d)[1] if d else None for d, _ in loads]
+    df["job"] = [job_key(d) if d else None for d, _ in loads]
     return df
 
 
@@ -182,11 +220,7 @@ def _count(items: Iterable[str]) -> str:
 
 def provenance(df: pd.DataFrame, directory: str | os.PathLike) -> str:
     """Markdown: which files, which machine, how processes were pinned, what load; all from the files."""
-    directory = Path(directory)
-    try:
-        where = directory.resolve().relative_to(REPO)
-    except ValueError:
-        where = directory
+    where = _relative(Path(directory))
     if df.empty:
         return f"**No result files in `{where}`.** Run `python -m benchmarks run --quick`, or unset `{ENV_VAR}`."
     docs = list(df["raw"])
@@ -226,11 +260,14 @@ def inventory(df: pd.DataFrame) -> pd.DataFrame:
 # --- selection --------------------------------------------------------------------------------
 
 
-def select(df: pd.DataFrame, *, run: str | None = "latest", need: Iterable[str] = (), **match) -> pd.DataFrame:
-    """Load results matching every ``column=value`` (a list matches any of its values).
+def select(df: pd.DataFrame, *, run: str | None = "fullest", need: Iterable[str] = (), **match) -> pd.DataFrame:
+    """Load results matching every ``column=value`` (a list matches any of its values); of a job
+    repeated within one run, the last file.
 
-    ``run="latest"``: per profile, only the latest run that holds a match (and every target in
-    ``need``), so compared rows share a machine, commit and mock; ``run=None``: every run.
+    Per profile, so that compared rows share a machine, commit and mock, one run that holds a match
+    (and every target in ``need``): ``run="fullest"`` the one with the most matching results (the
+    matrix rather than a follow-up run; ties: the latest), ``run="latest"`` the latest; ``run=None``
+    keeps every run, ``run=ID`` that one.
     """
     if df.empty:
         return df
@@ -239,31 +276,28 @@ def select(df: pd.DataFrame, *, run: str | None = "latest", need: Iterable[str] 
         if col not in rows:
             return rows.iloc[0:0]
         rows = rows[rows[col].isin(want) if isinstance(want, (list, tuple, set)) else rows[col] == want]
-    if run == "latest" and not rows.empty:
+    rows = rows.drop_duplicates(["run_id", "profile", "label"], keep="last")
+    if run in ("fullest", "latest") and not rows.empty:
         keep = []
         for _, grp in rows.groupby("profile"):
-            ok = [r for r, g in grp.groupby("run_id") if set(need) <= set(g["target"])]
+            ok = {r: (len(g) if run == "fullest" else 0, r) for r, g in grp.groupby("run_id")
+                  if set(need) <= set(g["target"])}
             if ok:
-                keep.append(grp[grp["run_id"] == max(ok)])
+                keep.append(grp[grp["run_id"] == max(ok, key=ok.get)])
         rows = pd.concat(keep) if keep else rows.iloc[0:0]
-    elif run not in (None, "latest"):
+    elif run is not None:
         rows = rows[rows["run_id"] == run]
     return rows.sort_values(["profile", "order"])
 
 
-def summary(frame: pd.DataFrame, by: str | list[str] = "label", metrics: Iterable[str] | None = None) -> pd.DataFrame:
-    """One row per result: the tidy metrics (per request, where a count), indexed by ``by``."""
-    if isinstance(by, str):
-        index = pd.Index(frame[by].values if by in frame else [], name=by)
-    else:
-        index = pd.MultiIndex.from_frame(frame[list(by)])
-    out = pd.DataFrame(index=index)
-    for name in metrics or METRICS:
-        col = METRICS[name]
-        out[name] = frame[col].values if col in frame else float("nan")
-    if metrics is None:
-        calls = frame["mock.total_calls"] if "mock.total_calls" in frame else pd.Series(float("nan"), frame.index)
-        out["provider_calls"] = (calls / frame["requests"].where(frame["requests"] > 0)).values
+def repeated(frame: pd.DataFrame, metrics: Iterable[str] | None = None) -> pd.DataFrame:
+    """One row per job, its repetitions (``run --repeat N``) taken together: the median, min and max of each
+    tidy metric, and how many repetitions there were (a job run once: its value three times, and 1)."""
+    t = summary(frame, "job", list(metrics or METRICS))
+    out = t.groupby(level="job", sort=False).agg(["median", "min", "max"])
+    jobs = frame.groupby("job", sort=False)
+    out.insert(0, ("repetitions", ""), jobs.size().loc[out.index].values)
+    out.insert(0, ("label", ""), jobs["label"].first().loc[out.index].values)
     return out
 
 
@@ -303,13 +337,13 @@ def on_off(frame: pd.DataFrame) -> pd.DataFrame:
                 lo, hi = by_cfg[off], by_cfg[on]
                 row = {"profile": hi["profile"], "added": "+" + " +".join(x for x in LAYERS if x in b - a),
                        "n_added": len(b - a), "off": off, "on": on, "variant": hi["variant"],
-                       "store": hi["store"], "cache_backend": hi["cache_backend"]}
-                row["step"] = f"{row['added']}  ({off} → {on})" + (f" [{hi['variant']}]" if hi["variant"] else "")
+                       "store": hi["store"], "cache_backend": hi["cache_backend"], "run_id": hi["run_id"]}
+                row["step"] = f"{row['added']}: {config_name(off)} → {config_name(on)}"
                 for m in DELTAS:
                     row[f"Δ {m}"] = _metric(hi, m) - _metric(lo, m)
                 row["rps ×"] = _metric(hi, "rps") / _metric(lo, "rps") if _metric(lo, "rps") else float("nan")
                 rows.append(row)
-    columns = ["profile", "added", "n_added", "off", "on", "variant", "store", "cache_backend", "step",
+    columns = ["profile", "added", "n_added", "off", "on", "variant", "store", "cache_backend", "run_id", "step",
                *(f"Δ {m}" for m in DELTAS), "rps ×"]
     out = pd.DataFrame(rows, columns=columns)
     if out.empty:
@@ -333,6 +367,24 @@ def on_off_note(effects: pd.DataFrame, profile: str) -> str:
             + (f"coarser steps ({steps}), which are shown instead" if steps else "no comparable configurations")
             + f". For every layer alone and every all-but-one, run `{COMMANDS['layers']}` (the full matrix, without "
             "`--quick`).")
+
+
+COMPARISONS = {"none": "added to none", "all": "added last, to all the others"}
+
+
+def layer_pairs(effects: pd.DataFrame) -> pd.DataFrame:
+    """Of :func:`on_off` rows, the two one-layer comparisons that isolate a layer: ``none`` → the layer
+    alone, and all but the layer → ``all``. Rows: the layers; columns: (``Δ …`` or ``rps ×``, comparison)."""
+    one = effects[effects["n_added"] == 1]
+    one = one.assign(layer=one["added"].str.strip("+"),
+                     comparison=[COMPARISONS["none"] if off == "none" else COMPARISONS["all"] if on == "all" else None
+                                 for off, on in zip(one["off"], one["on"])]).dropna(subset=["comparison"])
+    if one.empty:
+        return pd.DataFrame()
+    values = [c for c in effects.columns if c.startswith("Δ ") or c == "rps ×"]
+    pairs = one.pivot_table(index="layer", columns="comparison", values=values, aggfunc="last")
+    columns = [(v, c) for v in values for c in COMPARISONS.values() if (v, c) in pairs.columns]
+    return pairs.reindex(index=[x for x in LAYERS if x in pairs.index], columns=pd.MultiIndex.from_tuples(columns))
 
 
 # --- latency distributions --------------------------------------------------------------------
@@ -372,20 +424,6 @@ def ladder(frame: pd.DataFrame, by: str = "label") -> pd.DataFrame:
     return summary(frame, by, PERCENTILES)
 
 
-def plain_log(ax, axis: str = "y") -> None:
-    """A log scale labelled 0.5, 1, 2, 10, 300 rather than 5×10⁻¹: these axes are read as µs and ms."""
-    from matplotlib.ticker import FuncFormatter
-
-    def label(v: float, _) -> str:  # label 1, 2 and 5 of each decade only, or minor labels crowd
-        return f"{v:g}" if v > 0 and f"{v:.0e}"[0] in "125" else ""
-
-    fmt = FuncFormatter(label)
-    target = ax.xaxis if axis == "x" else ax.yaxis
-    (ax.set_xscale if axis == "x" else ax.set_yscale)("log")
-    target.set_major_formatter(fmt)
-    target.set_minor_formatter(fmt)
-
-
 # --- scaling, consistency ---------------------------------------------------------------------
 
 
@@ -404,10 +442,13 @@ def tenants_table(frame: pd.DataFrame) -> pd.DataFrame:
                         f"{layer}_size": c.get("size")})
         row.update({"db_queries": (d.get("per_request") or {}).get("db_queries"),
                     "peak_rss_mb": d["server"]["peak_rss_mb"], "rps": d["locust"]["rps"]})
-        row["name"] = f"{label}, {row['tenants']:,} tenants" + (
-            f", bound {row['user_bound']:,}" if row["user_bound"] else "")
         rows.append(row)
-    return pd.DataFrame(rows).set_index("name")
+    out = pd.DataFrame(rows)
+    several = out["tenants"].nunique() > 1 or out["user_bound"].nunique() > 1  # else the title says them
+    out["name"] = [config_name(r.label) + (f", {r.tenants:,} tenants" if several else "")
+                   + (f", bound {r.user_bound:,.0f}" if several and pd.notna(r.user_bound) else "")
+                   for r in out.itertuples()]
+    return out.set_index("name")
 
 
 BURST_COUNTERS = ["db_queries", "decryptions", "services_built", "upstream_model_list_requests",
@@ -421,10 +462,20 @@ def burst_table(frame: pd.DataFrame) -> pd.DataFrame:
     for d, label, on in zip(frame["raw"], frame["label"], frame["coalesce"]):
         c, loc = d.get("counters") or {}, d.get("locust") or {}
         tcp = (d.get("noise") or {}).get("tcp") or {}
-        rows.append({"label": label, "coalescing": on, "users": (d.get("settings") or {}).get("users"),
+        rows.append({"label": label, "config": d["config"], "coalescing": on,
+                     "users": (d.get("settings") or {}).get("users"),
                      "requests": d.get("requests"), **{k: c.get(k) for k in BURST_COUNTERS},
                      **{k: loc.get(k) for k in PERCENTILES}, "listen_overflows": tcp.get("ListenOverflows")})
     return pd.DataFrame(rows).set_index("label")
+
+
+def coalescing(bursts: pd.DataFrame, column: str) -> pd.DataFrame:
+    """One :func:`burst_table` column with configurations as rows and coalescing on / off as columns
+    (``no layer to coalesce`` where the configuration has no user, service or models cache)."""
+    state = bursts["coalescing"].map({True: "coalescing on", False: "coalescing off"}).fillna("no layer to coalesce")
+    table = bursts.assign(state=state).pivot_table(index="config", columns="state", values=column, aggfunc="last")
+    states = [s for s in ("coalescing off", "coalescing on", "no layer to coalesce") if s in table.columns]
+    return table.reindex(index=list(dict.fromkeys(bursts["config"])), columns=states)
 
 
 def relative(table: pd.DataFrame, base: str, columns: list[str], how: str = "ratio") -> pd.DataFrame | None:
@@ -456,9 +507,15 @@ def churn_table(frame: pd.DataFrame) -> pd.DataFrame:
             "fresh": checks.get("fresh_responses"), "stale_responses": d.get("stale_responses"),
             "invalidations": c.get("invalidations"), "db_background_queries": c.get("db_background_queries"),
             "requests": d.get("requests")})
-        rows[-1]["name"] = (f"{label}, {rows[-1]['processes']} process(es), {rows[-1]['cache_backend']}, "
-                            f"window {rows[-1]['stale_bound_s']} s")
-    return pd.DataFrame(rows)
+        rows[-1]["run_id"] = d["run_id"]
+    out = pd.DataFrame(rows)
+    if out.empty:
+        return out
+    out["name"] = [config_name(r.label) + (f", {r.processes} processes, window {r.stale_bound_s:g} s"
+                                           if (r.processes or 1) > 1 else "") for r in out.itertuples()]
+    several = out.duplicated("name", keep=False)  # the same job in several runs: name the run
+    out["name"] = out["name"] + [f" ({run})" if dup else "" for run, dup in zip(out["run_id"], several)]
+    return out.drop(columns="run_id")
 
 
 # --- micro costs and backends -----------------------------------------------------------------
@@ -494,6 +551,20 @@ def micro_costs(micro: pd.DataFrame) -> pd.DataFrame:
     doc = micro["raw"].iloc[-1]
     rows = [{"op": op, "what": OPS.get(op, op), **m} for op, m in doc["micro"].items()]
     return pd.DataFrame(rows).sort_values("us_per_op").set_index("op")
+
+
+def backend_effects(frame: pd.DataFrame) -> pd.DataFrame:
+    """:func:`on_off` steps measured on more than one store + cache backend, the latest run of each step on
+    each; rows ordered sqlite + memory, sqlite + redis, postgres + memory, postgres + redis."""
+    effects = on_off(frame)
+    if effects.empty:
+        return effects
+    effects["backend"] = effects["store"] + " + " + effects["cache_backend"]
+    latest = effects.sort_values("run_id").drop_duplicates(["profile", "step", "backend"], keep="last")
+    compared = latest[latest.groupby(["profile", "step"])["backend"].transform("nunique") > 1]
+    rank = {f"{s} + {c}": i for i, (s, c) in enumerate(COMBOS)}
+    return compared.sort_values(["profile", "step", "backend"], key=lambda s: s.map(rank) if s.name == "backend"
+                                else s).reset_index(drop=True)
 
 
 def lookup_cost_model(frame: pd.DataFrame, costs: pd.DataFrame) -> pd.DataFrame | None:

@@ -5,7 +5,7 @@ No authentication, no database, no translation: ``POST /v1/chat/completions`` (a
 client from ``forge_ref.upstream.make_upstream``, and the answer is returned as is. What
 forge-ref costs above this is what its own work costs.
 
-    python -m benchmarks.bare_proxy --port 8002 --upstream http://127.0.0.1:8001/openai/v1 --client curl
+    python -m benchmarks.bare_proxy --port 8002 --upstream http://127.0.0.1:8001/openai/v1 --client curl [--loop uvloop]
 """
 
 from __future__ import annotations
@@ -19,6 +19,8 @@ from tornado.httpserver import HTTPServer
 from tornado.iostream import StreamClosedError
 
 from forge_ref.adapters.base import UpstreamRequest
+from forge_ref.app import run_on_loop
+from forge_ref.settings import Settings
 from forge_ref.upstream import CLIENTS, make_upstream
 
 _HOP_BY_HOP = {"connection", "keep-alive", "transfer-encoding", "content-length", "content-encoding"}
@@ -94,8 +96,10 @@ def main(argv: list[str] | None = None) -> None:
     p.add_argument("--port", type=int, default=8002)
     p.add_argument("--upstream", required=True, help="upstream base URL, e.g. http://127.0.0.1:8001/openai/v1")
     p.add_argument("--client", choices=sorted(CLIENTS), default="curl")
+    p.add_argument("--loop", choices=["asyncio", "uvloop"], default=Settings.event_loop,
+                   help="event loop (default: forge-ref's own default, so the two are compared on the same loop)")
     a = p.parse_args(argv)
-    asyncio.run(serve(a.host, a.port, a.upstream, a.client))
+    run_on_loop(a.loop, serve(a.host, a.port, a.upstream, a.client))
 
 
 if __name__ == "__main__":

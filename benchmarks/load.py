@@ -16,7 +16,7 @@ from concurrent.futures import ThreadPoolExecutor
 from pathlib import Path
 
 from . import procs, server_timing, traffic
-from .locust_stats import summarize_locust
+from .locust_stats import nearest_rank, summarize_locust
 
 REPO = Path(__file__).resolve().parents[1]
 LOCUSTFILE = REPO / "locustfile.py"
@@ -78,7 +78,7 @@ def probe(base: str, target: str, key: str, seconds: float, cpu: int | None) -> 
     n = len(times)
 
     def pct(p: float) -> float:
-        return round(times[min(n - 1, max(0, int(p * n + 0.5) - 1))], 4)
+        return round(nearest_rank(times, p), 4)
 
     stats = {"requests": n, "failures": failures, "duration_s": round(span, 3), "rps": round(n / span, 1),
              "avg_ms": round(sum(times) / n, 4), "p50_ms": pct(0.5), "p90_ms": pct(0.9), "p99_ms": pct(0.99),

@@ -40,6 +40,11 @@ def percentile(hist: dict[float, int], p: float) -> float | None:
     return max(hist)
 
 
+def nearest_rank(ordered: list[float], p: float) -> float:
+    """The ``p`` percentile of samples sorted ascending (nearest rank): the probe's and the round trips' rule."""
+    return ordered[min(len(ordered) - 1, max(0, int(p * len(ordered) + 0.5) - 1))]
+
+
 def _entry_stats(entries: list[dict]) -> dict:
     n = sum(e["num_requests"] for e in entries)
     fails = sum(e["num_failures"] for e in entries)

@@ -1,8 +1,9 @@
 """One measured window on a started target: warm up, reset the counters, load, read what it cost.
 
 The window is what a result reports: ``/_stats`` deltas (counters reset after the warm-up), the
-server's CPU seconds and RSS (summed over nodes), the mock's CPU, and how busy the rest of the
-machine was meanwhile (``noise``), so a result measured under other load can be told apart.
+server's CPU seconds and RSS (summed over nodes), the mock's and the delay proxies' CPU, and how
+busy the rest of the machine was meanwhile (``noise``), so a result measured under other load can
+be told apart.
 """
 
 from __future__ import annotations
@@ -10,7 +11,7 @@ from __future__ import annotations
 import os
 import resource
 import time
-from dataclasses import dataclass
+from dataclasses import dataclass, field
 from typing import TYPE_CHECKING
 
 from . import load, procs
@@ -36,6 +37,7 @@ class Window:
     peak_rss: int
     per_node: list[dict]
     noise: dict
+    proxy_cpu: dict[str, float] = field(default_factory=dict)  # service -> its delay proxy's CPU seconds
 
 
 def merge_stats(docs: list[dict]) -> dict:
@@ -98,6 +100,7 @@ def measure(session: Session, job: Job, target: Target, spec: Profile, *, warm: 
     opts, seed = session.opts, session.seeds[job.profile]
     servers = target.procs or [session.mock]
     pids = [p.pid for p in servers]
+    proxies = [h for h in target.hops if h.proc is not None]
     key = target.static_key or seed.doc["tenants"][0]["key"]
     for server, health in zip(servers, target.health):
         procs.wait_ready(server, health, timeout=120 if job.target == "litellm" else 30)
@@ -110,6 +113,7 @@ def measure(session: Session, job: Job, target: Target, spec: Profile, *, warm: 
                 procs.http_json("DELETE", b + "/_stats", token=ADMIN)
         procs.http_json("DELETE", session.mock_url + "/_mock/stats")
         node_cpu0 = [procs.cpu_seconds(pid) for pid in pids]
+        proxy0 = {h.service: procs.cpu_seconds(h.proc.pid) for h in proxies}
         mock0, t0 = procs.cpu_seconds(session.mock.pid), time.monotonic()
         before, loadavg = _machine_cpu(), os.getloadavg()[0]
         if spec.probe:
@@ -124,6 +128,7 @@ def measure(session: Session, job: Job, target: Target, spec: Profile, *, warm: 
         wall = time.monotonic() - t0
         node_cpu1 = [procs.cpu_seconds(pid) for pid in pids]
         mock1 = procs.cpu_seconds(session.mock.pid)
+        proxy_cpu = {h.service: procs.cpu_seconds(h.proc.pid) - proxy0[h.service] for h in proxies}
         after = _machine_cpu()
         node_stats = [procs.http_json("GET", b + "/_stats", token=ADMIN) for b in target.bases] \
             if job.is_forge else []
@@ -135,8 +140,8 @@ def measure(session: Session, job: Job, target: Target, spec: Profile, *, warm: 
                         for b, pid, c0, c1, st in zip(target.bases, pids, node_cpu0, node_cpu1, node_stats)]
     server_cpu = sum(node_cpu1) - sum(node_cpu0)
     # mock-direct: the mock is the server, counted once
-    ours = server_cpu + (mock1 - mock0 if target.procs else 0.0) + (load_cpu or 0.0)
+    ours = server_cpu + (mock1 - mock0 if target.procs else 0.0) + (load_cpu or 0.0) + sum(proxy_cpu.values())
     return Window(load=summary, load_cpu=load_cpu, wall=wall, server_cpu=server_cpu, mock_cpu=mock1 - mock0,
                   stats=merge_stats(node_stats) if node_stats else None, mock_stats=mock_stats,
                   rss_start=rss_start, peak_rss=sampler.peak, per_node=per_node,
-                  noise=_noise(before, after, ours, wall, loadavg))
+                  noise=_noise(before, after, ours, wall, loadavg), proxy_cpu=proxy_cpu)

@@ -19,6 +19,7 @@ import urllib.error
 import urllib.request
 from dataclasses import dataclass, field
 from pathlib import Path
+from typing import Callable
 
 import psutil
 
@@ -120,18 +121,33 @@ def http_json(method: str, url: str, **kw) -> dict:
     return json.loads(data) if data else {}
 
 
-def wait_ready(proc: Proc, url: str, timeout: float = 30.0) -> None:
+def _wait(proc: Proc, ready: Callable[[], bool], what: str, timeout: float) -> None:
     deadline = time.monotonic() + timeout
     while time.monotonic() < deadline:
         if not proc.alive():
             raise RuntimeError(f"{proc.name} exited with {proc.popen.returncode}:\n{proc.tail()}")
         try:
-            if http("GET", url, timeout=1.0)[0] == 200:
+            if ready():
                 return
         except OSError:
             pass
         time.sleep(0.05)
-    raise RuntimeError(f"{proc.name} not ready at {url} after {timeout:.0f}s:\n{proc.tail()}")
+    raise RuntimeError(f"{proc.name} not {what} after {timeout:.0f}s:\n{proc.tail()}")
+
+
+def wait_ready(proc: Proc, url: str, timeout: float = 30.0) -> None:
+    """Wait until ``url`` answers 200."""
+    _wait(proc, lambda: http("GET", url, timeout=1.0)[0] == 200, f"ready at {url}", timeout)
+
+
+def wait_listening(proc: Proc, port: int, timeout: float = 10.0) -> None:
+    """Wait until ``proc`` accepts TCP connections on ``HOST:port``."""
+
+    def connects() -> bool:
+        socket.create_connection((HOST, port), timeout=1.0).close()
+        return True
+
+    _wait(proc, connects, f"listening on {HOST}:{port}", timeout)
 
 
 def _tree(pid: int) -> list[psutil.Process]:

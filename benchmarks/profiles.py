@@ -68,14 +68,14 @@ QUICK_PLAN = {
 }
 # --quick also runs these (profile, config) once on PostgreSQL + Redis (the default --stores/--backends only).
 QUICK_BACKEND_JOBS = [("steady", "all")]
+# --quick also runs this (profile, config, variant, server environment) once: what the trace costs,
+# the same job with Server-Timing (on in every other job) off.
+QUICK_TIMING_JOB = ("steady", "all", "timing=off", {"FORGE_SERVER_TIMING": "0"})
 
 
 def variants(profile: str, config: str, tenants: int) -> list[tuple[str, dict[str, str]]]:
     """(variant label, extra server environment) runs of one profile and configuration."""
     on = parse_layers(config)
-    if profile == "steady" and config == "all":
-        # What the trace costs: the same job with Server-Timing (on in every other job) off.
-        return [("", {}), ("timing=off", {"FORGE_SERVER_TIMING": "0"})]
     if profile == "cold-burst" and (on["user"] or on["service"] or on["models"]):
         return [("coalesce=1", {"FORGE_COALESCE": "1"}), ("coalesce=0", {"FORGE_COALESCE": "0"})]
     if profile == "many-tenants" and (on["user"] or on["service"]):

@@ -23,7 +23,7 @@ import socket
 import subprocess
 from datetime import datetime, timezone
 from pathlib import Path
-from typing import Any, Iterator
+from typing import Any, Iterable, Iterator
 
 REPO = Path(__file__).resolve().parents[1]
 SCHEMA_VERSION = 1
@@ -158,18 +158,64 @@ def config_label(doc: dict) -> str:
     return label + (f" [{variant}]" if variant else "")
 
 
-def load_results(directory: str | os.PathLike = "results"):
-    """A pandas DataFrame: one row per result file, flattened columns, plus ``label`` and ``raw``."""
+# tidy name -> flattened column of a result file (all per request, except latency, rps and memory)
+METRICS = {
+    "rps": "locust.rps",
+    "avg_ms": "locust.avg_ms",
+    "p50_ms": "locust.p50_ms",
+    "p90_ms": "locust.p90_ms",
+    "p99_ms": "locust.p99_ms",
+    "max_ms": "locust.max_ms",
+    "failures": "locust.failures",
+    "db_queries": "per_request.db_queries",
+    "decryptions": "per_request.decryptions",
+    "upstream_requests": "per_request.upstream_requests",
+    "model_list_calls": "per_request.upstream_model_list_requests",
+    "services_built": "per_request.services_built",
+    "adapters_built": "per_request.adapters_built",
+    "cpu_ms": "server.cpu_ms_per_request",
+    "server_busy": "server.cpu_utilisation",
+    "peak_rss_mb": "server.peak_rss_mb",
+}
+
+
+def frame(docs: list[dict]):
+    """A pandas DataFrame of result documents: one row per document, flattened columns, plus ``file``,
+    ``label`` and ``raw``."""
     import pandas as pd
 
-    docs = load_raw(directory)
     rows = []
     for doc in docs:
         row = dict(flatten({k: v for k, v in doc.items() if k != "_file"}))
-        row["file"] = doc["_file"]
+        row["file"] = doc.get("_file")
         row["label"] = config_label(doc)
         row["raw"] = doc
         rows.append(row)
     df = pd.DataFrame(rows)
     df.attrs["raw"] = docs
     return df
+
+
+def load_results(directory: str | os.PathLike = "results"):
+    """:func:`frame` of every result file of ``directory``."""
+    return frame(load_raw(directory))
+
+
+def summary(frame, by: str | list[str] = "label", metrics: Iterable[str] | None = None):
+    """One row per row of ``frame`` (from :func:`load_results`): the tidy :data:`METRICS` (per request,
+    where a count) and ``provider_calls`` (every call the mock received, per client request), indexed by
+    ``by``; the table the notebooks and the report's figures are drawn from."""
+    import pandas as pd
+
+    if isinstance(by, str):
+        index = pd.Index(frame[by].values if by in frame else [], name=by)
+    else:
+        index = pd.MultiIndex.from_frame(frame[list(by)])
+    out = pd.DataFrame(index=index)
+    for name in metrics or METRICS:
+        col = METRICS[name]
+        out[name] = frame[col].values if col in frame else float("nan")
+    if metrics is None:
+        calls = frame["mock.total_calls"] if "mock.total_calls" in frame else pd.Series(float("nan"), frame.index)
+        out["provider_calls"] = (calls / frame["requests"].where(frame["requests"] > 0)).values
+    return out

@@ -8,6 +8,9 @@ afterwards), a warm-up, ``DELETE /_stats`` and ``DELETE /_mock/stats``, then the
 ``/_stats``, process CPU and peak RSS. Each job writes one immutable JSON file into ``out``;
 subprocess logs, Locust's own JSON/CSV and the DBs stay in ``out/raw/<run id>/`` (gitignored).
 
+``--db-rtt-ms`` / ``--redis-rtt-ms`` put a delay proxy between the server and PostgreSQL / Redis
+(``network``); ``--repeat N`` runs the plan N times over, interleaved, one result file each.
+
 ``--multi-node N`` adds the target ``forge-ref-nodes``: N separate ``forge-ref serve --processes 1``
 servers on one PostgreSQL and one Redis, every node pinned to CPU 0 (Locust and the mock on CPU 1),
 Locust spreading its users over the nodes (``FORGE_HOSTS``); CPU and RSS are summed over the nodes.
@@ -29,9 +32,10 @@ from typing import Callable
 from cryptography.fernet import Fernet
 
 from . import procs
-from .console import progress_line, summary_table
+from .console import progress_line, summary_table, verdicts
 from .infra import Seeds, check_services
 from .measure import Window, measure
+from .network import address
 from .plan import Job, Options, plan
 from .profiles import PROFILES
 from .results import SCHEMA_VERSION, git_commit, machine, stamp, utc, write_result
@@ -81,7 +85,7 @@ class Session:
     def run(self, job: Job, index: int = 0) -> Path:
         """Measure one job and write its result file."""
         started = time.time()
-        return write_result(self.job_result(job, index, started), self.opts.out, job.label(), started)
+        return write_result(self.job_result(job, index, started), self.opts.out, job.file_label(), started)
 
     def job_result(self, job: Job, index: int, started: float) -> dict:
         """One job's result document (logs under ``raw`` named ``<index>_<label>``)."""
@@ -140,6 +144,9 @@ class Session:
             "load_generator": {"cpu_seconds": round(w.load_cpu, 3) if w.load_cpu is not None else None,
                                "cpu_utilisation": round(w.load_cpu / span, 3) if w.load_cpu and span > 0 else None},
             "noise": w.noise, "machine": self.machine, "commit": self.commit, "commit_dirty": self.dirty,
+            # per service the server used: the round trip asked and measured, the delay proxy and its CPU
+            "network": {svc: next((h.record(w.proxy_cpu.get(svc), requests) for h in target.hops if h.service == svc),
+                                  None) for svc in ("db", "redis")},
             "settings": {
                 **settings,
                 "processes": (1 if job.nodes > 1 else opts.processes) if job.is_forge else 1,
@@ -152,6 +159,9 @@ class Session:
                 "store": job.store if job.is_forge else None,
                 "cache_backend": job.backend if job.is_forge else None,
                 "db": target.store.get("db"), "redis_prefix": target.store.get("redis_prefix"), "nodes": job.nodes,
+                "db_rtt_ms": job.db_rtt_ms, "redis_rtt_ms": job.redis_rtt_ms,
+                "net_jitter_ms": opts.net_jitter_ms if job.db_rtt_ms or job.redis_rtt_ms else 0.0,
+                "repeat": job.repeat, "repeats": job.repeats,
             },
             "started_at": utc(started), "finished_at": utc(time.time()),
         }
@@ -169,6 +179,19 @@ class Session:
         if job.target == "mock-direct":
             pin["server"] = pin["mock"]  # the process under test is the mock itself
         return pin
+
+
+def check_addresses(jobs: list[Job], opts: Options) -> None:
+    """Stop before anything runs if a delay proxy is asked for a service it cannot reach by TCP."""
+    for service, url, asked in (("db", opts.postgres_url, any(j.db_rtt_ms for j in jobs)),
+                                ("redis", opts.redis_url, any(j.redis_rtt_ms for j in jobs))):
+        if asked:
+            try:
+                address(url, service)
+            except ValueError as exc:
+                raise SystemExit(str(exc)) from None
+    if opts.net_jitter_ms < 0:
+        raise SystemExit("--net-jitter-ms must be >= 0")
 
 
 Progress = Callable[[int, int, Job, str], None]
@@ -192,7 +215,7 @@ def run_jobs(session: Session, jobs: list[Job],
                 progress(i + 1, len(jobs), job, f"FAILED: {lines[0][:120]} ... {lines[-1][:160]}")
             failed.append(job)
             continue
-        written.append(write_result(result, session.opts.out, job.label(), t0))
+        written.append(write_result(result, session.opts.out, job.file_label(), t0))
         results.append(result)
         if progress:
             loc = result["locust"]
@@ -205,17 +228,24 @@ def run(*, profiles: list[str] | None = None, configs: list[str] | None = None, 
         peer: str | None = None, processes: int = 1, tenants: int | None = None, warmup: float | None = None,
         pin: bool = True, verbose: bool = True, mock_latency_ms: float = 0.0,
         mock_chunk_delay_ms: float = 0.0, stores=None, backends=None, multi_node: int = 0,
-        postgres_url: str | None = None, redis_url: str | None = None) -> list[Path]:
+        postgres_url: str | None = None, redis_url: str | None = None, db_rtt_ms=None, redis_rtt_ms=None,
+        net_jitter_ms: float = 0.0, repeat: int = 1) -> list[Path]:
     """Run the matrix; return the result files written (one per job).
 
     ``stores`` (``sqlite``, ``postgres``) and ``backends`` (``memory``, ``redis``): lists or comma
     strings, each forge-ref job runs once per combination (default sqlite, memory). ``multi_node`` N:
-    also N forge-ref servers on one PostgreSQL and one Redis (target ``forge-ref-nodes``)."""
+    also N forge-ref servers on one PostgreSQL and one Redis (target ``forge-ref-nodes``).
+    ``db_rtt_ms`` / ``redis_rtt_ms``: round trips (ms) added by a delay proxy, each job on PostgreSQL /
+    Redis once per value (0: direct); ``net_jitter_ms`` ± on each proxy's one-way delay. ``repeat`` N:
+    the whole plan N times, interleaved."""
     opts = Options(out=Path(out), duration=duration, users=users, processes=processes, warmup=warmup, quick=quick,
                    tenants=tenants, pin=pin, mock_latency_ms=mock_latency_ms,
-                   mock_chunk_delay_ms=mock_chunk_delay_ms, postgres_url=postgres_url, redis_url=redis_url)
+                   mock_chunk_delay_ms=mock_chunk_delay_ms, postgres_url=postgres_url, redis_url=redis_url,
+                   net_jitter_ms=net_jitter_ms)
     jobs = plan(quick=quick, profiles=profiles, configs=configs, baselines=True if baselines is None else baselines,
-                peer=peer, tenants_of=opts.tenants_for, stores=stores, backends=backends, multi_node=multi_node)
+                peer=peer, tenants_of=opts.tenants_for, stores=stores, backends=backends, multi_node=multi_node,
+                db_rtt_ms=db_rtt_ms, redis_rtt_ms=redis_rtt_ms, repeat=repeat)
+    check_addresses(jobs, opts)
     jobs = check_services(jobs, opts.postgres_url, opts.redis_url,
                           optional=stores is None and backends is None and not multi_node)
     with Session(opts) as session:
@@ -226,6 +256,8 @@ def run(*, profiles: list[str] | None = None, configs: list[str] | None = None, 
         written, results, failed = run_jobs(session, jobs, progress_line if verbose else None)
     if verbose:
         print(summary_table(results))
+        for line in verdicts(results):
+            print(line)
         for job in failed:
             print(f"FAILED {job.target} {job.profile} {job.config} {job.variant}: see logs in {session.raw}/",
                   file=sys.stderr)

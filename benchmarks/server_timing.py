@@ -21,6 +21,8 @@ import json
 import math
 from pathlib import Path
 
+from .locust_stats import percentile
+
 
 def parse(header: str) -> list[tuple[str, str | None, float | None]]:
     """``name;desc="x";dur=1.2, ...`` (W3C Server-Timing) -> [(name, desc, dur ms), ...]."""
@@ -74,22 +76,10 @@ class Recorder:
         Path(path).write_text(json.dumps(doc))
 
 
-def _percentile(hist: dict[float, int], p: float) -> float | None:
-    n = sum(hist.values())
-    if not n:
-        return None
-    cum = 0
-    for k in sorted(hist):
-        cum += hist[k]
-        if cum >= p * n:
-            return k
-    return max(hist)
-
-
 def _summary(hist: dict[float, int]) -> dict:
     n = sum(hist.values())
     return {"n": n, "mean": round(sum(k * v for k, v in hist.items()) / n, 3) if n else None,
-            "p50": _percentile(hist, 0.5), "p90": _percentile(hist, 0.9), "p99": _percentile(hist, 0.99)}
+            "p50": percentile(hist, 0.5), "p90": percentile(hist, 0.9), "p99": percentile(hist, 0.99)}
 
 
 def summarize(prefix: str | Path) -> dict | None:

@@ -2,7 +2,8 @@
 bare proxies, mock-direct (the mock itself) and the LiteLLM peer; and stopping them.
 
 A forge-ref server's environment names its store and cache backend explicitly, so nothing the
-runner inherits decides them. Every server of a job but mock-direct is pinned to the server CPU
+runner inherits decides them; a job with a round trip added reaches PostgreSQL or Redis through a
+delay proxy (``network``). Every server of a job but mock-direct is pinned to the server CPU
 (a ``--processes N`` server is left unpinned).
 """
 
@@ -14,7 +15,7 @@ from dataclasses import dataclass, field
 from pathlib import Path
 from typing import TYPE_CHECKING
 
-from . import infra, procs
+from . import infra, network, procs
 from .plan import Job
 from .seed import copy_db
 
@@ -28,7 +29,8 @@ ADMIN = "bench-admin-token"
 @dataclass
 class Target:
     """The system under test of one job: its processes (none for mock-direct), base URLs (one per node),
-    health URLs, static key, what it runs on, and what to clean up afterwards."""
+    health URLs, static key, what it runs on, how it reaches PostgreSQL and Redis, and what to clean
+    up afterwards."""
 
     procs: list[procs.Proc]
     bases: list[str]
@@ -36,10 +38,13 @@ class Target:
     static_key: str = ""
     store: dict = field(default_factory=dict)
     cleanup: list = field(default_factory=list)
+    hops: list[network.Hop] = field(default_factory=list)
 
     def stop(self) -> None:
         for proc in self.procs:
             proc.stop()
+        for hop in self.hops:
+            hop.stop()
         for fn in self.cleanup:
             try:
                 fn()
@@ -112,17 +117,19 @@ def _start_forge(session: Session, job: Job, name: str, port: int, target: Targe
         db, schema = infra.create_pg_schema(opts.postgres_url, seed)
         target.cleanup.append(lambda: infra.drop_pg_schema(opts.postgres_url, schema))
         target.store = {"store": "postgres", "db": f"PostgreSQL schema {schema}"}
+        db = _hop(session, target, "db", db, job.db_rtt_ms, name)
     else:
         run_db = session.work / f"{name}.db"
         copy_db(seed.db, run_db)
         db = str(run_db)
         target.store = {"store": "sqlite", "db": "SQLite file on local disk"}
-    prefix = None
+    prefix, redis_url = None, opts.redis_url
     if job.backend == "redis":
         prefix = infra.redis_prefix()
         target.cleanup.append(lambda: infra.clear_redis(opts.redis_url, prefix))
+        redis_url = _hop(session, target, "redis", redis_url, job.redis_rtt_ms, name)
     target.store.update(cache_backend=job.backend, redis_prefix=prefix)
-    env = server_env(job, db=db, prefix=prefix, encryption_key=session.encryption_key, redis_url=opts.redis_url)
+    env = server_env(job, db=db, prefix=prefix, encryption_key=session.encryption_key, redis_url=redis_url)
     processes = 1 if job.nodes > 1 else opts.processes
     cpus = session.cpu("server") if processes == 1 else None
     for n in range(job.nodes):
@@ -135,3 +142,11 @@ def _start_forge(session: Session, job: Job, name: str, port: int, target: Targe
         target.procs.append(procs.start(node_name, cmd, session.raw, env=env, cpus=cpus, cwd=str(REPO)))
         target.bases.append(node_base)
         target.health.append(node_base + "/health")
+
+
+def _hop(session: Session, target: Target, service: str, url: str, rtt_ms: float, name: str) -> str:
+    """The URL the server is to use for ``service``: through a delay proxy pinned with the load side."""
+    hop = network.open_hop(service, url, rtt_ms, jitter_ms=session.opts.net_jitter_ms, raw=session.raw, name=name,
+                           cpus=session.cpu("load"))
+    target.hops.append(hop)
+    return hop.url

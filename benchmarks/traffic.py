@@ -31,9 +31,12 @@ def _model(provider: str, name: str, routed: bool) -> str:
     return f"{provider}/{name}" if routed else name
 
 
-def chat_body(provider: str = "openai", *, routed: bool = True, text: str = "Say hello to the benchmark") -> bytes:
-    return json.dumps({"model": _model(provider, CHAT_MODELS[provider], routed), "max_tokens": 16,
-                       "messages": [{"role": "user", "content": text}]}).encode()
+def chat_body(provider: str = "openai", *, routed: bool = True, text: str = "Say hello to the benchmark",
+              model: str | None = None) -> bytes:
+    """``model``: the exact model to ask for (your own gateway's ``provider/model``); default: the
+    mock's model of ``provider``'s kind."""
+    model = model or _model(provider, CHAT_MODELS[provider], routed)
+    return json.dumps({"model": model, "max_tokens": 16, "messages": [{"role": "user", "content": text}]}).encode()
 
 
 def embeddings_body(*, routed: bool = True, text: str = "embed this benchmark sentence") -> bytes:

@@ -1,4 +1,5 @@
-"""Anthropic's API under ``/anthropic``: ``/v1/messages`` (SSE with ``stream``) and ``/v1/models``."""
+"""Anthropic's API under ``/anthropic``: ``/v1/messages`` (SSE with ``stream``),
+``/v1/messages/count_tokens`` and ``/v1/models``."""
 
 from __future__ import annotations
 
@@ -18,6 +19,13 @@ MODELS = orjson.dumps({
     "has_more": False, "first_id": MODELS_LIST[0][0], "last_id": MODELS_LIST[-1][0]})
 TYPES = {400: "invalid_request_error", 401: "authentication_error",
          404: "not_found_error", 429: "rate_limit_error", 500: "api_error"}
+# Like the real API, an ``anthropic-beta`` value it does not know is a 400: a test can see a
+# beta header arrive (or not) without the mock echoing requests.
+BETAS = frozenset({
+    "claude-code-20250219", "interleaved-thinking-2025-05-14", "fine-grained-tool-streaming-2025-05-14",
+    "context-1m-2025-08-07", "context-management-2025-06-27", "prompt-caching-2024-07-31",
+    "token-counting-2024-11-01", "output-128k-2025-02-19", "files-api-2025-04-14",
+})
 PING = sse_event(b"ping", {"type": "ping"})
 STOP = sse_event(b"message_stop", {"type": "message_stop"})
 
@@ -46,12 +54,42 @@ class AnthropicApi(Api):
         if not self.request.headers.get("anthropic-version"):
             self.error(400, "anthropic-version: header is required")
             return False
+        betas = {b.strip() for b in self.request.headers.get("anthropic-beta", "").split(",") if b.strip()}
+        if betas - BETAS:
+            unknown = ", ".join(f"`{b}`" for b in sorted(betas - BETAS))
+            self.error(400, f"Unexpected value(s) {unknown} for the `anthropic-beta` header. Please consult "
+                            "our documentation at docs.anthropic.com or try again without the header.")
+            return False
         return True
 
     def error(self, status: int, message: str, param: str | None = None,
               code: str | None = None) -> None:
         self.send_json(orjson.dumps({"type": "error", "error": {
             "type": TYPES.get(status, "api_error"), "message": message}}), status)
+
+    async def messages_body(self, required: tuple[str, ...]) -> dict | None:
+        """Auth, then a body with the ``required`` fields and at least one message. None = answered."""
+        if not await self.begin():
+            return None
+        body = self.body_json()
+        if body is None:
+            return None
+        for field in required:
+            if body.get(field) is None:
+                self.error(400, f"{field}: Field required")
+                return None
+        if not isinstance(body["messages"], list) or not body["messages"]:
+            self.error(400, "messages: at least one message is required")
+            return None
+        return body
+
+
+def prompt(body: dict) -> tuple[int, str, bool]:
+    """``scan`` over a Messages body; a user turn made only of tool_result blocks is a tool-result turn."""
+    return scan((
+        (m.get("role") == "user", m.get("content"), isinstance(m.get("content"), list)
+         and any(isinstance(b, dict) and b.get("type") == "tool_result" for b in m["content"]))
+        for m in body["messages"] if isinstance(m, dict)), body.get("system"))
 
 
 class Models(AnthropicApi):
@@ -63,27 +101,13 @@ class Messages(AnthropicApi):
     DEFER_SHAPE_FAULTS = True
 
     async def post(self) -> None:
-        if not await self.begin():
-            return
-        body = self.body_json()
+        body = await self.messages_body(("model", "max_tokens", "messages"))
         if body is None:
-            return
-        for field in ("model", "max_tokens", "messages"):
-            if body.get(field) is None:
-                self.error(400, f"{field}: Field required")
-                return
-        messages = body["messages"]
-        if not isinstance(messages, list) or not messages:
-            self.error(400, "messages: at least one message is required")
             return
         model = str(body["model"])
         stream = bool(body.get("stream"))
 
-        # A user turn made only of tool_result blocks is a tool-result turn.
-        prompt_words, user_text, ends_user = scan((
-            (m.get("role") == "user", m.get("content"), isinstance(m.get("content"), list)
-             and any(isinstance(b, dict) and b.get("type") == "tool_result" for b in m["content"]))
-            for m in messages if isinstance(m, dict)), body.get("system"))
+        prompt_words, user_text, ends_user = prompt(body)
         tools, tool = body.get("tools"), None
         choice = body.get("tool_choice")
         if (wants_tool(ends_user, user_text, tools)
@@ -135,12 +159,24 @@ class Messages(AnthropicApi):
             await self.send_sse(frames, due=due)
 
 
+class CountTokens(AnthropicApi):
+    """The tokens a Messages request would take as input: the same count its answer's usage says."""
+
+    async def post(self) -> None:
+        body = await self.messages_body(("model", "messages"))
+        if body is None:
+            return
+        if not await self.model_fault(str(body["model"])):
+            self.send_json(orjson.dumps({"input_tokens": prompt(body)[0]}))
+
+
 class Unknown(NotFound, AnthropicApi):
     pass
 
 
 ROUTES = [
     (r"/anthropic/v1/messages", Messages, {"stat": "anthropic.messages"}),
+    (r"/anthropic/v1/messages/count_tokens", CountTokens, {"stat": "anthropic.count_tokens"}),
     (r"/anthropic/v1/models", Models, {"stat": "anthropic.models"}),
     (r"/anthropic/.*", Unknown),
 ]

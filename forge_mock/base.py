@@ -23,7 +23,7 @@ from .timing import Timing
 
 STAT_KEYS = (
     "openai.chat", "openai.embeddings", "openai.models",
-    "anthropic.messages", "anthropic.models",
+    "anthropic.messages", "anthropic.count_tokens", "anthropic.models",
     "gemini.generateContent", "gemini.streamGenerateContent",
     "gemini.embedContent", "gemini.batchEmbedContents", "gemini.models",
 )

@@ -12,7 +12,7 @@ import logging
 import os
 import signal
 import time
-from typing import Callable
+from typing import Callable, Coroutine
 
 import tornado.web
 from tornado.httpserver import HTTPServer
@@ -190,6 +190,7 @@ def serve(settings: Settings, *, ready: Callable[[str], None] | None = None) -> 
     from tornado import netutil, process
 
     keys = asyncio.run(prepare_storage(settings))
+    raise_open_files_limit(settings.upstream_max_connections)
     # Tornado's default backlog (128) overflows under a burst of new connections (measured: a
     # cold burst of 200 lost up to 172 SYNs, each retried a second later).
     sockets = netutil.bind_sockets(settings.port, settings.host, backlog=1024)
@@ -203,7 +204,36 @@ def serve(settings: Settings, *, ready: Callable[[str], None] | None = None) -> 
     if n > 1:
         _die_with_parent()
     counters.bind(task_id or 0)  # before build_gateway creates this process's Tracer
-    asyncio.run(_run(settings, keys, counters, sockets, multi_process=n > 1))
+    run_on_loop(settings.event_loop, _run(settings, keys, counters, sockets, multi_process=n > 1))
+
+
+def raise_open_files_limit(upstream_connections: int) -> None:
+    """A proxied request holds two sockets, the client's and the upstream's: a full upstream pool
+    needs about twice its size in open files. Raise the soft limit that far (at most to the hard
+    limit, as Go's runtime does at start), and say so when even the hard limit is short."""
+    import resource
+
+    want = 2 * upstream_connections + 256  # and the DB and Redis pools, listening sockets, logs
+    soft, hard = resource.getrlimit(resource.RLIMIT_NOFILE)
+    if soft == resource.RLIM_INFINITY or soft >= want:
+        return
+    new = want if hard == resource.RLIM_INFINITY else min(want, hard)
+    resource.setrlimit(resource.RLIMIT_NOFILE, (new, hard))
+    if new < want:
+        log.warning("the open-file limit (%d) holds about %d requests in flight, fewer than the upstream pool (%d): "
+                    "raise it (ulimit -n) or lower FORGE_UPSTREAM_MAX_CONNECTIONS", new, (new - 256) // 2,
+                    upstream_connections)
+
+
+def run_on_loop(kind: str, main: Coroutine) -> None:
+    """Run ``main`` on the event loop ``FORGE_EVENT_LOOP`` names: asyncio's own, or uvloop's."""
+    factory = None
+    if kind == "uvloop":
+        import uvloop
+
+        factory = uvloop.new_event_loop
+    with asyncio.Runner(loop_factory=factory) as runner:
+        runner.run(main)
 
 
 def _die_with_parent() -> None:

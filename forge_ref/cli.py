@@ -59,10 +59,18 @@ def _cmd_mock(args: argparse.Namespace) -> None:
         raise SystemExit(f"forge-ref mock-provider: {exc}") from None
 
 
-def _add_mock_parser(sub) -> None:
-    from forge_mock.config import add_arguments  # only the option table: no handlers, no app
+def _no_mock(args: argparse.Namespace) -> None:
+    raise SystemExit("forge-ref mock-provider: the mock provider (package forge_mock, a development and "
+                     "benchmark tool) is not installed here")
 
+
+def _add_mock_parser(sub) -> None:
     m = sub.add_parser("mock-provider", help="run the fake OpenAI/Anthropic/Gemini upstream")
+    try:
+        from forge_mock.config import add_arguments  # only the option table: no handlers, no app
+    except ImportError:  # a gateway-only install (the container image) leaves the mock out
+        m.set_defaults(func=_no_mock)
+        return
     add_arguments(m)
     m.set_defaults(func=_cmd_mock)
 

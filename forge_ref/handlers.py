@@ -393,12 +393,18 @@ class ProxyHandler(BaseHandler):
 
 
 class ChatHandler(ProxyHandler):
+    """OpenAI's chat completions; the hooks (``validate``, ``_ingress``, ``_answer``,
+    ``_stream_failure``) let another API's shape share the path (``messages.MessagesHandler``)."""
+
+    validate = staticmethod(validation.chat_body)
+
     async def post(self) -> None:
         started = time.perf_counter()
-        body = self._body(validation.chat_body)
+        body = self._body(self.validate)
         user, row, target = await self._target(body)
         adapter, client, owned = self._adapter(row.kind)
         try:
+            adapter, body = self._ingress(adapter, row, body)
             if body.get("stream"):
                 self.gw.streams.acquire(user.id)  # 429 over FORGE_MAX_STREAMS_PER_KEY, before any upstream call
                 try:
@@ -409,14 +415,27 @@ class ChatHandler(ProxyHandler):
                 req = self._translate(adapter.chat_request, target, body)
                 with self._upstream_failures(user, row, target, started):
                     data = await self._send(client, adapter, req, user, row, target, started)
-                    out = adapter.chat_response(target, data)
-                usage = out.get("usage") if isinstance(out.get("usage"), dict) else {}
-                self._record(user, row, target, 200, started, usage.get("prompt_tokens"), usage.get("completion_tokens"))
+                    out, prompt, completion = self._answer(adapter, target, data)
+                self._record(user, row, target, 200, started, prompt, completion)
                 self.trace.lap("respond")
-                self.finish(orjson.dumps(out))
+                self.finish(out)
         finally:
             if owned:
                 client.close()
+
+    def _ingress(self, adapter, row, body: dict) -> tuple[Any, dict]:
+        """The adapter and body the request goes through: here the kind's own, as sent."""
+        return adapter, body
+
+    def _answer(self, adapter, target: Target, data: bytes) -> tuple[bytes, int | None, int | None]:
+        """The upstream answer as the client's response body, with its prompt and completion tokens."""
+        out = adapter.chat_response(target, data)
+        usage = out.get("usage") if isinstance(out.get("usage"), dict) else {}
+        return orjson.dumps(out), usage.get("prompt_tokens"), usage.get("completion_tokens")
+
+    def _stream_failure(self, exc: ForgeError) -> bytes:
+        """The frames that end a started stream on a failure."""
+        return error_frame(exc) + DONE_FRAME
 
     async def _stream(self, adapter, client, body, user, row, target, started) -> None:
         trace = self.trace
@@ -454,7 +473,7 @@ class ChatHandler(ProxyHandler):
         except UpstreamError as exc:
             # Headers are sent: the failure travels inside the stream, then the stream ends cleanly.
             status = exc.status
-            self.write(error_frame(exc) + DONE_FRAME)
+            self.write(self._stream_failure(exc))
         except StreamClosedError:
             self.client_gone = True
         if self.client_gone:
@@ -490,10 +509,13 @@ class EmbeddingsHandler(ProxyHandler):
 def routes(gw: "Gateway") -> list:
     from .keys_api import KeyHandler, KeysHandler
     from .usage_api import AdminUsageHandler, UsageHandler
+    from .messages import CountTokensHandler, MessagesHandler  # it builds on ChatHandler
 
     kw = {"gw": gw}
     return [
         (r"/v1/chat/completions", ChatHandler, kw),
+        (r"/v1/messages", MessagesHandler, kw),
+        (r"/v1/messages/count_tokens", CountTokensHandler, kw),
         (r"/v1/embeddings", EmbeddingsHandler, kw),
         (r"/v1/models", ModelsHandler, kw),
         (r"/v1/users", UsersHandler, kw),

@@ -1,6 +1,6 @@
 """Per-key limits enforced by the gateway itself.
 
-``StreamLimiter``: at most ``FORGE_MAX_STREAMS_PER_KEY`` streaming chat completions open at
+``StreamLimiter``: at most ``FORGE_MAX_STREAMS_PER_KEY`` streams (chat, messages) open at
 once per Forge key (per user, a user has one key), per process. Over the limit the request is
 refused before any upstream call with 429 ``too_many_streams``. 0 means unlimited.
 

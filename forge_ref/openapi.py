@@ -2,7 +2,8 @@
 
 Written by hand, as data: every route of ``handlers.routes`` (a test checks none is missing),
 its auth, its request body schema, and its error responses, which all share the OpenAI
-error shape. ``tests/test_fuzz.py`` drives generated requests at every operation listed here.
+error shape except on Anthropic's Messages API (``/v1/messages``), which answers in Anthropic's.
+``tests/test_fuzz.py`` drives generated requests at every operation listed here.
 Proxy bodies are deliberately open (``additionalProperties``): forge-ref forwards fields it
 does not know, as OpenAI's API would accept them.
 """
@@ -14,6 +15,7 @@ from functools import lru_cache
 import orjson
 
 ERROR = {"$ref": "#/components/responses/Error"}
+ANTHROPIC_ERROR = {"$ref": "#/components/responses/AnthropicError"}
 FORGE_KEY = [{"forgeKey": []}, {"forgeKeyHeader": []}]
 ADMIN = [{"adminToken": []}]
 
@@ -27,10 +29,10 @@ def _ref(name: str) -> dict:
 
 
 def _op(summary: str, ok: dict, *, errors: tuple[int, ...], security: list | None = FORGE_KEY,
-        body: str | None = None, params: list | None = None) -> dict:
+        body: str | None = None, params: list | None = None, error: dict = ERROR) -> dict:
     op: dict = {"summary": summary, "responses": dict(ok)}
     for status in errors:
-        op["responses"][str(status)] = ERROR
+        op["responses"][str(status)] = error
     op["security"] = security if security is not None else []
     if body is not None:
         op["requestBody"] = {"required": True, "content": _json(_ref(body))}
@@ -51,6 +53,7 @@ def _ok(schema: str | None, status: int = 200, description: str = "success", str
 _USER_ERRORS = (400, 401, 404, 405, 413)
 _OWNER_ERRORS = (400, 401, 403, 404, 405, 413)  # 403: a scoped key does not manage the account
 _PROXY_ERRORS = (400, 401, 403, 404, 405, 413, 422, 429, 502, 504)  # 403: outside the key's scope
+_MESSAGES_ERRORS = (*_PROXY_ERRORS, 529)
 _PROVIDER = [{"name": "provider", "in": "path", "required": True, "schema": {"type": "string", "maxLength": 64}}]
 _KEY_ID = [{"name": "key_id", "in": "path", "required": True, "schema": {"type": "integer", "minimum": 1}}]
 _INSTANT = {"type": "string", "description": "ISO 8601 date or time; UTC unless it names an offset"}
@@ -153,6 +156,37 @@ SCHEMAS = {
                                            {"type": "array", "minItems": 1, "items": {"type": "integer"}},
                                            {"type": "array", "minItems": 1, "items": {"type": "array"}}]}},
     },
+    "AnthropicError": {
+        "type": "object", "required": ["type", "error"],
+        "properties": {"type": {"const": "error"}, "error": {
+            "type": "object", "required": ["type", "message"],
+            "properties": {"type": {"type": "string", "description": "invalid_request_error, authentication_error, "
+                                    "permission_error, not_found_error, request_too_large, rate_limit_error, "
+                                    "api_error, overloaded_error"},
+                           "message": {"type": "string"}}}},
+    },
+    "MessagesTurn": {"type": "object", "required": ["role"], "additionalProperties": True,
+                     "properties": {"role": {"enum": ["user", "assistant"]},
+                                    "content": {"oneOf": [{"type": "string"}, {"type": "array"}]}}},
+    "MessagesRequest": {
+        "type": "object", "required": ["model", "max_tokens", "messages"], "additionalProperties": True,
+        "properties": {"model": {"type": "string", "minLength": 1, "description": "provider/model or an alias"},
+                       "max_tokens": {"type": "integer", "minimum": 1},
+                       "messages": {"type": "array", "minItems": 1, "items": _ref("MessagesTurn")},
+                       "system": {"oneOf": [{"type": "string"}, {"type": "array"}]},
+                       "stream": {"type": "boolean"}},
+    },
+    "CountTokensRequest": {
+        "type": "object", "required": ["model", "messages"], "additionalProperties": True,
+        "properties": {"model": {"type": "string", "minLength": 1},
+                       "messages": {"type": "array", "minItems": 1, "items": _ref("MessagesTurn")},
+                       "system": {"oneOf": [{"type": "string"}, {"type": "array"}]}},
+    },
+    "MessagesResponse": {"type": "object", "additionalProperties": True,
+                         "properties": {"id": {"type": "string"}, "type": {"const": "message"},
+                                        "role": {"const": "assistant"}, "content": {"type": "array"},
+                                        "stop_reason": {"type": ["string", "null"]}, "usage": {"type": "object"}}},
+    "TokenCount": {"type": "object", "required": ["input_tokens"], "properties": {"input_tokens": {"type": "integer"}}},
     "Embeddings": {"type": "object", "additionalProperties": True,
                    "properties": {"object": {"type": "string"}, "data": {"type": "array"}}},
     "ModelList": {"type": "object", "required": ["object", "data"],
@@ -202,6 +236,13 @@ PATHS = {
     "/v1/chat/completions": {"post": _op("proxy a chat completion; stream: true answers SSE",
                                          _ok("ChatCompletion", stream=True), errors=_PROXY_ERRORS,
                                          body="ChatCompletionRequest")},
+    "/v1/messages": {"post": _op("Anthropic's Messages API: passed through to anthropic kinds, translated for the "
+                                 "others; stream: true answers Anthropic's SSE events",
+                                 _ok("MessagesResponse", stream=True), errors=_MESSAGES_ERRORS,
+                                 body="MessagesRequest", error=ANTHROPIC_ERROR)},
+    "/v1/messages/count_tokens": {"post": _op("count a Messages request's input tokens (anthropic kinds only)",
+                                              _ok("TokenCount"), errors=_MESSAGES_ERRORS, body="CountTokensRequest",
+                                              error=ANTHROPIC_ERROR)},
     "/v1/embeddings": {"post": _op("proxy embeddings", _ok("Embeddings"), errors=_PROXY_ERRORS, body="EmbeddingsRequest")},
     "/v1/models": {"get": _op("every model of every provider the key may use, as provider/model, plus aliases",
                               _ok("ModelList"), errors=(401, 405))},
@@ -224,11 +265,15 @@ def document() -> dict:
         "openapi": "3.1.0",
         "info": {"title": "forge-ref", "version": "1",
                  "description": "OpenAI-compatible LLM API gateway. Every error has the OpenAI shape "
-                                "{\"error\": {\"message\", \"type\", \"param\", \"code\"}}."},
+                                "{\"error\": {\"message\", \"type\", \"param\", \"code\"}}, except on "
+                                "/v1/messages (Anthropic's API): {\"type\": \"error\", \"error\": {\"type\", "
+                                "\"message\"}}."},
         "paths": PATHS,
         "components": {
             "schemas": SCHEMAS,
-            "responses": {"Error": {"description": "an error, OpenAI-shaped", "content": _json(_ref("Error"))}},
+            "responses": {"Error": {"description": "an error, OpenAI-shaped", "content": _json(_ref("Error"))},
+                          "AnthropicError": {"description": "an error, Anthropic-shaped",
+                                             "content": _json(_ref("AnthropicError"))}},
             "securitySchemes": {
                 "forgeKey": {"type": "http", "scheme": "bearer", "description": "Authorization: Bearer forge-..."},
                 "forgeKeyHeader": {"type": "apiKey", "in": "header", "name": "X-API-Key"},

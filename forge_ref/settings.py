@@ -29,15 +29,15 @@ class Settings:
     encryption_key: str = _opt("", "FORGE_ENCRYPTION_KEY", "Fernet key(s), comma-separated, first encrypts; unset: a key file beside the DB", cli=False)
     admin_token: str = _opt("", "FORGE_ADMIN_TOKEN", "token for admin endpoints (/v1/users, /_stats, /metrics); unset: they answer 403", cli=False)
     allow_private_upstreams: bool = _opt(False, "FORGE_ALLOW_PRIVATE_UPSTREAMS", "allow provider base URLs on private/loopback addresses (tests, benchmarks)")
-    upstream_client: str = _opt("curl", "FORGE_UPSTREAM_CLIENT", "shared upstream HTTP client: curl (Tornado CurlAsyncHTTPClient) or httpx")
-    upstream_max_connections: int = _opt(200, "FORGE_UPSTREAM_MAX_CONNECTIONS", "upstream connection pool size per process")
+    upstream_client: str = _opt("aiohttp", "FORGE_UPSTREAM_CLIENT", "shared upstream HTTP client: curl (Tornado CurlAsyncHTTPClient), httpx or aiohttp")
+    upstream_max_connections: int = _opt(4096, "FORGE_UPSTREAM_MAX_CONNECTIONS", "upstream connections per process, so requests in flight to providers, streams included (more wait for one: upstream_pool_waits); serve raises the open-file limit to 2 per connection")
     connect_timeout: float = _opt(5.0, "FORGE_CONNECT_TIMEOUT", "upstream connect timeout, seconds")
     read_timeout: float = _opt(120.0, "FORGE_READ_TIMEOUT", "upstream read timeout, seconds: the whole answer when not streaming, the gap between chunks when streaming")
     models_timeout: float = _opt(5.0, "FORGE_MODELS_TIMEOUT", "timeout of one provider's model-list call, seconds")
     models_concurrency: int = _opt(5, "FORGE_MODELS_CONCURRENCY", "model-list calls in flight at once per /v1/models request")
     models_failure_ttl: float = _opt(30.0, "FORGE_MODELS_FAILURE_TTL", "seconds a failed model-list call is remembered (0 = retry every time)")
     max_body_bytes: int = _opt(4 * 1024 * 1024, "FORGE_MAX_BODY_BYTES", "largest accepted request body (413 above)")
-    max_streams_per_key: int = _opt(0, "FORGE_MAX_STREAMS_PER_KEY", "streaming chat completions open at once per Forge key, per process (429 above; 0 = unlimited)")
+    max_streams_per_key: int = _opt(0, "FORGE_MAX_STREAMS_PER_KEY", "streams (chat completions and messages) open at once per Forge key, per process (429 above; 0 = unlimited)")
     user_ttl: float = _opt(300.0, "FORGE_USER_TTL", "user cache TTL, seconds (0 turns the layer off)")
     user_max: int = _opt(10_000, "FORGE_USER_MAX", "user cache max entries (0 turns the layer off)")
     service_ttl: float = _opt(600.0, "FORGE_SERVICE_TTL", "ProviderService cache TTL, seconds (0 turns the layer off)")
@@ -55,6 +55,7 @@ class Settings:
     redis_l1_max: int = _opt(10_000, "FORGE_REDIS_L1_MAX", "max entries of each in-process L1")
     redis_max_connections: int = _opt(32, "FORGE_REDIS_MAX_CONNECTIONS", "Redis connection pool size per process")
     redis_timeout: float = _opt(0.25, "FORGE_REDIS_TIMEOUT", "Redis connect/command timeout, seconds (an outage costs at most this)")
+    event_loop: str = _opt("uvloop", "FORGE_EVENT_LOOP", "event loop of the server: asyncio (the standard library's) or uvloop (libuv)")
     log_level: str = _opt("info", "FORGE_LOG_LEVEL", "debug, info, warning or error")
     access_log: bool = _opt(False, "FORGE_ACCESS_LOG", "one JSON line per request (logger forge_ref.access, info level); off: only 5xx are logged")
     server_timing: bool = _opt(False, "FORGE_SERVER_TIMING", "a Server-Timing header on proxied responses: each layer's hit or miss and each phase's time")
@@ -126,8 +127,10 @@ def from_env(environ: Mapping[str, str] | None = None, **overrides: Any) -> Sett
     parse_layers(settings.caches)  # fail fast on a bad list
     if settings.cache_backend not in ("memory", "redis"):
         raise ValueError(f"cache backend must be memory or redis, not {settings.cache_backend!r}")
-    if settings.upstream_client not in ("curl", "httpx"):
-        raise ValueError(f"upstream client must be curl or httpx, not {settings.upstream_client!r}")
+    if settings.upstream_client not in ("curl", "httpx", "aiohttp"):
+        raise ValueError(f"upstream client must be curl, httpx or aiohttp, not {settings.upstream_client!r}")
+    if settings.event_loop not in ("asyncio", "uvloop"):
+        raise ValueError(f"event loop must be asyncio or uvloop, not {settings.event_loop!r}")
     return settings
 
 

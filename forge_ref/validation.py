@@ -49,16 +49,42 @@ def user_name(body: dict) -> str:
     return name
 
 
-def chat_body(body: dict) -> dict:
+def _messages(body: dict, role_ok, roles: str) -> None:
     messages = body.get("messages")
     if not isinstance(messages, list) or not messages:
         raise BadRequest("'messages' must be a non-empty array", param="messages", code="invalid_messages")
     for i, message in enumerate(messages):
-        if not isinstance(message, dict) or not isinstance(message.get("role"), str):
-            raise BadRequest(f"messages[{i}] must be an object with a string 'role'", param=f"messages[{i}]",
+        if not isinstance(message, dict) or not role_ok(message.get("role")):
+            raise BadRequest(f"messages[{i}] must be an object with {roles}", param=f"messages[{i}]",
                              code="invalid_messages")
+
+
+def _stream(body: dict) -> None:
     if "stream" in body and not isinstance(body["stream"], bool):
         raise BadRequest("'stream' must be a boolean", param="stream", code="invalid_type")
+
+
+def chat_body(body: dict) -> dict:
+    _messages(body, lambda role: isinstance(role, str), "a string 'role'")
+    _stream(body)
+    return body
+
+
+def count_tokens_body(body: dict) -> dict:
+    """Anthropic's Messages API, what every kind needs before routing (the provider checks the rest)."""
+    _messages(body, lambda role: role in ("user", "assistant"),
+              "role 'user' or 'assistant' (the system prompt is the top-level 'system')")
+    if body.get("system") is not None and not isinstance(body["system"], (str, list)):
+        raise BadRequest("'system' must be a string or an array of text blocks", param="system", code="invalid_type")
+    return body
+
+
+def messages_body(body: dict) -> dict:
+    count_tokens_body(body)
+    max_tokens = body.get("max_tokens")
+    if not isinstance(max_tokens, int) or isinstance(max_tokens, bool) or max_tokens < 1:
+        raise BadRequest("'max_tokens' is required: a positive integer", param="max_tokens", code="invalid_value")
+    _stream(body)
     return body
 
 

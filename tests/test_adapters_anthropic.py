@@ -7,8 +7,6 @@ into a shape the real clients would not accept.
 
 from __future__ import annotations
 
-from collections.abc import Iterator
-
 import anthropic.types as at
 import orjson
 import pydantic
@@ -18,32 +16,13 @@ from openai.types.chat import ChatCompletion, ChatCompletionChunk
 from forge_ref.adapters.anthropic import AnthropicAdapter
 from forge_ref.adapters.base import DONE_FRAME, Target
 from forge_ref.errors import BadRequest, ForgeError, UpstreamError
+from sdk_shapes import assert_known_fields, drain
 
 ADAPTER = AnthropicAdapter()
 LABEL = "claude/sonnet"
 TARGET = Target(base_url="https://api.anthropic.com/", api_key="sk-ant-test", model="claude-sonnet-4-5", label=LABEL)
 STREAM_EVENT = pydantic.TypeAdapter(at.RawMessageStreamEvent)
 CREATE_PARAMS = pydantic.TypeAdapter(at.MessageCreateParams)
-
-
-def assert_known_fields(value, path: str = "$") -> None:
-    """SDK models accept unknown keys silently; a golden must not lean on that."""
-    if isinstance(value, pydantic.BaseModel):
-        assert not value.model_extra, f"{path}: fields the SDK does not know: {sorted(value.model_extra)}"
-        for name in type(value).model_fields:
-            assert_known_fields(getattr(value, name), f"{path}.{name}")
-    elif isinstance(value, list):
-        for i, item in enumerate(value):
-            assert_known_fields(item, f"{path}[{i}]")
-
-
-def drain(value):
-    """Pydantic validates Iterable fields lazily: consume them so every block really is checked."""
-    if isinstance(value, dict):
-        return {k: drain(v) for k, v in value.items()}
-    if isinstance(value, (list, tuple, Iterator)):
-        return [drain(v) for v in value]
-    return value
 
 
 def request_body(body: dict) -> dict:

@@ -11,7 +11,6 @@ import base64
 import struct
 
 import orjson
-import pydantic
 import pytest
 from google.genai import types as gt
 from openai.types import CreateEmbeddingResponse
@@ -20,6 +19,7 @@ from openai.types.chat import ChatCompletion, ChatCompletionChunk
 from forge_ref.adapters.base import DONE_FRAME, Target
 from forge_ref.adapters.gemini import GeminiAdapter
 from forge_ref.errors import BadRequest, ForgeError, UpstreamError
+import sdk_shapes
 
 ADAPTER = GeminiAdapter()
 LABEL = "google/flash"
@@ -32,16 +32,8 @@ ALLOWED_EXTRA = {"extra_content"}
 PLACEHOLDER = "skip_thought_signature_validator"
 
 
-def assert_known_fields(value, path: str = "$") -> None:
-    """The OpenAI SDK models accept unknown keys silently; a golden must not lean on that."""
-    if isinstance(value, pydantic.BaseModel):
-        extra = set(value.model_extra or ()) - ALLOWED_EXTRA
-        assert not extra, f"{path}: fields the SDK does not know: {sorted(extra)}"
-        for name in type(value).model_fields:
-            assert_known_fields(getattr(value, name), f"{path}.{name}")
-    elif isinstance(value, list):
-        for i, item in enumerate(value):
-            assert_known_fields(item, f"{path}[{i}]")
+def assert_known_fields(value) -> None:
+    sdk_shapes.assert_known_fields(value, allowed=ALLOWED_EXTRA)
 
 
 def validate_request(body: dict) -> None:

@@ -15,7 +15,7 @@ def test_quick_plan_is_small_and_full_plan_covers_the_matrix():
     forge = [j for j in quick if j.target == "forge-ref" and j.profile != "latency-c1"]
     assert {j.profile for j in forge} == set(QUICK_PLAN)
     assert len(quick) <= 20
-    assert {j.target for j in quick} >= {"mock-direct", "bare-proxy-curl", "forge-ref-httpx"}
+    assert {j.target for j in quick} >= {"mock-direct", "bare-proxy-aiohttp", "forge-ref-curl"}
     full = plan(quick=False, baselines=False, profiles=["steady"])
     assert len(full) == 12  # none, 5 alone, 5 all-but-one, all
     assert len({j.label() for j in plan(quick=False, peer="litellm")}) == len(plan(quick=False, peer="litellm"))
@@ -51,12 +51,16 @@ def test_full_plan_is_every_load_profile_by_every_configuration_plus_variants_an
     assert [j.variant for j in jobs if j.profile == "many-tenants" and j.config == "user"] == ["", "bounded"]
     assert [j.variant for j in jobs if j.profile == "many-tenants" and j.config == "keys"] == [""]
     baselines = [(j.target, j.profile, j.config) for j in plan(profiles=[], baselines=True)]
-    assert baselines == [("mock-direct", "steady", "n/a"), ("bare-proxy-curl", "steady", "n/a"),
-                         ("forge-ref-httpx", "steady", "all"), ("bare-proxy-httpx", "steady", "n/a"),
-                         ("mock-direct", "latency-c1", "n/a"), ("bare-proxy-curl", "latency-c1", "n/a"),
+    # forge-ref (aiohttp, the default) against the bare proxy with the same client; the other clients
+    assert baselines == [("mock-direct", "steady", "n/a"), ("bare-proxy-aiohttp", "steady", "n/a"),
+                         ("forge-ref-curl", "steady", "all"), ("forge-ref-httpx", "steady", "all"),
+                         ("bare-proxy-curl", "steady", "n/a"), ("bare-proxy-httpx", "steady", "n/a"),
+                         ("mock-direct", "latency-c1", "n/a"), ("bare-proxy-aiohttp", "latency-c1", "n/a"),
                          ("forge-ref", "latency-c1", "all"), ("forge-ref", "latency-c1", "none")]
     quick = [(j.target, j.profile, j.config) for j in plan(profiles=[], quick=True)]
-    assert quick == [b for b in baselines if b not in {("bare-proxy-httpx", "steady", "n/a"),
+    assert quick == [b for b in baselines if b not in {("forge-ref-httpx", "steady", "all"),
+                                                       ("bare-proxy-curl", "steady", "n/a"),
+                                                       ("bare-proxy-httpx", "steady", "n/a"),
                                                        ("forge-ref", "latency-c1", "none")}]
 
 
@@ -91,9 +95,10 @@ def test_job_labels_upstream_clients_and_store_variants():
     assert Job("forge-ref-httpx", "steady", "all").label() == "steady_forge-ref-httpx_all"
     assert Job("mock-direct", "latency-c1").label() == "latency-c1_mock-direct"
     assert Job("forge-ref", "cold-burst", "all", "coalesce=1").label() == "cold-burst_all_coalesce1"
-    assert [Job(t, "steady").upstream_client for t in ("forge-ref", "forge-ref-httpx", "bare-proxy-httpx",
-                                                       "mock-direct", "litellm")] == ["curl", "httpx", "httpx",
-                                                                                       None, None]
+    assert [Job(t, "steady").upstream_client for t in ("forge-ref", "forge-ref-nodes", "forge-ref-curl",
+                                                       "forge-ref-httpx", "bare-proxy-httpx", "mock-direct",
+                                                       "litellm")] == ["aiohttp", "aiohttp", "curl", "httpx", "httpx",
+                                                                       None, None]
     assert [Job(t, "steady").is_forge for t in ("forge-ref-nodes", "bare-proxy-curl")] == [True, False]
     assert store_variant("sqlite", "memory") == ""
     assert store_variant("postgres", "redis", "bounded", 2) == "postgres+redis+bounded+nodes=2"
@@ -123,3 +128,57 @@ def test_every_quick_plan_profile_is_a_locust_profile_with_user_classes():
     assert set(QUICK_PLAN) <= set(LOAD_PROFILES)
     assert all(p.user_classes and p.stages for p in LOAD_PROFILES.values())
     assert [name for name, p in PROFILES.items() if p.probe] == ["latency-c1"]
+
+
+def test_round_trips_multiply_only_the_jobs_that_use_the_store_or_cache_they_delay():
+    jobs = plan(profiles=["steady"], configs=["none"], baselines=False, stores="sqlite,postgres",
+                backends="memory,redis", db_rtt_ms="0,0.5,2", redis_rtt_ms=["0", "1"])
+    assert [(j.store, j.backend, j.db_rtt_ms, j.redis_rtt_ms, j.variant) for j in jobs] == [
+        ("sqlite", "memory", 0, 0, ""),
+        ("sqlite", "redis", 0, 0, "redis"), ("sqlite", "redis", 0, 1, "redis+redis-rtt=1"),
+        ("postgres", "memory", 0, 0, "postgres"), ("postgres", "memory", 0.5, 0, "postgres+db-rtt=0.5"),
+        ("postgres", "memory", 2, 0, "postgres+db-rtt=2"),
+        ("postgres", "redis", 0, 0, "postgres+redis"), ("postgres", "redis", 0, 1, "postgres+redis+redis-rtt=1"),
+        ("postgres", "redis", 0.5, 0, "postgres+redis+db-rtt=0.5"),
+        ("postgres", "redis", 0.5, 1, "postgres+redis+db-rtt=0.5+redis-rtt=1"),
+        ("postgres", "redis", 2, 0, "postgres+redis+db-rtt=2"),
+        ("postgres", "redis", 2, 1, "postgres+redis+db-rtt=2+redis-rtt=1")]
+    labels = [j.label() for j in jobs]
+    assert len(set(labels)) == len(labels) and "steady_none_postgres+redis+db-rtt0.5+redis-rtt1" in labels
+    # multi-node jobs and the profile's own variants get every round trip too, named before the variant
+    nodes = plan(profiles=["steady"], configs=["all"], baselines=False, multi_node=2, db_rtt_ms=[2.0])
+    assert [(j.target, j.db_rtt_ms, j.variant) for j in nodes if j.nodes > 1] == [
+        ("forge-ref-nodes", 2.0, "postgres+redis+db-rtt=2+nodes=2")]
+    # baselines other than forge-ref on SQLite never go through a proxy
+    base = plan(profiles=[], stores="postgres", db_rtt_ms="0,2")
+    assert [(j.target, j.profile, j.db_rtt_ms) for j in base if j.db_rtt_ms or j.store == "postgres"] == [
+        ("forge-ref", "latency-c1", 0), ("forge-ref", "latency-c1", 2),
+        ("forge-ref", "latency-c1", 0), ("forge-ref", "latency-c1", 2)]
+    assert {j.db_rtt_ms for j in base if j.store == "sqlite"} == {0}
+    # 0 alone is the default: nothing changes
+    assert plan(profiles=["steady"], stores="postgres", db_rtt_ms="0") == plan(profiles=["steady"], stores="postgres")
+
+
+def test_round_trips_that_no_job_would_use_or_that_are_not_numbers_stop_the_run():
+    with pytest.raises(SystemExit, match="add --stores postgres"):
+        plan(profiles=["steady"], db_rtt_ms="0,2")
+    with pytest.raises(SystemExit, match="add --backends redis"):
+        plan(profiles=["steady"], stores="postgres", redis_rtt_ms="1")
+    for bad in ("fast", "-1", "nan", "inf", ","):
+        with pytest.raises(SystemExit, match="--db-rtt-ms"):
+            plan(profiles=["steady"], stores="postgres", db_rtt_ms=bad)
+    # --quick's PostgreSQL + Redis job is one to delay
+    quick = plan(quick=True, db_rtt_ms="2")
+    assert [(j.profile, j.config, j.variant) for j in quick if j.db_rtt_ms] == [("steady", "all", "postgres+redis+db-rtt=2")]
+
+
+def test_repeat_runs_the_whole_plan_again_interleaved_and_numbers_each_pass():
+    once = plan(profiles=["steady"], configs=["none", "all"], baselines=False)
+    thrice = plan(profiles=["steady"], configs=["none", "all"], baselines=False, repeat=3)
+    assert [(j.label(), j.repeat, j.repeats) for j in thrice] == [
+        (j.label(), r, 3) for r in (1, 2, 3) for j in once]  # A B C A B C A B C, not A A A B B B
+    assert [j.file_label() for j in thrice[:3]] == ["steady_none_rep1of3", "steady_all_rep1of3",
+                                                     "steady_none_rep2of3"]
+    assert [(j.repeat, j.repeats, j.file_label()) for j in once] == [(1, 1, j.label()) for j in once]
+    with pytest.raises(SystemExit, match="--repeat 0"):
+        plan(repeat=0)

@@ -9,6 +9,7 @@ few more for one PostgreSQL + Redis job, which needs those servers: it skips wit
 from __future__ import annotations
 
 import json
+import re
 import sqlite3
 import subprocess
 import sys
@@ -68,6 +69,18 @@ def test_cli_leaves_stores_and_backends_unset_so_the_quick_shared_store_job_stay
     assert [(c["stores"], c["backends"], c["quick"]) for c in calls] == [(None, None, True),
                                                                          ("postgres", "memory,redis", False)]
     assert calls[1]["profiles"] == ["steady"] and calls[1]["baselines"] is False
+
+
+def test_cli_passes_round_trips_jitter_and_repeat_to_the_runner(monkeypatch, tmp_path):
+    from benchmarks.__main__ import main
+
+    calls = []
+    monkeypatch.setattr(runner, "run", lambda **kw: calls.append(kw) or [tmp_path / "r.json"])
+    main(["run", "--stores", "postgres", "--backends", "redis", "--db-rtt-ms", "0,0.5,2", "--redis-rtt-ms", "1",
+          "--net-jitter-ms", "0.1", "--repeat", "3"])
+    main(["run"])
+    assert [(c["db_rtt_ms"], c["redis_rtt_ms"], c["net_jitter_ms"], c["repeat"]) for c in calls] == [
+        ("0,0.5,2", "1", 0.1, 3), (None, None, 0.0, 1)]
 
 
 def test_locustfile_has_exactly_one_shape_and_only_fast_http_users():
@@ -203,6 +216,31 @@ def test_smoke_run_on_postgres_and_redis(tmp_path, pg_url, redis_url):
     client = redis.Redis.from_url(redis_url)
     assert not list(client.scan_iter(match=s["redis_prefix"] + "*"))
     client.close()
+
+
+def test_smoke_run_with_postgres_a_network_hop_away(tmp_path, pg_url):
+    """`--db-rtt-ms 0,2`: the same job direct and through a 2 ms delay proxy, each recording what it asked,
+    the round trip it measured and the proxy's CPU."""
+    files = runner.run(profiles=["steady"], configs=["none"], stores="postgres", db_rtt_ms="0,2", duration=2, users=5,
+                       out=tmp_path, baselines=False, verbose=False, postgres_url=pg_url)
+    assert [f.name.split("_", 2)[2] for f in files] == ["steady_none_postgres.json", "steady_none_postgres+db-rtt2.json"]
+    direct, far = (json.loads(f.read_text()) for f in files)
+    for doc, rtt in ((direct, 0), (far, 2)):
+        s, net = doc["settings"], doc["network"]
+        assert (s["db_rtt_ms"], s["redis_rtt_ms"], s["net_jitter_ms"], s["repeat"], s["repeats"]) == (rtt, 0, 0, 1, 1)
+        assert net["redis"] is None and net["db"]["rtt_ms"] == rtt and net["db"]["target"] == "127.0.0.1:5432"
+        assert net["db"]["round_trip"]["samples"] == 200 and net["db"]["round_trip"]["probe"].startswith("SELECT 1")
+        assert doc["locust"]["failures"] == 0 and doc["counters"]["db_queries"] == 2 * doc["requests"]
+    assert direct["network"]["db"]["proxy"] is None and direct["network"]["db"]["round_trip"]["p50_ms"] < 2
+    proxy, measured = far["network"]["db"]["proxy"], far["network"]["db"]["round_trip"]
+    assert 2 <= measured["min_ms"] <= measured["p50_ms"] <= measured["p99_ms"]
+    assert proxy["delay_ms"] == 1 and proxy["cpu"] == (far["settings"]["pinning"] or {}).get("load")
+    assert proxy["cpu_seconds"] > 0 and proxy["cpu_ms_per_request"] > 0
+    # every layer off: two queries per request, one after the other, each 2 ms away
+    assert far["locust"]["p50_ms"] >= 4 and far["locust"]["avg_ms"] >= 4
+    line = next(x for x in render(load_raw(tmp_path), "f", []).splitlines() if x.startswith("- Network distance"))
+    assert re.search(r"PostgreSQL direct: p50 [\d.]+ ms, p99 up to [\d.]+ ms; PostgreSQL 2 ms asked: p50 [\d.]+ ms", line)
+    assert "Redis" not in line
 
 
 def test_report_compares_stores_and_backends_only_when_measured():

@@ -16,6 +16,7 @@ from support import ADMIN, GatewayThread, MockProcess, add_provider, create_user
 
 COMBOS = [dict(zip(LAYERS, bits)) for bits in itertools.product([False, True], repeat=len(LAYERS))]
 CHAT = {"model": "openai/gpt-4o-mini", "messages": [{"role": "user", "content": "hi"}]}
+MESSAGES = dict(CHAT, max_tokens=16)  # POST /v1/messages (Anthropic's API) costs what chat costs
 K = 2  # provider keys per user in these tests
 
 
@@ -86,10 +87,11 @@ def test_exact_costs_for_every_combination(layers, mock, tmp_path):
             with httpx.Client(base_url=gw.url, headers={"Authorization": f"Bearer {key}"}) as client:
                 assert client.post("/v1/chat/completions", json=CHAT).status_code == 200  # warm-up
                 for _ in range(3):
-                    before = gw.counters()
-                    r = client.post("/v1/chat/completions", json=CHAT)
-                    assert r.status_code == 200, r.text
-                    assert costs(before, gw.counters()) == {k: v for k, v in expected_chat(layers).items() if v}
+                    for path, body in (("/v1/chat/completions", CHAT), ("/v1/messages", MESSAGES)):
+                        before = gw.counters()
+                        r = client.post(path, json=body)
+                        assert r.status_code == 200, r.text
+                        assert costs(before, gw.counters()) == {k: v for k, v in expected_chat(layers).items() if v}
                 assert client.get("/v1/models").status_code == 200  # warm-up
                 for _ in range(3):
                     before = gw.counters()
@@ -121,6 +123,31 @@ def test_all_on_warm_is_free_and_all_off_costs(spec, queries, decryptions, scope
             assert client.post("/v1/chat/completions", json=CHAT).status_code == 200
             d = delta(before, gw.counters())
         assert (d.get("db_queries", 0), d.get("decryptions", 0), d["upstream_requests"]) == (queries, decryptions, 1)
+    finally:
+        gw.stop()
+
+
+@pytest.mark.parametrize("stream", [False, True], ids=["answer", "stream"])
+@pytest.mark.parametrize("spec, queries, decryptions", [("all", 0, 0), ("none", 2, 3)])
+def test_messages_to_every_kind_cost_what_chat_costs(spec, queries, decryptions, stream, mock, tmp_path):
+    """/v1/messages, passed through to an anthropic kind or translated for the others: warm with every
+    layer on, 0 DB reads and 0 decryptions; off, 2 reads and one decryption per key (3 here)."""
+    gw = GatewayThread(settings_for(tmp_path, caches=spec))
+    try:
+        key = create_user(gw.url)
+        for kind, path in (("anthropic", "/anthropic"), ("openai", "/openai/v1"), ("gemini", "/gemini")):
+            assert add_provider(gw.url, key, provider=kind, kind=kind, api_key=f"sk-{kind}-test",
+                                base_url=mock.url + path).status_code == 201
+        with httpx.Client(base_url=gw.url, headers={"x-api-key": key}) as client:
+            for model in ("anthropic/claude-haiku-4-5", "openai/gpt-4o-mini", "gemini/gemini-2.5-flash"):
+                body = dict(MESSAGES, model=model, stream=stream)
+                assert client.post("/v1/messages", json=body).status_code == 200  # warm-up
+                before = gw.counters()
+                r = client.post("/v1/messages", json=body)
+                assert r.status_code == 200 and (b"event: message_stop" if stream else b"Mock reply to: hi") in r.content
+                d = delta(before, gw.counters())
+                assert (d["requests"], d.get("db_queries", 0), d.get("decryptions", 0), d["upstream_requests"]) == (
+                    1, queries, decryptions, 1), model
     finally:
         gw.stop()
 

@@ -51,3 +51,24 @@ def test_serve_refuses_a_key_that_cannot_decrypt(tmp_path):
 def test_bad_caches_list_is_a_clear_error(tmp_path):
     r = forge("serve", "--db", str(tmp_path / "c.db"), "--caches", "user,nonsense")
     assert r.returncode != 0 and "nonsense" in r.stderr and "Traceback" not in r.stderr
+
+
+def test_a_malformed_encryption_key_is_a_clear_startup_error(tmp_path):
+    for key in ("not-a-fernet-key", Fernet.generate_key().decode() + ",garbage"):
+        r = forge("serve", "--db", str(tmp_path / "c.db"), "--port", "0", env={"FORGE_ENCRYPTION_KEY": key})
+        assert r.returncode != 0
+        assert "forge-ref: FORGE_ENCRYPTION_KEY is not a valid Fernet key" in r.stderr, r.stderr
+        assert "Traceback" not in r.stderr and "garbage" not in r.stderr and "not-a-fernet" not in r.stderr
+    (tmp_path / "k.db.key").write_text("broken\n")  # a damaged key file beside the database
+    r = forge("serve", "--db", str(tmp_path / "k.db"), "--port", "0")
+    assert r.returncode != 0 and "the key file" in r.stderr and "Traceback" not in r.stderr
+
+
+def test_the_gateway_runs_without_the_mock_package(tmp_path):
+    """A gateway-only install may leave forge_mock out: serve and the CLI still work; mock-provider says why not."""
+    code = ("import sys; sys.modules['forge_mock'] = None; sys.modules['forge_mock.config'] = None\n"
+            "from forge_ref import cli\n"
+            "assert cli.parser().parse_args(['serve']).command == 'serve'\n"
+            "cli.main(['mock-provider'])\n")
+    r = subprocess.run([sys.executable, "-c", code], capture_output=True, text=True, timeout=60)
+    assert r.returncode == 1 and "the mock provider (package forge_mock" in r.stderr and "Traceback" not in r.stderr

@@ -13,11 +13,12 @@ import pytest
 from support import ADMIN, MockProcess, ServerProcess, add_provider, create_user
 
 
-@pytest.fixture(scope="module")
-def env(tmp_path_factory):
+@pytest.fixture(scope="module", params=["asyncio", "uvloop"])
+def env(tmp_path_factory, request):
+    """The server on each event loop (``FORGE_EVENT_LOOP``): Tornado, pycurl and SQLite on both."""
     tmp = tmp_path_factory.mktemp("e2e")
     mock = MockProcess()
-    server = ServerProcess(tmp)
+    server = ServerProcess(tmp, env={"FORGE_EVENT_LOOP": request.param})
     key = create_user(server.url)
     r = add_provider(server.url, key, provider="openai", api_key="sk-test-openai-123",
                      base_url=mock.url + "/openai/v1", model_mapping={"fast": "gpt-4o-mini"})

@@ -68,6 +68,25 @@ def test_anthropic_stream_tool_use(mock_url):
     assert final.content[0].name == "lookup" and final.content[0].input == TOOL_ARGS
 
 
+def test_anthropic_count_tokens_matches_the_answers_usage(mock_url):
+    kw = dict(model="claude-sonnet-4-5", system="be brief", messages=[{"role": "user", "content": PROMPT}])
+    counted = ant(mock_url).messages.count_tokens(**kw)
+    assert counted.input_tokens == 5
+    assert ant(mock_url).messages.create(max_tokens=64, **kw).usage.input_tokens == counted.input_tokens
+    with pytest.raises(anthropic.BadRequestError) as e:
+        ant(mock_url).messages.count_tokens(model="claude-sonnet-4-5", messages=[])
+    assert e.value.body["error"]["type"] == "invalid_request_error"
+
+
+def test_anthropic_beta_header_known_values_pass_unknown_are_400(mock_url):
+    kw = dict(model="claude-sonnet-4-5", max_tokens=16, messages=[{"role": "user", "content": PROMPT}])
+    known = {"anthropic-beta": "claude-code-20250219, interleaved-thinking-2025-05-14"}
+    assert ant(mock_url).messages.create(extra_headers=known, **kw).content[0].text == REPLY
+    with pytest.raises(anthropic.BadRequestError) as e:
+        ant(mock_url).messages.create(extra_headers={"anthropic-beta": "claude-code-20250219,no-such-beta"}, **kw)
+    assert "`no-such-beta`" in e.value.message and "claude-code" not in e.value.message
+
+
 def test_anthropic_models(mock_url):
     page = ant(mock_url).models.list()
     ids = [m.id for m in page]

@@ -36,6 +36,7 @@ def test_stats_count_every_call(mock_url):
     o.embeddings.create(model="text-embedding-3-small", input="x")
     o.models.list()
     a.messages.create(model="claude-haiku-4-5", max_tokens=5, messages=msgs)
+    a.messages.count_tokens(model="claude-haiku-4-5", messages=msgs)
     with pytest.raises(anthropic.AuthenticationError):
         ant(mock_url, key="invalid").models.list()
     g.models.generate_content(model="gemini-2.5-flash", contents="hi")
@@ -47,10 +48,10 @@ def test_stats_count_every_call(mock_url):
     stats = httpx.get(f"{mock_url}/_mock/stats").json()
     assert stats == {"calls": {
         "openai.chat": 3, "openai.embeddings": 1, "openai.models": 1,
-        "anthropic.messages": 1, "anthropic.models": 1,
+        "anthropic.messages": 1, "anthropic.count_tokens": 1, "anthropic.models": 1,
         "gemini.generateContent": 1, "gemini.streamGenerateContent": 1,
         "gemini.embedContent": 1, "gemini.batchEmbedContents": 1, "gemini.models": 1,
-    }, "total": 12}
+    }, "total": 13}
     httpx.delete(f"{mock_url}/_mock/stats")
     assert set(httpx.get(f"{mock_url}/_mock/stats").json()["calls"].values()) == {0}
 

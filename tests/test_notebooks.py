@@ -1,21 +1,23 @@
-"""The notebooks: committed without outputs, in sync with ``notebooks/build.py``, and each runs top to
+"""The notebooks: their sources are plain Python in jupytext's percent format (``notebooks/0N_*.py``),
+lint-clean and in the form jupytext writes back, and each one, built into a notebook, runs top to
 bottom (nbclient, a real kernel) and draws at least one figure.
 
 They run twice: against the committed sample (``tests/data/sample_results``, the default a fresh
 checkout sees) and against a directory that adds, to copies of the sample, the result kinds the sample
-lacks (many-tenants, multi-process churn, LiteLLM, histograms, one-layer pairs, a Redis variant), so
-the branches that plot them run too. Those additions are made-up numbers for this test only.
+lacks (many-tenants, multi-process churn, LiteLLM, histograms, one-layer pairs, Redis and PostgreSQL
+variants), so the branches that plot them run too. Those additions are made-up numbers for this test only.
 """
 
 from __future__ import annotations
 
 import copy
-import importlib.util
 import json
 import shutil
+import subprocess
 import sys
 from pathlib import Path
 
+import jupytext
 import nbformat
 import pytest
 from nbclient import NotebookClient
@@ -24,37 +26,31 @@ REPO = Path(__file__).resolve().parents[1]
 NOTEBOOKS = REPO / "notebooks"
 SAMPLE = REPO / "tests" / "data" / "sample_results"
 SAMPLE_MICRO = REPO / "tests" / "data" / "sample_micro"
-NAMES = sorted(p.name for p in NOTEBOOKS.glob("*.ipynb"))
+NAMES = sorted(p.name for p in NOTEBOOKS.glob("[0-9]*.py"))
 KERNEL = "forge-ref-test-python3"
 TIMEOUT = 120  # seconds per cell; a whole notebook takes a few seconds
 
 
-def _build_module():
-    spec = importlib.util.spec_from_file_location("notebooks_build", NOTEBOOKS / "build.py")
-    module = importlib.util.module_from_spec(spec)
-    spec.loader.exec_module(module)
-    return module
-
-
 def test_the_five_notebooks_exist():
-    assert NAMES == ["01_cache_layers.ipynb", "02_scaling.ipynb", "03_consistency.ipynb",
-                     "04_peers_and_clients.ipynb", "05_backends.ipynb"]
+    assert NAMES == ["01_cache_layers.py", "02_scaling.py", "03_consistency.py", "04_peers_and_clients.py",
+                     "05_backends.py"]
 
 
 @pytest.mark.parametrize("name", NAMES)
-def test_committed_notebook_has_no_outputs(name):
-    nb = nbformat.read(NOTEBOOKS / name, as_version=4)
+def test_source_is_what_jupytext_writes_back(name):
+    """Saving the notebook from JupyterLab (jupytext pairs it, see notebooks/jupytext.toml) must not
+    rewrite its source: no header, cells in canonical percent form."""
+    source = (NOTEBOOKS / name).read_text()
+    nb = jupytext.reads(source, fmt="py:percent")
     nbformat.validate(nb)
-    for cell in nb.cells:
-        if cell.cell_type == "code":
-            assert cell.outputs == [] and cell.execution_count is None, f"{name}: strip outputs before committing"
+    assert {c.cell_type for c in nb.cells} == {"markdown", "code"}
+    assert jupytext.writes(nb, fmt="py:percent") == source
 
 
-def test_notebooks_are_what_build_py_writes():
-    build = _build_module()
-    assert sorted(build.NOTEBOOKS) == NAMES
-    for name in NAMES:
-        assert (NOTEBOOKS / name).read_text() == build.render(name), f"run `python notebooks/build.py` ({name})"
+def test_sources_are_lint_clean():
+    ruff = subprocess.run([sys.executable, "-m", "ruff", "check", "--no-cache", "--output-format", "concise",
+                           str(NOTEBOOKS)], cwd=REPO, capture_output=True, text=True)
+    assert ruff.returncode == 0, ruff.stdout + ruff.stderr
 
 
 # --- executing them ---------------------------------------------------------------------------
@@ -101,8 +97,9 @@ def extended(tmp_path_factory) -> Path:
         (out / f"20991231T{files:06d}Z_synthetic.json").write_text(json.dumps(new))  # sorts after the sample
         return new
 
-    for doc in (steady_all, steady_none):  # a Redis-backed variant of the same run
+    for doc in (steady_all, steady_none):  # Redis- and PostgreSQL-backed variants of the same run
         variant(doc, variant="redis", settings__server_env={"FORGE_CACHE_BACKEND": "redis"})
+        variant(doc, variant="postgres", settings__store="postgresql://127.0.0.1/bench")
     hist = {"3": 10, "5": 50, "8": 30, "13": 9, "27": 1}  # Locust's histogram: ms -> count
     for doc, config, changes in ((steady_none, "user", {"per_request__db_queries": 1.0}),  # one-layer pairs
                                  (steady_all, "user,service,models,adapters", {"server__cpu_ms_per_request": 0.7})):
@@ -121,7 +118,7 @@ def extended(tmp_path_factory) -> Path:
 
 def _execute(name: str, results: Path, kernel_name: str, monkeypatch) -> nbformat.NotebookNode:
     monkeypatch.setenv("FORGE_RESULTS_DIR", str(results))  # the kernel inherits this process's environment
-    nb = nbformat.read(NOTEBOOKS / name, as_version=4)
+    nb = jupytext.read(NOTEBOOKS / name)  # what `jupytext --to ipynb` builds, without writing it
     NotebookClient(nb, timeout=TIMEOUT, kernel_name=kernel_name,
                    resources={"metadata": {"path": str(NOTEBOOKS)}}).execute()  # raises on any cell error
     return nb
@@ -143,12 +140,17 @@ def _check(nb: nbformat.NotebookNode, name: str) -> str:
 def test_notebook_runs_on_the_sample(name, kernel, monkeypatch):
     nb = _execute(name, SAMPLE, kernel, monkeypatch)
     text = _check(nb, name)
+    first = nb.cells[0]  # says which results it reads, and how to read others
+    assert first.cell_type == "code" and "FORGE_RESULTS_DIR=DIR" in first.source
+    shown = first.outputs[0]["data"]["text/markdown"]
+    assert shown.startswith("**Reading `tests/data/sample_results/`**: `$FORGE_RESULTS_DIR` names it.")
+    assert "`FORGE_RESULTS_DIR=DIR ./dev.sh notebooks`" in shown and 'an.results_dir("DIR")' in shown
     assert "Intel" in text or "CPUs" in text  # the machine, from the files
     assert "Pinning:" in text and "taskset" in text
-    if name == "02_scaling.ipynb":  # the sample has no many-tenants run: said, not failed
+    if name == "02_scaling.py":  # the sample has no many-tenants run: said, not failed
         assert "No many-tenants results in this directory" in text
         assert "python -m benchmarks run --profiles many-tenants" in text
-    if name == "05_backends.ipynb":  # micro results found (sample_results/ or the sibling sample_micro/)
+    if name == "05_backends.py":  # micro results found (sample_results/ or the sibling sample_micro/)
         assert "micro result" in text and "No micro results" not in text
 
 
@@ -157,7 +159,8 @@ def test_notebook_runs_on_fuller_results(name, kernel, extended, monkeypatch):
     nb = _execute(name, extended, kernel, monkeypatch)
     text = _check(nb, name)
     assert "No many-tenants" not in text and "No multi-process churn" not in text and "No LiteLLM" not in text
-    if name == "01_cache_layers.ipynb":
+    if name == "01_cache_layers.py":
         assert "No per-request latency histograms" not in text  # the CDF branch ran
-    if name == "05_backends.ipynb":
+    if name == "05_backends.py":
         assert "run on one store and cache backend" not in text  # the per-backend branch ran
+        assert "No switch of layers" not in text  # and plotted none → all on two backends

@@ -197,6 +197,8 @@ def test_streams_per_key_limit(tmp_path):
         r = httpx.post(g.url + "/v1/chat/completions", json=body, headers={"Authorization": f"Bearer {key}"})
         assert r.status_code == 429, r.text
         assert r.json()["error"]["code"] == "too_many_streams" and r.headers["retry-after"] == "1"
+        r = httpx.post(g.url + "/v1/messages", json=dict(body, max_tokens=5), headers={"x-api-key": key})
+        assert (r.status_code, r.json()["error"]["type"], r.headers["retry-after"]) == (429, "rate_limit_error", "1")
         assert delta(before, g.counters()).get("upstream_requests", 0) == 0  # refused before the upstream
         # non-streaming requests and other keys are not limited
         assert httpx.post(g.url + "/v1/chat/completions", json=dict(body, stream=False),

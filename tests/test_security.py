@@ -77,7 +77,7 @@ def test_hostname_resolving_to_private_is_refused(strict, monkeypatch):
         assert r.status_code == 400 and r.json()["error"]["code"] == "private_upstream", r.text
 
 
-@pytest.mark.parametrize("client", ["curl", "httpx"])
+@pytest.mark.parametrize("client", ["curl", "httpx", "aiohttp"])
 @pytest.mark.parametrize("host", ["127.0.0.1", "localhost"])
 def test_request_time_guard_blocks_a_stored_private_upstream(tmp_path, mock, client, host):
     """A provider whose host now resolves to a private address (DNS rebinding; simulated by writing

@@ -118,3 +118,82 @@ def test_errors_carry_it_too(mock, tmp_path):
         assert timing["user"]["desc"] == "hit" and timing["service"]["desc"] == "miss" and "total" in timing
     finally:
         gw.stop()
+
+
+# --- waiting for a pooled connection: counted, and a phase of its own ----------------------------------
+
+
+@pytest.mark.parametrize("client", ["curl", "httpx", "aiohttp"])
+def test_a_request_waiting_for_the_upstream_pool_shows_a_pool_phase(tmp_path, client):
+    """A pool of one upstream connection, held by a 2 s stream: two chats sent meanwhile both wait
+    for it (the second also behind the first): exactly two waits, each a ``pool`` phase."""
+    import threading
+
+    slow = MockProcess("--chunks", "20", "--chunk-delay-ms", "100")
+    gw = GatewayThread(settings_for(tmp_path, server_timing=True, upstream_client=client, upstream_max_connections=1))
+    try:
+        _, h = setup(gw, slow.url)
+        before = gw.counters()
+        answers: list[httpx.Response] = []
+        with httpx.stream("POST", gw.url + "/v1/chat/completions", json=dict(CHAT, stream=True), headers=h) as r:
+            chunks = r.iter_bytes()
+            next(chunks)  # the stream holds the only connection now
+            assert "pool" not in parse(r.headers["server-timing"])
+            chats = [threading.Thread(target=lambda: answers.append(httpx.post(
+                gw.url + "/v1/chat/completions", json=CHAT, headers=h, timeout=30))) for _ in range(2)]
+            for t in chats:
+                t.start()
+            assert b"".join(chunks).endswith(b"data: [DONE]\n\n")
+        for t in chats:
+            t.join(30)
+        assert [a.status_code for a in answers] == [200, 200]
+        timings = [parse(a.headers["server-timing"]) for a in answers]
+        assert all(t["pool"]["dur"] > 0 for t in timings), timings
+        for t in timings:
+            check_sums(t)
+        after = gw.counters()
+        assert after["upstream_pool_waits"] - before["upstream_pool_waits"] == 2
+        waited_ms = (after["upstream_pool_wait_us"] - before["upstream_pool_wait_us"]) / 1000
+        assert 0 <= sum(t["pool"]["dur"] for t in timings) - waited_ms < 5.0  # the phase begins at the send
+    finally:
+        gw.stop()
+        slow.stop()
+
+
+def test_a_request_waiting_for_the_db_pool_shows_a_db_pool_phase(tmp_path, mock, pg_db):
+    """PostgreSQL with a pool of one connection, held by the test: three chats sent meanwhile each
+    need one statement (the user look-up; the service is cached) and each waits: exactly three waits."""
+    import asyncio
+    import threading
+
+    from cryptography.fernet import Fernet
+
+    gw = GatewayThread(settings_for(tmp_path, db=pg_db, db_pool_size=1, encryption_key=Fernet.generate_key().decode(),
+                                    caches="service,keys,models,adapters", server_timing=True))
+    try:
+        _, h = setup(gw, mock.url)
+        assert httpx.post(gw.url + "/v1/chat/completions", json=CHAT, headers=h).status_code == 200  # service cached
+        pool = gw.gw.store.driver.pool
+        before = gw.counters()
+        held = asyncio.run_coroutine_threadsafe(pool.getconn(), gw.loop).result(10)
+        answers: list[httpx.Response] = []
+        chats = [threading.Thread(target=lambda: answers.append(httpx.post(
+            gw.url + "/v1/chat/completions", json=CHAT, headers=h, timeout=30))) for _ in range(3)]
+        for t in chats:
+            t.start()
+        for _ in range(1000):
+            if pool.get_stats()["requests_waiting"] == 3:
+                break
+            threading.Event().wait(0.01)
+        asyncio.run_coroutine_threadsafe(pool.putconn(held), gw.loop).result(10)
+        for t in chats:
+            t.join(30)
+        assert [a.status_code for a in answers] == [200] * 3
+        timings = [parse(a.headers["server-timing"]) for a in answers]
+        assert all(t["db_pool"]["dur"] > 0 and t["user"]["desc"] == "miss" for t in timings), timings
+        after = gw.counters()
+        assert (after["db_pool_waits"] - before["db_pool_waits"], after["db_queries"] - before["db_queries"]) == (3, 3)
+        r = httpx.get(gw.url + "/_stats", headers={"Authorization": "Bearer test-admin-token"}).json()["counters"]
+        assert r["db_pool_waits"] == after["db_pool_waits"] and r["db_pool_wait_ms"] > 0
+    finally:
+        gw.stop()

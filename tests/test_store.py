@@ -329,3 +329,50 @@ def test_usage_stats_in_one_statement(db):
         assert counts(c) == (before[0] + 4, before[1])
 
     run(db, body)
+
+
+# --- waiting for a pooled PostgreSQL connection ----------------------------------------------------
+
+
+def test_a_statement_that_finds_every_pooled_connection_busy_waits_and_the_wait_is_counted(pg_db):
+    """A pool of one connection, held: three statements asked for meanwhile all queue (one wait
+    each, with its time, and a ``db_pool`` phase in each one's trace); once it is free, statements
+    one after another wait for nothing."""
+    from forge_ref import tracing
+
+    pg_create_schema(pg_db)
+
+    async def main():
+        tracer = Tracer()
+        store = await open_store(Settings(db=pg_db, db_pool_size=1), tracer)
+        pool = store.driver.pool
+        try:
+            user = await store.create_user("alice", "h1", "forge-abc")
+
+            async def lookup():
+                trace = tracing.begin()  # each task has its own context: its own current trace
+                assert await store.user_by_key_hash("h1") == user
+                return trace
+
+            held = await pool.getconn()
+            lookups = [asyncio.ensure_future(lookup()) for _ in range(3)]
+            while pool.get_stats()["requests_waiting"] < 3:
+                await asyncio.sleep(0.01)
+            await asyncio.sleep(0.05)
+            await pool.putconn(held)
+            traces = await asyncio.gather(*lookups)
+            waited = tracer.totals()
+            for _ in range(3):
+                await store.user_by_key_hash("h1")
+            return traces, waited, tracer.totals(), tracer.snapshot({})
+        finally:
+            await store.close()
+
+    traces, waited, after, snap = asyncio.run(main())
+    assert waited["db_pool_waits"] == 3 and waited["db_queries"] == 3
+    assert all(t.costs == {"db_queries": 1, "db_pool_waits": 1} and t.phases["db_pool"] >= 0.05 for t in traces)
+    # a trace's db_pool phase also holds its time before the statement was asked for
+    assert 0 <= sum(t.phases["db_pool"] for t in traces) - waited["db_pool_wait_us"] / 1e6 < 0.05
+    assert after["db_pool_waits"] == 3 and after["db_queries"] == 6  # the sequential ones did not wait
+    assert snap["counters"]["db_pool_waits"] == 3
+    assert snap["counters"]["db_pool_wait_ms"] == round(after["db_pool_wait_us"] / 1000, 3) >= 150

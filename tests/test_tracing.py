@@ -18,11 +18,31 @@ def test_cost_points_and_snapshot_shape():
     t.upstream_call("models")
     t.count("services_built", 2)
     snap = t.snapshot({"user": True})
-    assert snap["counters"] == dict.fromkeys(COUNTERS, 0) | {
+    assert snap["counters"] == dict.fromkeys(COUNTERS, 0) | {"upstream_pool_wait_ms": 0.0, "db_pool_wait_ms": 0.0} | {
         "requests": 1, "db_queries": 2, "db_writes": 1, "db_background_queries": 1, "decryptions": 1,
         "upstream_requests": 1, "upstream_model_list_requests": 1, "services_built": 2}
     assert set(snap["caches"]["user"]) >= {"hits", "misses", "evictions", "size", "hit_ratio"}
     assert snap["caches_enabled"] == {"user": True} and snap["processes"] == 1
+
+
+def test_pool_waits_are_counted_in_microseconds_shown_in_ms_and_are_phases():
+    t = Tracer()
+    trace = tracing.Trace()
+    t.upstream_pool_wait(0.0015, trace)  # the upstream clients pass the request's trace
+    t.upstream_pool_wait(0.002, None)  # a request nobody traces
+    token = tracing._current.set(trace)
+    try:
+        t.db_pool_wait(0.0004)  # statements run in their request's context
+    finally:
+        tracing._current.reset(token)
+    assert (t.total("upstream_pool_waits"), t.total("upstream_pool_wait_us")) == (2, 3500)
+    assert (t.total("db_pool_waits"), t.total("db_pool_wait_us")) == (1, 400)
+    counters = t.snapshot({})["counters"]
+    assert (counters["upstream_pool_wait_ms"], counters["db_pool_wait_ms"]) == (3.5, 0.4)
+    assert list(trace.phases) == ["pool", "db_pool"]
+    assert trace.costs == {"upstream_pool_waits": 1, "db_pool_waits": 1}
+    t.reset()
+    assert t.snapshot({})["counters"]["upstream_pool_wait_ms"] == 0.0
 
 
 def test_layer_meter_counts_hits_misses_and_ratio():

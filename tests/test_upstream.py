@@ -3,6 +3,7 @@
 from __future__ import annotations
 
 import asyncio
+import time
 
 import orjson
 import pytest
@@ -12,7 +13,7 @@ from forge_ref.errors import UpstreamError, UpstreamTimeout
 from forge_ref.upstream import make_upstream
 from support import MockProcess, free_port
 
-CLIENTS = ["curl", "httpx"]
+CLIENTS = ["curl", "httpx", "aiohttp"]
 
 
 def chat(mock_url: str, model: str = "gpt-4o-mini", stream: bool = False) -> UpstreamRequest:
@@ -130,7 +131,8 @@ class ScriptedServer:
 
     ``ok``: 200 with a keep-alive JSON body; ``drop``: read the whole request, then close the
     connection without a byte (a provider that crashed mid-request); ``ok-close-idle``: 200, then
-    close the kept-alive connection after 50 ms of idleness (a provider's keep-alive timeout).
+    close the kept-alive connection after 50 ms of idleness (a provider's keep-alive timeout);
+    ``slow``: 200 after 100 ms.
     ``received`` counts complete requests, which is what a provider bills.
     """
 
@@ -158,6 +160,8 @@ class ScriptedServer:
                 action = self.script.pop(0) if self.script else "ok"
                 if action == "drop":
                     break
+                if action == "slow":
+                    await asyncio.sleep(0.1)
                 body = b'{"ok": true}'
                 writer.write(b"HTTP/1.1 200 OK\r\nContent-Type: application/json\r\nContent-Length: "
                              + str(len(body)).encode() + b"\r\n\r\n" + body)
@@ -227,8 +231,93 @@ def test_an_idle_connection_the_provider_closed_is_not_used(name):
     assert totals["upstream_retries"] <= (1 if name == "curl" else 0)
 
 
-@pytest.mark.parametrize("name, expected", [("curl", ([200, 200, 200], 4, 1)), ("httpx", ([200, 502, 200], 3, 0))])
+@pytest.mark.parametrize("name, expected", [("curl", ([200, 200, 200], 4, 1)), ("httpx", ([200, 502, 200], 3, 0)),
+                                            ("aiohttp", ([200, 200, 200], 4, 1))])
 def test_a_model_list_get_may_go_again_and_is_counted(name, expected):
     """A GET is idempotent: libcurl's re-send on a fresh connection is allowed, and counted."""
     outcomes, server, totals = scripted(name, ["ok", "drop"], [("GET", 0), ("GET", 0), ("GET", 0)])
     assert (outcomes, len(server.received), totals["upstream_retries"]) == expected
+
+
+# --- waiting for a pooled connection ---------------------------------------------------------------
+
+
+@pytest.mark.parametrize("name", CLIENTS)
+@pytest.mark.parametrize("stream", [False, True], ids=["send", "stream"])
+def test_a_request_that_finds_every_connection_busy_waits_and_the_wait_is_counted(name, stream):
+    """Three requests at once through a pool of one connection, each answered after 100 ms: the
+    second and third wait (one wait each, counted with its time, and a ``pool`` phase in their
+    traces); the first does not. A stream holds its connection until it is read to the end."""
+    from forge_ref import tracing
+    from forge_ref.tracing import Tracer
+
+    async def main():
+        server = ScriptedServer(["slow"] * 3)
+        url = await server.start()
+        tracer = Tracer()
+        client = make_upstream(name, max_connections=1, connect_timeout=1.0, read_timeout=5.0, tracer=tracer)
+
+        async def one():
+            trace = tracing.begin()  # each task has its own context: its own current trace
+            if stream:
+                body = await (await client.open_stream(_call("POST", url))).read_all()
+            else:
+                body = (await client.send(_call("POST", url))).body
+            trace.lap("upstream")
+            return body, trace
+
+        try:
+            results = await asyncio.gather(one(), one(), one())
+        finally:
+            client.close()
+            server.close()
+            await asyncio.sleep(0)
+        return results, server, tracer
+
+    results, server, tracer = asyncio.run(main())
+    assert [body for body, _ in results] == [b'{"ok": true}'] * 3
+    assert len(server.received) == 3 and server.connections == 1
+    totals = tracer.totals()
+    assert totals["upstream_pool_waits"] == 2
+    waits = sorted(trace.phases.get("pool", 0.0) for _, trace in results)
+    assert waits[0] == 0.0 and waits[1] >= 0.09 and waits[2] >= 0.19, waits
+    assert [trace.costs.get("upstream_pool_waits", 0) for _, trace in results].count(1) == 2
+    # the counter holds the waits (in microseconds); a trace's pool phase also holds its time before it queued
+    counted = totals["upstream_pool_wait_us"] / 1e6
+    assert counted >= 0.25 and 0 <= sum(waits) - counted < 0.05, (counted, waits)
+    snap = tracer.snapshot({})
+    assert snap["counters"]["upstream_pool_waits"] == 2
+    assert snap["counters"]["upstream_pool_wait_ms"] == round(totals["upstream_pool_wait_us"] / 1000, 3)
+
+
+def test_a_connection_closed_by_the_provider_is_seen_whatever_its_fd_number():
+    """libcurl's sockets go past fd 1023 with a large pool (two files per request in flight); the
+    look that tells a provider-closed idle connection from a live one must still see it."""
+    import os
+    import resource
+    import socket
+
+    from forge_ref.upstream import _Connections
+
+    if resource.getrlimit(resource.RLIMIT_NOFILE)[0] < 1600:
+        pytest.skip("needs an open-file limit above 1600")
+    listener = socket.create_server(("127.0.0.1", 0))
+    client = socket.create_connection(listener.getsockname())
+    server, _ = listener.accept()
+    high = os.dup2(client.fileno(), 1500)
+    try:
+        conns = _Connections()
+        conns.opened(high, 0)
+        peer_ip, peer_port = client.getpeername()
+        local_port = client.getsockname()[1]
+        assert conns.closed_by_peer(peer_ip, peer_port, local_port) is False  # idle and alive
+        server.close()
+        for _ in range(100):  # the FIN arrives on loopback at once; allow for a loaded machine
+            if conns.closed_by_peer(peer_ip, peer_port, local_port):
+                break
+            time.sleep(0.01)
+        assert conns.closed_by_peer(peer_ip, peer_port, local_port) is True
+    finally:
+        os.close(high)
+        client.close()
+        listener.close()

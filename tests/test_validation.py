@@ -92,6 +92,33 @@ def test_chat_body_rules(body, expected):
     assert refused(validation.chat_body, body) == expected
 
 
+MESSAGES = {"model": "anthropic/x", "max_tokens": 8, "messages": [{"role": "user", "content": "x"}]}
+ROLES = "role 'user' or 'assistant' (the system prompt is the top-level 'system')"
+
+
+@pytest.mark.parametrize(("body", "expected"), [
+    ({"max_tokens": 8}, ("invalid_messages", "messages", "'messages' must be a non-empty array")),
+    (dict(MESSAGES, messages=[{"role": "system", "content": "x"}]),
+     ("invalid_messages", "messages[0]", f"messages[0] must be an object with {ROLES}")),
+    (dict(MESSAGES, messages=[{"role": "user"}, {"role": {}}]),
+     ("invalid_messages", "messages[1]", f"messages[1] must be an object with {ROLES}")),
+    (dict(MESSAGES, system=5), ("invalid_type", "system", "'system' must be a string or an array of text blocks")),
+    *[({k: v for k, v in MESSAGES.items() if k != "max_tokens"} | extra,
+       ("invalid_value", "max_tokens", "'max_tokens' is required: a positive integer"))
+      for extra in ({}, {"max_tokens": 0}, {"max_tokens": True}, {"max_tokens": 1.5}, {"max_tokens": "8"})],
+    (dict(MESSAGES, stream="yes"), ("invalid_type", "stream", "'stream' must be a boolean")),
+], ids=["no messages", "a system turn", "role not a string", "system a number", "no max_tokens", "max_tokens 0",
+        "max_tokens true", "max_tokens float", "max_tokens string", "stream string"])
+def test_messages_body_rules(body, expected):
+    assert refused(validation.messages_body, body) == expected
+
+
+def test_count_tokens_body_needs_no_max_tokens_and_both_return_the_body_as_is():
+    body = {k: v for k, v in MESSAGES.items() if k != "max_tokens"} | {"system": [{"type": "text", "text": "s"}]}
+    assert validation.count_tokens_body(body) is body
+    assert validation.messages_body(MESSAGES) is MESSAGES
+
+
 @pytest.mark.parametrize("value", ["hello", ["a", "b"], [1, 2, 3], [[1, 2], [3]]],
                          ids=["string", "strings", "tokens", "token arrays"])
 def test_embeddings_inputs_accepted(value):
@@ -286,6 +313,7 @@ VALIDATORS = {
     "chat_body": (validation.chat_body, {"model": "openai/x", "messages": [{"role": "user", "content": "x"}],
                                          "stream": True}),
     "embeddings_body": (validation.embeddings_body, {"model": "openai/x", "input": ["a"]}),
+    "messages_body": (validation.messages_body, dict(MESSAGES, system="s", stream=True)),
     "new_provider_key": (new_key, dict(VALID_KEY, kind="openai", model_mapping={"fast": "x"})),
     "provider_key_changes": (changes, {k: v for k, v in VALID_KEY.items() if k != "provider"}
                              | {"kind": "openai", "model_mapping": {"fast": "x"}}),

@@ -53,7 +53,7 @@ ERROR_STATUS = {
 }
 
 
-def _headers(api_key: str) -> dict[str, str]:
+def request_headers(api_key: str) -> dict[str, str]:
     return {"x-api-key": api_key, "anthropic-version": API_VERSION, "content-type": "application/json"}
 
 
@@ -185,7 +185,8 @@ def _tools(body: dict) -> dict:
     return out
 
 
-def _usage(usage: dict | None) -> dict:
+def openai_usage(usage: dict | None) -> dict:
+    """Anthropic usage as OpenAI counts it (also what a usage row records)."""
     usage = usage or {}
     # Anthropic's input_tokens excludes cached tokens; OpenAI's prompt_tokens includes them.
     cached = usage.get("cache_read_input_tokens") or 0
@@ -232,7 +233,7 @@ class AnthropicStream(JsonEventStream):
     def _count(self, usage: dict | None) -> None:
         if usage:
             self._counts.update({k: v for k, v in usage.items() if isinstance(v, int)})
-            counted = _usage(self._counts)
+            counted = openai_usage(self._counts)
             self.result.prompt_tokens = counted["prompt_tokens"]
             self.result.completion_tokens = counted["completion_tokens"]
 
@@ -283,7 +284,7 @@ class AnthropicStream(JsonEventStream):
 
     def _usage_frame(self) -> bytes:
         return sse_frame({"id": self._id, "object": "chat.completion.chunk", "created": self._created,
-                          "model": self._label, "choices": [], "usage": _usage(self._counts)})
+                          "model": self._label, "choices": [], "usage": openai_usage(self._counts)})
 
 
 class AnthropicAdapter:
@@ -312,7 +313,7 @@ class AnthropicAdapter:
         if body.get("stream"):
             out["stream"] = True
         base = target.base_url.rstrip("/")
-        return UpstreamRequest("POST", base + "/v1/messages", _headers(target.api_key), orjson.dumps(out))
+        return UpstreamRequest("POST", base + "/v1/messages", request_headers(target.api_key), orjson.dumps(out))
 
     def chat_response(self, target: Target, data: bytes) -> dict:
         msg = loads(data, "chat completion")
@@ -334,7 +335,7 @@ class AnthropicAdapter:
             "created": int(time.time()),
             "model": target.label,
             "choices": [{"index": 0, "message": message, "finish_reason": finish}],
-            "usage": _usage(msg.get("usage")),
+            "usage": openai_usage(msg.get("usage")),
         }
 
     def chat_stream(self, target: Target, body: dict) -> AnthropicStream:
@@ -349,7 +350,8 @@ class AnthropicAdapter:
 
     def models_request(self, base_url: str, api_key: str) -> UpstreamRequest:
         # The default page is 20 models; 1000 is the documented maximum and covers every account.
-        return UpstreamRequest("GET", base_url.rstrip("/") + "/v1/models?limit=1000", _headers(api_key), purpose="models")
+        return UpstreamRequest("GET", base_url.rstrip("/") + "/v1/models?limit=1000", request_headers(api_key),
+                               purpose="models")
 
     def models_response(self, data: bytes) -> list[str]:
         items = loads(data, "model list").get("data")

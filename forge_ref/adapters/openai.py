@@ -45,6 +45,7 @@ class PassThroughStream:
     """Passes whole frames on untouched; at the end, reads usage and the finish reason for the usage row."""
 
     __slots__ = ("_tail", "_last", "_done", "result")
+    end_frame: bytes | None = DONE_FRAME  # what a stream that ended without it gets
 
     def __init__(self) -> None:
         self._tail = b""
@@ -92,8 +93,8 @@ class PassThroughStream:
         if not self._done:
             self._done = True
             self._read_end(b"".join(out))
-            if not (out and out[-1].strip() == _DONE):
-                out.append(DONE_FRAME)  # some OpenAI-compatible servers end without [DONE]; clients wait for it
+            if self.end_frame and not (out and out[-1].strip() == _DONE):
+                out.append(self.end_frame)  # some OpenAI-compatible servers end without [DONE]; clients wait for it
         return out
 
 
