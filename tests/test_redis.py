@@ -5,6 +5,7 @@ Needs Redis (the ``redis_url`` fixture finds or starts one)."""
 
 from __future__ import annotations
 
+import asyncio
 import shutil
 import time
 import uuid
@@ -14,8 +15,13 @@ import orjson
 import pytest
 import redis
 
-from support import (ADMIN, GatewayThread, RedisServer, ServerProcess, add_provider, create_user, delta,
-                     settings_for)
+from forge_ref import redis_backend as rb
+from forge_ref.cache import MISSING
+from forge_ref.invalidation import MODELS
+from forge_ref.refresh import RefreshAheadCache
+from forge_ref.tracing import Tracer
+from support import (ADMIN, FakeClock, GatewayThread, RedisServer, ServerProcess, Source, add_provider, create_user,
+                     delta, settings_for, settle_refreshes)
 
 CHAT = {"model": "openai/gpt-4o-mini", "messages": [{"role": "user", "content": "hi"}]}
 
@@ -182,3 +188,40 @@ def test_two_processes_share_redis(tmp_path, redis_url, prefix, mock):
         assert stats["processes"] == 2 and stats["counters"]["db_background_queries"] == 0  # no SQLite polling
     finally:
         server.stop()
+
+
+@pytest.mark.parametrize("heard", [True, False], ids=["invalidation-heard", "invalidation-in-flight"])
+def test_an_l1_refresh_overtaken_by_another_nodes_write_stores_nowhere(redis_url, prefix, heard):
+    """The L1 refresh finds Redis empty and loads from the source; another node writes meanwhile.
+    The generation guard keeps the stale row out of Redis and, even before the write's message
+    reaches this process (``heard=False``), out of the L1."""
+
+    async def main():
+        clock, tracer = FakeClock(), Tracer()
+        link = rb.RedisLink(redis_url, prefix=prefix, max_connections=4, timeout=1.0, tracer=tracer)
+        l1 = RefreshAheadCache("models", maxsize=10, ttl=10, tracer=tracer, refresh_ahead=0.8, timer=clock)
+        tiered = rb.TieredCache("models", l1, link, ttl=300, locate=rb.models_locator(prefix), encode=rb.identity,
+                                decode=rb.identity, tracer=tracer)
+        source, key, redis_key = Source(clock, ["m-1"]), "7:openai:cfg", f"{prefix}models:7"
+        try:
+            assert await tiered.load(key, source) == ["m-1"]
+            assert await link.client.hexists(redis_key, "openai:cfg")
+            await link.client.delete(redis_key)  # the Redis entry expired: the refresh must load
+            source.hold()
+            source.called.clear()
+            clock.now += 8
+            assert tiered.get(key) == ["m-1"]  # due: served, and the refresh starts
+            await asyncio.wait_for(source.called.wait(), 5)  # it read the generation, now the source
+            await rb.RedisBroadcast(link).send([(MODELS, "7")])  # another node's write
+            if heard:
+                tiered.invalidate(key)  # what this process's subscriber does with the message
+            source.release(["m-stale"])
+            await settle_refreshes(l1)
+            assert not await link.client.exists(redis_key)
+            assert tiered.get(key) is MISSING
+            layer = tracer.snapshot({})["caches"]["models"]
+            assert (layer["refreshes"], layer["refreshes_discarded"], layer["refreshes_stored"]) == (1, 1, 0)
+        finally:
+            await link.close()
+
+    asyncio.run(main())
