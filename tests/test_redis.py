@@ -225,3 +225,27 @@ def test_an_l1_refresh_overtaken_by_another_nodes_write_stores_nowhere(redis_url
             await link.close()
 
     asyncio.run(main())
+
+
+def test_an_l1_refresh_reads_redis_in_the_background(tmp_path, redis_url, prefix, mock):
+    """Refresh-ahead on the L1: a request that finds its user entry due is served from the L1;
+    the refresh reads Redis (which still holds the row) and costs the DB nothing."""
+    clock = FakeClock()
+    gw = GatewayThread(redis_settings(tmp_path, redis_url, prefix, user_refresh_ahead=0.8), timer=clock)
+    try:
+        key = create_user(gw.url)
+        add_provider(gw.url, key, provider="openai", api_key="sk-x", base_url=mock.url + "/openai/v1")
+        assert chat(gw, key).status_code == 200  # the user row is in the L1 (TTL 10 s) and in Redis
+        clock.now += 9  # past 80% of the L1's TTL
+        before = gw.counters()
+        assert chat(gw, key).status_code == 200
+        asyncio.run_coroutine_threadsafe(settle_refreshes(gw.gw.auth.cache.l1), gw.loop).result(10)
+        d = delta(before, gw.counters())
+        assert (d["cache.user.hits"], d["cache.user.refreshes_stored"], d["redis_hits"]) == (1, 1, 1)
+        assert "cache.user.misses" not in d and "db_queries" not in d and "db_background_queries" not in d
+        clock.now += 9  # 18 s: the first L1 entry would have expired at 10 s; the refreshed one lives
+        before = gw.counters()
+        assert chat(gw, key).status_code == 200
+        assert "cache.user.misses" not in delta(before, gw.counters())
+    finally:
+        gw.stop()
