@@ -21,7 +21,12 @@ NEVER = float("inf")
 
 
 class _Entry:
-    """A stored value, when it is due for a refresh, when it expires, and how it was loaded."""
+    """A stored value, when it is due for a refresh, when it expires, and how it was loaded.
+
+    The loader holds what the load needs (a model list's: the ProviderService whose key it
+    sends), so it keeps that alive with the entry; every write that makes it stale invalidates
+    the entry with it.
+    """
 
     __slots__ = ("value", "due", "expires", "loader")
 
