@@ -10,7 +10,8 @@ Invalidation: the writer deletes the Redis entries, bumps their generation count
 publishes the events; every process applies them to its L1 and its in-process service cache. A
 reader reads the generation with the value (one round trip) and stores its loaded value only if
 the generation is unchanged, so a reader that loaded the old row before a write cannot put it
-back, with no time window. Measured bound: a reset
+back, with no time window; when the guard refuses, the reader (a miss's load or an L1 refresh)
+keeps it out of its L1 too, without waiting for the write's message. Measured bound: a reset
 key is refused by every process within a few milliseconds (tested at 50 ms).
 
 Outage: any Redis error marks the link down (logged once). While it is down every layer that
@@ -29,7 +30,7 @@ from typing import Any, Callable, Hashable
 
 import orjson
 
-from .cache import MISSING, CacheLayer, Loader, call_loader
+from .cache import MISSING, CacheLayer, Loader, call_loader, lifetime
 from .invalidation import MODELS, USER, Broadcast, Invalidator
 from .store import User
 from .tracing import Tracer
@@ -104,14 +105,16 @@ class RedisLink:
             return None, None
 
     async def set_guarded(self, key: str, gen: str, generation: bytes, field: str | None, payload: bytes,
-                          ttl: float) -> None:
+                          ttl: float) -> bool | None:
+        """True: stored; False: a write moved the generation since ``generation`` was read; None: no Redis."""
         if not self.up:
-            return
+            return None
         self.trip()
         try:
-            await self._guarded(keys=[key, gen], args=[field or "", payload, max(1, int(ttl)), generation])
+            return bool(await self._guarded(keys=[key, gen], args=[field or "", payload, max(1, int(ttl)), generation]))
         except self.errors as exc:
             self.mark_down(exc)
+            return None
 
     async def close(self) -> None:
         await self.client.aclose()
@@ -123,11 +126,12 @@ class TieredCache:
 
     enabled = True
 
-    def __init__(self, name: str, l1: CacheLayer, link: RedisLink, *, ttl: float,
+    def __init__(self, name: str, l1: CacheLayer, link: RedisLink, *, ttl: float, jitter: float = 0.0,
                  locate: Callable[[Hashable], tuple[str, str | None, str]],
                  encode: Callable[[Any], Any], decode: Callable[[Any], Any], tracer: Tracer) -> None:
         self.name = name
         self.ttl = ttl
+        self.jitter = jitter
         self.l1 = l1
         self.link = link
         self._locate = locate  # cache key -> (redis key, hash field or None, generation key)
@@ -160,8 +164,13 @@ class TieredCache:
         self._tracer.count("redis_misses")
         value = await call_loader(loader)
         if value is not None and generation is not None:
-            payload = orjson.dumps({"v": self._encode(value), "exp": time.time() + self.ttl})
-            await self.link.set_guarded(rkey, gen, generation, field, payload, self.ttl)
+            ttl = lifetime(self.ttl, self.jitter)
+            payload = orjson.dumps({"v": self._encode(value), "exp": time.time() + ttl})
+            if await self.link.set_guarded(rkey, gen, generation, field, payload, ttl) is False:
+                # A write overtook this load (a miss's or an L1 refresh's): what it read is stale
+                # here too. Dropping the key's L1 slot now, before the write's message arrives,
+                # keeps the L1 from storing it.
+                self.l1.invalidate(key)
         return value
 
     async def load(self, key: Hashable, loader: Loader) -> Any:

@@ -12,7 +12,8 @@ import pytest
 from forge_ref.auth import hash_key
 from forge_ref.cache import MISSING
 from forge_ref.settings import LAYERS, layers_label
-from support import ADMIN, GatewayThread, MockProcess, add_provider, create_user, delta, settings_for
+from support import (ADMIN, GatewayThread, MockProcess, add_provider, create_user, delta, settings_for,
+                     settle_refreshes)
 
 COMBOS = [dict(zip(LAYERS, bits)) for bits in itertools.product([False, True], repeat=len(LAYERS))]
 CHAT = {"model": "openai/gpt-4o-mini", "messages": [{"role": "user", "content": "hi"}]}
@@ -351,6 +352,58 @@ def test_ttl_expiry_with_fake_clock(mock, tmp_path):
         assert chat_cost() == 1  # only the service reloads
         t = gw.counters()
         assert t["cache.user.expirations"] >= 1 and t["cache.service.expirations"] >= 1
+    finally:
+        gw.stop()
+
+
+def test_refresh_ahead_keeps_hot_entries_warm_off_the_requests_bill(mock, tmp_path):
+    """With refresh-ahead, a request that reads an entry late in its life is served from cache
+    (no miss, no DB read); the reload runs in the background and counts as background work."""
+    clock = Clock()
+    gw = GatewayThread(settings_for(tmp_path, caches="all", user_refresh_ahead=0.8, service_refresh_ahead=0.8,
+                                    models_refresh_ahead=0.8), timer=clock)
+    caches = (gw.gw.auth.cache, gw.gw.services.cache, gw.gw.models.cache)
+    try:
+        key = setup_user(gw.url, mock.url)
+        h = {"Authorization": f"Bearer {key}"}
+
+        def call(method: str, path: str, **kw) -> dict:
+            """The counter deltas of one request and the refreshes it started, once they finished."""
+            before = gw.counters()
+            assert httpx.request(method, gw.url + path, headers=h, **kw).status_code == 200
+            asyncio.run_coroutine_threadsafe(settle_refreshes(*caches), gw.loop).result(10)
+            return delta(before, gw.counters())
+
+        assert call("POST", "/v1/chat/completions", json=CHAT)["db_queries"] == 1  # the service (user: warm)
+        assert call("GET", "/v1/models")["upstream_model_list_requests"] == K
+        mock.reset()
+        clock.now += 250  # past 80% of the user TTL (240 s)
+        d = call("POST", "/v1/chat/completions", json=CHAT)
+        assert (d["cache.user.hits"], d["cache.user.refreshes"], d["cache.user.refreshes_stored"]) == (1, 1, 1)
+        assert d["db_background_queries"] == 1 and "db_queries" not in d and "cache.user.misses" not in d
+        clock.now += 250  # 500 s: past the first user entry's TTL (300 s), past 80% of the service's (480 s)
+        d = call("POST", "/v1/chat/completions", json=CHAT)
+        assert "cache.user.misses" not in d and "cache.service.misses" not in d  # no synchronous reload
+        assert d["cache.user.refreshes_stored"] == d["cache.service.refreshes_stored"] == 1
+        assert (d["db_background_queries"], d["services_built"]) == (2, 1) and "db_queries" not in d
+        t = gw.counters()
+        assert t["cache.user.expirations"] == t["cache.service.expirations"] == 0
+        assert t["cache.user.refreshes"] == t["cache.user.refreshes_stored"] == 2
+        clock.now += 2500  # 3000 s: past 80% of the models TTL (2880 s)
+        d = call("GET", "/v1/models")
+        # Nobody read the user and service entries for 2500 s: they expired and reload, as without
+        # refresh-ahead; the model lists, read late in their life, are refreshed instead.
+        assert (d["cache.user.misses"], d["cache.service.misses"], d["db_queries"]) == (1, 1, 2)
+        assert "cache.models.misses" not in d and "cache.models.expirations" not in d
+        assert d["upstream_model_list_requests"] == d["cache.models.refreshes_stored"] == K
+        assert mock.stats()["openai.models"] == K
+        admin = {"Authorization": f"Bearer {ADMIN}"}
+        snap = httpx.get(gw.url + "/_stats", headers=admin).json()["caches"]
+        assert {layer: (snap[layer]["refreshes"], snap[layer]["refreshes_stored"], snap[layer]["refresh_failures"])
+                for layer in ("user", "service", "models")} == {"user": (2, 2, 0), "service": (1, 1, 0),
+                                                                 "models": (K, K, 0)}
+        assert f'forge_cache_refreshes_stored_total{{layer="models"}} {float(K)}' in \
+            httpx.get(gw.url + "/metrics", headers=admin).text
     finally:
         gw.stop()
 

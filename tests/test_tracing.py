@@ -51,8 +51,11 @@ def test_layer_meter_counts_hits_misses_and_ratio():
     assert t.layer("user") is layer  # one meter per layer
     layer.hit(), layer.hit(), layer.hit(), layer.miss()
     layer.evicted(), layer.expired(2), layer.size(7), layer.coalesced()
+    layer.refresh_started(), layer.refresh_started(), layer.refresh_started()
+    layer.refresh_stored(), layer.refresh_discarded(), layer.refresh_failed()
     user = t.snapshot({})["caches"]["user"]
-    assert user == {"hits": 3, "misses": 1, "evictions": 1, "expirations": 2, "size": 7, "hit_ratio": 0.75}
+    assert user == {"hits": 3, "misses": 1, "evictions": 1, "expirations": 2, "size": 7, "hit_ratio": 0.75,
+                    "refreshes": 3, "refreshes_stored": 1, "refreshes_discarded": 1, "refresh_failures": 1}
     assert t.total("coalesced_waits") == 1
 
 
@@ -101,6 +104,30 @@ def test_the_current_trace_collects_the_costs_of_its_request_only():
     assert b.costs == {"db_queries": 2, "decryptions": 1} and b.layers == {"user": "miss"}
     assert tracing.current() is None  # nothing leaked into this (the test's) context
     assert t.total("db_queries") == 3
+
+
+def test_background_work_is_no_requests_cost():
+    """A task a request starts (a cache refresh) does not bill that request: its reads are
+    ``db_background_queries``, and the request's trace sees none of its costs."""
+    t = Tracer()
+
+    async def refresh():
+        t.db_statement("SELECT 1")
+        t.layer("user").hit()
+        t.count("services_built")
+        return tracing.current()
+
+    async def request():
+        trace = tracing.begin()
+        seen_by_refresh = await tracing.background_task(refresh())
+        t.db_statement("SELECT 2")
+        return trace, seen_by_refresh
+
+    trace, seen_by_refresh = asyncio.run(request())
+    assert seen_by_refresh is None
+    assert trace.costs == {"db_queries": 1} and trace.layers == {}
+    totals = t.totals()
+    assert (totals["db_queries"], totals["db_background_queries"], totals["services_built"]) == (1, 1, 1)
 
 
 def test_a_layer_looked_up_twice_hit_only_if_both_hit():
