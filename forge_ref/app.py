@@ -23,6 +23,7 @@ from . import logs
 from . import store as store_mod
 from .adapters import AdapterRegistry
 from .auth import Authenticator
+from .batching import EmbeddingsBatcher
 from .cache import make_cache
 from .crypto import Crypto, EncryptionKeyError
 from .gateway import Gateway
@@ -153,6 +154,10 @@ async def build_gateway(settings: Settings, *, keys: list[str], counters: Shared
                  usage=UsageRecorder(store, max_rows=settings.usage_flush_rows), upstream=upstream,
                  streams=StreamLimiter(settings.max_streams_per_key), server_timing=settings.server_timing,
                  trace_requests=settings.server_timing or settings.access_log)
+    if settings.embeddings_batch_window_ms > 0:
+        gw.embeddings_batcher = EmbeddingsBatcher(window_ms=settings.embeddings_batch_window_ms,
+                                                  max_inputs=settings.embeddings_batch_max_inputs,
+                                                  adapters=adapters, tracer=tracer)
     if link is not None:
         gw.redis = link
         gw.subscriber = rb.Subscriber(link, broadcast, invalidator)

@@ -26,6 +26,7 @@ from tornado.web import HTTPError, RequestHandler, stream_request_body
 from . import tracing, validation
 from .adapters.base import DONE_FRAME, Target, error_frame
 from .auth import display_prefix, hash_key, new_key
+from .batching import Refused
 from .crypto import mask
 from .errors import BadRequest, Forbidden, ForgeError, NotFound, PayloadTooLarge, UpstreamError, error_body
 from .store import User
@@ -491,19 +492,38 @@ class EmbeddingsHandler(ProxyHandler):
         started = time.perf_counter()
         body = self._body(validation.embeddings_body)
         user, row, target = await self._target(body)
+        batcher = self.gw.embeddings_batcher
+        share = batcher.join(user.id, row, target, body, self.trace) if batcher is not None else None
+        if share is None:
+            out = await self._alone(body, user, row, target, started)
+        else:
+            out = await self._batched(share, user, row, target, started)
+        usage = out.get("usage") if isinstance(out.get("usage"), dict) else {}
+        self._record(user, row, target, 200, started, usage.get("prompt_tokens"), None)
+        self.trace.lap("respond")
+        self.finish(orjson.dumps(out))
+
+    async def _alone(self, body: dict, user: User, row: Any, target: Target, started: float) -> dict:
         adapter, client, owned = self._adapter(row.kind)
         try:
             req = self._translate(adapter.embeddings_request, target, body)
             with self._upstream_failures(user, row, target, started):
                 data = await self._send(client, adapter, req, user, row, target, started)
-                out = adapter.embeddings_response(target, data, body)
-            usage = out.get("usage") if isinstance(out.get("usage"), dict) else {}
-            self._record(user, row, target, 200, started, usage.get("prompt_tokens"), None)
-            self.trace.lap("respond")
-            self.finish(orjson.dumps(out))
+                return adapter.embeddings_response(target, data, body)
         finally:
             if owned:
                 client.close()
+
+    async def _batched(self, share, user: User, row: Any, target: Target, started: float) -> dict:
+        """This request's part of a merged call (``batching``); the wait for it is the ``batch`` phase."""
+        with self._upstream_failures(user, row, target, started):
+            try:
+                out = await share
+            except Refused as refused:
+                self._record(user, row, target, refused.status, started)
+                raise refused.error from None
+        self.trace.lap("upstream")
+        return out
 
 
 def routes(gw: "Gateway") -> list:

@@ -38,6 +38,8 @@ class Settings:
     models_failure_ttl: float = _opt(30.0, "FORGE_MODELS_FAILURE_TTL", "seconds a failed model-list call is remembered (0 = retry every time)")
     max_body_bytes: int = _opt(4 * 1024 * 1024, "FORGE_MAX_BODY_BYTES", "largest accepted request body (413 above)")
     max_streams_per_key: int = _opt(0, "FORGE_MAX_STREAMS_PER_KEY", "streams (chat completions and messages) open at once per Forge key, per process (429 above; 0 = unlimited)")
+    embeddings_batch_window_ms: float = _opt(0.0, "FORGE_EMBEDDINGS_BATCH_WINDOW_MS", "concurrent embeddings requests of one user to one model (same provider key and parameters) wait up to this long to share one upstream call, per process (0 = no batching)")
+    embeddings_batch_max_inputs: int = _opt(100, "FORGE_EMBEDDINGS_BATCH_MAX_INPUTS", "most inputs in one merged embeddings call: a full batch leaves at once; a request with more goes alone")
     user_ttl: float = _opt(300.0, "FORGE_USER_TTL", "user cache TTL, seconds (0 turns the layer off)")
     user_max: int = _opt(10_000, "FORGE_USER_MAX", "user cache max entries (0 turns the layer off)")
     user_refresh_ahead: float = _opt(0.0, "FORGE_USER_REFRESH_AHEAD", "reload a user entry in the background when read after this fraction of its TTL (0 = off; e.g. 0.8)")
@@ -141,6 +143,8 @@ def from_env(environ: Mapping[str, str] | None = None, **overrides: Any) -> Sett
         raise ValueError(f"cache backend must be memory or redis, not {settings.cache_backend!r}")
     if settings.upstream_client not in ("curl", "httpx", "aiohttp"):
         raise ValueError(f"upstream client must be curl, httpx or aiohttp, not {settings.upstream_client!r}")
+    if settings.embeddings_batch_window_ms < 0 or settings.embeddings_batch_max_inputs < 1:
+        raise ValueError("the embeddings batch window must be >= 0 ms and its max inputs >= 1")
     if settings.event_loop not in ("asyncio", "uvloop"):
         raise ValueError(f"event loop must be asyncio or uvloop, not {settings.event_loop!r}")
     return settings

@@ -9,6 +9,8 @@ Every cost point calls this module exactly once, through the process's ``Tracer`
     a cache's background refreshes .... ``Layer`` methods     cache.<layer>.refreshes / refreshes_stored / ...
     the upstream clients' pool ........ ``upstream_pool_wait``  upstream_pool_waits / upstream_pool_wait_ms
     the PostgreSQL pool ............... ``db_pool_wait``      db_pool_waits / db_pool_wait_ms
+    the embeddings batcher ............ ``embeddings_batch``  embeddings_batches / embeddings_batched_requests /
+                                                              embeddings_batch_waits / embeddings_batch_wait_ms
     everything else ................... ``count``             services_built, invalidations, redis_*, ...
 
 Counters live in shared memory (``SharedCounters``), one row per process, so ``--processes N``
@@ -51,9 +53,12 @@ COUNTERS = (
     "redis_errors",
     "upstream_pool_waits",
     "db_pool_waits",
+    "embeddings_batches",
+    "embeddings_batched_requests",
+    "embeddings_batch_waits",
 )
 # Total waits, kept in microseconds and shown in /_stats in milliseconds (``<pool>_pool_wait_ms``).
-WAIT_TIMES = ("upstream_pool_wait_us", "db_pool_wait_us")
+WAIT_TIMES = ("upstream_pool_wait_us", "db_pool_wait_us", "embeddings_batch_wait_us")
 CACHE_LAYERS = ("user", "service", "models", "models_failures")
 CACHE_STATS = ("hits", "misses", "evictions", "expirations", "size",
                "refreshes", "refreshes_stored", "refreshes_discarded", "refresh_failures")
@@ -361,6 +366,20 @@ class Tracer:
         if trace is not None:
             trace.add(f"{pool}_waits")
             trace.lap(phase)
+
+    def embeddings_batch(self, waits: list[float]) -> None:
+        """Embeddings requests went upstream as one call, after each waited ``waits[i]`` seconds for it.
+
+        Every request that waited for a batch counts in ``embeddings_batch_waits``; a call that merged
+        several is one of ``embeddings_batches`` and its requests are ``embeddings_batched_requests``.
+        The call runs for no single request, so no trace gets these costs (the ``batch`` phase shows
+        each request's wait)."""
+        mine = self._mine
+        if len(waits) > 1:
+            mine[_INDEX["embeddings_batches"]] += 1
+            mine[_INDEX["embeddings_batched_requests"]] += len(waits)
+        mine[_INDEX["embeddings_batch_waits"]] += len(waits)
+        mine[_INDEX["embeddings_batch_wait_us"]] += round(sum(waits) * 1e6)
 
     def count(self, name: str, n: int = 1) -> None:
         """Costs off the hot path (services built, invalidations, Redis round trips, ...)."""

@@ -18,7 +18,8 @@ def test_cost_points_and_snapshot_shape():
     t.upstream_call("models")
     t.count("services_built", 2)
     snap = t.snapshot({"user": True})
-    assert snap["counters"] == dict.fromkeys(COUNTERS, 0) | {"upstream_pool_wait_ms": 0.0, "db_pool_wait_ms": 0.0} | {
+    waits = {"upstream_pool_wait_ms": 0.0, "db_pool_wait_ms": 0.0, "embeddings_batch_wait_ms": 0.0}
+    assert snap["counters"] == dict.fromkeys(COUNTERS, 0) | waits | {
         "requests": 1, "db_queries": 2, "db_writes": 1, "db_background_queries": 1, "decryptions": 1,
         "upstream_requests": 1, "upstream_model_list_requests": 1, "services_built": 2}
     assert set(snap["caches"]["user"]) >= {"hits", "misses", "evictions", "size", "hit_ratio"}
@@ -43,6 +44,21 @@ def test_pool_waits_are_counted_in_microseconds_shown_in_ms_and_are_phases():
     assert trace.costs == {"upstream_pool_waits": 1, "db_pool_waits": 1}
     t.reset()
     assert t.snapshot({})["counters"]["upstream_pool_wait_ms"] == 0.0
+
+
+def test_embeddings_batches_count_merged_calls_and_every_wait_but_charge_no_trace():
+    t = Tracer()
+    trace = tracing.Trace()
+    token = tracing._current.set(trace)
+    try:
+        t.embeddings_batch([0.004, 0.0025, 0.001])  # three requests, one call
+        t.embeddings_batch([0.005])  # a batch of one: it waited, but shared nothing
+    finally:
+        tracing._current.reset(token)
+    counters = t.snapshot({})["counters"]
+    assert (counters["embeddings_batches"], counters["embeddings_batched_requests"]) == (1, 3)
+    assert (counters["embeddings_batch_waits"], counters["embeddings_batch_wait_ms"]) == (4, 12.5)
+    assert trace.costs == {} and trace.phases == {}
 
 
 def test_layer_meter_counts_hits_misses_and_ratio():

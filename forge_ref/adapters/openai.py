@@ -100,6 +100,7 @@ class PassThroughStream:
 
 class OpenAIAdapter:
     kind = "openai"
+    embeddings_merge = frozenset({"text", "tokens"})  # batching (``forge_ref.batching``): any list merges
 
     def chat_request(self, target: Target, body: dict) -> UpstreamRequest:
         body = dict(body, model=target.model)
