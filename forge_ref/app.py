@@ -141,12 +141,19 @@ async def build_gateway(settings: Settings, *, keys: list[str], counters: Shared
         broadcast = SqliteLogBroadcast(store)
     else:
         broadcast = None
-    invalidator = Invalidator(auth, services, models, tracer, broadcast=broadcast)
+    answers = None
+    if layers["responses"]:
+        from . import responses as rs
+
+        kept = (rs.RedisAnswers(link, max_bytes=settings.responses_max_bytes) if link is not None else
+                rs.MemoryAnswers(max_bytes=settings.responses_max_bytes, meter=tracer.layer("responses"), timer=timer))
+        answers = rs.Responses(kept, tracer=tracer, max_ttl=settings.responses_max_ttl)
+    invalidator = Invalidator(auth, services, models, tracer, broadcast=broadcast, responses=answers)
     gw = Gateway(settings=settings, layers=layers, tracer=tracer, store=store, crypto=crypto, auth=auth,
                  services=services, models=models, adapters=adapters, invalidator=invalidator,
                  usage=UsageRecorder(store, max_rows=settings.usage_flush_rows), upstream=upstream,
                  streams=StreamLimiter(settings.max_streams_per_key), server_timing=settings.server_timing,
-                 trace_requests=settings.server_timing or settings.access_log)
+                 trace_requests=settings.server_timing or settings.access_log, responses=answers)
     if link is not None:
         gw.redis = link
         gw.subscriber = rb.Subscriber(link, broadcast, invalidator)

@@ -40,6 +40,7 @@ class Gateway:
     streams: StreamLimiter
     server_timing: bool = False  # a Server-Timing header on every counted response
     trace_requests: bool = False  # start a trace per request: something reads it (Server-Timing, access log)
+    responses: Any = None  # responses.Responses when the ``responses`` layer is on
     poller: InvalidationPoller | None = None
     redis: Any = None  # redis_backend.RedisLink with --cache-backend redis
     subscriber: Any = None  # redis_backend.Subscriber

@@ -55,6 +55,9 @@ _PROXY_ERRORS = (400, 401, 404, 405, 413, 422, 429, 502, 504)
 _MESSAGES_ERRORS = (*_PROXY_ERRORS, 529)
 _PROVIDER = [{"name": "provider", "in": "path", "required": True, "schema": {"type": "string", "maxLength": 64}}]
 
+_CACHE_TTL = {"type": ["number", "null"], "minimum": 0, "maximum": 31536000,
+              "description": "default response-cache TTL of this key's chat requests, seconds (null: none)"}
+
 SCHEMAS = {
     "Error": {
         "type": "object", "required": ["error"],
@@ -78,6 +81,7 @@ SCHEMAS = {
             "kind": {"type": "string", "enum": ["openai", "anthropic", "gemini"]},
             "model_mapping": {"type": "object", "maxProperties": 256,
                               "additionalProperties": {"type": "string", "minLength": 1, "maxLength": 256}},
+            "cache_ttl": _CACHE_TTL,
         },
     },
     "ProviderKeyUpdate": {
@@ -88,6 +92,7 @@ SCHEMAS = {
             "kind": {"type": "string", "enum": ["openai", "anthropic", "gemini"]},
             "model_mapping": {"type": "object", "maxProperties": 256,
                               "additionalProperties": {"type": "string", "minLength": 1, "maxLength": 256}},
+            "cache_ttl": _CACHE_TTL,
             "provider": {"type": "string"},
         },
     },
@@ -95,7 +100,8 @@ SCHEMAS = {
         "type": "object", "required": ["provider", "kind", "base_url", "api_key", "model_mapping"],
         "properties": {"provider": {"type": "string"}, "kind": {"type": "string"}, "base_url": {"type": "string"},
                        "api_key": {"type": "string", "description": "masked: sk-...1234"},
-                       "model_mapping": {"type": "object", "additionalProperties": {"type": "string"}}},
+                       "model_mapping": {"type": "object", "additionalProperties": {"type": "string"}},
+                       "cache_ttl": {"type": ["number", "null"]}},
     },
     "ProviderKeyList": {"type": "object", "required": ["object", "data"],
                         "properties": {"object": {"const": "list"}, "data": {"type": "array", "items": _ref("ProviderKey")}}},

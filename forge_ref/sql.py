@@ -12,7 +12,7 @@ from dataclasses import dataclass, fields
 from typing import Any, Protocol, Sequence
 
 USER_COLS = "id, name, key_hash, key_prefix"
-PROVIDER_COLS = "id, provider, kind, encrypted_key, base_url, model_mapping, updated_at"
+PROVIDER_COLS = "id, provider, kind, encrypted_key, base_url, model_mapping, updated_at, cache_ttl"
 USAGE_COLS = ("user_id", "provider", "model", "status", "prompt_tokens", "completion_tokens", "latency_ms", "created_at")
 
 
@@ -33,7 +33,7 @@ class Statements:
     delete_user: str = "DELETE FROM users WHERE id = ?"
     provider_keys: str = f"SELECT {PROVIDER_COLS} FROM provider_keys WHERE user_id = ? ORDER BY provider"
     add_provider_key: str = ("INSERT INTO provider_keys (user_id, provider, kind, encrypted_key, base_url, model_mapping,"
-                             f" created_at, updated_at) VALUES (?, ?, ?, ?, ?, ?, ?, ?) RETURNING {PROVIDER_COLS}")
+                             f" cache_ttl, created_at, updated_at) VALUES (?, ?, ?, ?, ?, ?, ?, ?, ?) RETURNING {PROVIDER_COLS}")
     update_provider_key: str = f"UPDATE provider_keys SET {{}} WHERE user_id = ? AND provider = ? RETURNING {PROVIDER_COLS}"
     set_column: str = "{} = ?"
     delete_provider_key: str = "DELETE FROM provider_keys WHERE user_id = ? AND provider = ?"
