@@ -229,7 +229,8 @@ def stream_call(client, req: UpstreamRequest, adapter, translator, assembler, tr
             raise
         finally:
             result = translator.result
-            flight.tokens = (result.prompt_tokens, result.completion_tokens)
+            counted = (result.prompt_tokens, result.completion_tokens)
+            flight.tokens = counted if counted != (None, None) else assembler.tokens()
             trace.point("upstream_end")
         flight.answer, flight.cacheable = assembler.result()
         flight.error = result.error  # the translator ended the stream with an error frame of its own

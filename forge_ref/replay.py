@@ -90,6 +90,11 @@ class ChatAssembler:
             elif value is not None:
                 self._whole = False  # audio and the like: not assembled
 
+    def tokens(self) -> tuple[int | None, int | None]:
+        """What the usage chunk said (a pass-through stream's translator does not read it)."""
+        usage = self._usage or {}
+        return usage.get("prompt_tokens"), usage.get("completion_tokens")
+
     def result(self) -> tuple[bytes | None, bool]:
         """(the answer as a ``chat.completion``, or None when there is none; whether it may be kept)."""
         if self._failed or not self._done or not self._whole or not self._choices:

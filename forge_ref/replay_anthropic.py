@@ -72,6 +72,10 @@ class MessagesAssembler:
             self._whole = False
         # ping and content_block_stop add nothing
 
+    @staticmethod
+    def tokens() -> tuple[None, None]:
+        return None, None  # both ways to a Messages stream count its usage on the way (``messages``)
+
     def result(self) -> tuple[bytes | None, bool]:
         if not (self._whole and self._done and self._message is not None):
             return None, False

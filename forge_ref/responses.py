@@ -155,6 +155,12 @@ class MemoryAnswers:
         self._data = _Entries(max_bytes, timer, meter)
         self._meter = meter
 
+    def __len__(self) -> int:
+        return len(self._data)
+
+    def __contains__(self, key: Key) -> bool:
+        return key in self._data
+
     def _held(self) -> None:
         self._meter.held(len(self._data), self._data.currsize)
 
