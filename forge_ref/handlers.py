@@ -513,7 +513,7 @@ class ChatHandler(ProxyHandler):
                 self._open_sse()
                 status = await self._relay(flight, self.codec.wants_usage(body))
         except ForgeError as exc:
-            status = exc.status
+            status = 499 if self.client_gone else exc.status
             raise
         finally:
             self.seat.leave()

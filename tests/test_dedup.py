@@ -10,7 +10,6 @@ import time
 
 import httpx
 import pytest
-
 from support import GatewayThread, MockProcess, add_provider, create_user, settings_for
 
 OPT = {"Cache-Control": "max-age=600"}

@@ -7,30 +7,18 @@ from __future__ import annotations
 
 import shutil
 import time
-import uuid
 
 import httpx
 import orjson
 import pytest
 import redis
-
-from support import (ADMIN, GatewayThread, RedisServer, ServerProcess, add_provider, create_user, delta,
-                     settings_for)
+from support import ADMIN, GatewayThread, RedisServer, ServerProcess, add_provider, create_user, delta, settings_for
 
 CHAT = {"model": "openai/gpt-4o-mini", "messages": [{"role": "user", "content": "hi"}]}
 
 
 def redis_settings(tmp_path, url, prefix, **kw):
     return settings_for(tmp_path, cache_backend="redis", redis_url=url, redis_prefix=prefix, **kw)
-
-
-@pytest.fixture
-def prefix(redis_url):
-    p = f"forge-test:{uuid.uuid4().hex[:8]}:"
-    yield p
-    r = redis.Redis.from_url(redis_url)
-    for key in r.scan_iter(p + "*"):
-        r.delete(key)
 
 
 @pytest.fixture

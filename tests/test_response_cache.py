@@ -9,13 +9,11 @@ from __future__ import annotations
 
 import asyncio
 import sqlite3
-import uuid
 
 import anthropic
 import httpx
 import openai
 import pytest
-
 from support import ADMIN, GatewayThread, add_provider, create_user, delta, settings_for
 
 CHAT = {"model": "openai/gpt-4o-mini", "messages": [{"role": "user", "content": "hi"}]}
@@ -98,7 +96,7 @@ def test_a_provider_keys_cache_ttl_opts_its_requests_in(gw, mock):
 def test_two_users_with_identical_requests_never_share_an_entry(gw, mock):
     alice, bob = new_user(gw, mock.url, "alice"), new_user(gw, mock.url, "bob")
     for key in (alice, bob):
-        r, calls = upstream_calls(gw, lambda: chat(gw, key, **OPT))
+        r, calls = upstream_calls(gw, lambda key=key: chat(gw, key, **OPT))
         assert (r.headers["X-Forge-Cache"], calls) == ("miss", 1)
     a, b = chat(gw, alice, **OPT), chat(gw, bob, **OPT)
     assert (a.headers["X-Forge-Cache"], b.headers["X-Forge-Cache"]) == ("hit", "hit")
@@ -193,7 +191,7 @@ def test_errors_are_never_kept(gw, mock):
     for model, stream in (("fail-500", False), ("fail-429", False), ("drop-mid-stream", True), ("bad-json", True)):
         body = dict(CHAT, model=f"openai/{model}", stream=stream)
         for _ in range(2):
-            r, calls = upstream_calls(gw, lambda: chat(gw, key, body, **OPT))
+            r, calls = upstream_calls(gw, lambda body=body: chat(gw, key, body, **OPT))
             assert (r.headers["X-Forge-Cache"], calls) == ("miss", 1), model
             if stream:  # an error event, or the provider's broken frame passed on as it came
                 assert r.status_code == 200 and r.content.endswith(b"data: [DONE]\n\n")
@@ -238,7 +236,8 @@ def test_stats_and_metrics_show_the_layer(gw, mock):
     assert set(s["caches"]["responses"]) == {"hits", "misses", "evictions", "expirations", "size", "hit_ratio", "bytes"}
     assert s["caches"]["responses"]["hit_ratio"] == 0.5 and s["counters"]["dedup_joins"] == 0
     metrics = httpx.get(gw.url + "/metrics", headers={"Authorization": f"Bearer {ADMIN}"}).text
-    assert 'forge_cache_hits_total{layer="responses"} 1.0' in metrics and 'forge_cache_bytes{layer="responses"}' in metrics
+    assert 'forge_cache_hits_total{layer="responses"} 1.0' in metrics
+    assert 'forge_cache_bytes{layer="responses"}' in metrics
 
 
 def test_server_timing_names_the_layer(tmp_path, mock):
@@ -303,17 +302,6 @@ def test_messages_answers_are_kept_and_replayed_in_anthropics_shape(gw, mock, ki
 # --- across nodes: Redis --------------------------------------------------------------------------
 
 
-@pytest.fixture
-def prefix(redis_url):
-    import redis
-
-    p = f"forge-test:{uuid.uuid4().hex[:8]}:"
-    yield p
-    r = redis.Redis.from_url(redis_url)
-    for name in r.scan_iter(p + "*"):
-        r.delete(name)
-
-
 def test_redis_shares_answers_and_a_write_drops_them_on_every_node(tmp_path, mock, redis_url, prefix):
     nodes = [GatewayThread(settings_for(tmp_path, caches="all", cache_backend="redis", redis_url=redis_url,
                                         redis_prefix=prefix)) for _ in range(2)]
@@ -322,7 +310,7 @@ def test_redis_shares_answers_and_a_write_drops_them_on_every_node(tmp_path, moc
         alice, bob = new_user(a, mock.url, "alice"), new_user(a, mock.url, "bob")
         for key in (alice, bob):
             assert chat(a, key, **OPT).headers["X-Forge-Cache"] == "miss"
-            r, calls = upstream_calls(b, lambda: chat(b, key, **OPT))
+            r, calls = upstream_calls(b, lambda key=key: chat(b, key, **OPT))
             assert (r.headers["X-Forge-Cache"], calls) == ("hit", 0)  # the other node, from Redis
         assert httpx.put(a.url + "/v1/provider-keys/openai", json={"api_key": "sk-resp-test-2"},
                          headers={"Authorization": f"Bearer {alice}"}).status_code == 200
