@@ -45,15 +45,25 @@ def _ok(schema: str | None, status: int = 200, description: str = "success", str
     if schema is None:
         return {str(status): {"description": description}}
     content = _json(_ref(schema))
-    if stream:
+    ok = {"description": description, "content": content}
+    if stream:  # the chat paths: streams, and the response cache
         content["text/event-stream"] = {"schema": {"type": "string"}}
-    return {str(status): {"description": description, "content": content}}
+        ok["headers"] = {"X-Forge-Cache": {"description": "the response cache: hit, miss or bypass",
+                                           "schema": {"enum": ["hit", "miss", "bypass"]}}}
+    return {str(status): ok}
 
 
 _USER_ERRORS = (400, 401, 404, 405, 413)
 _PROXY_ERRORS = (400, 401, 404, 405, 413, 422, 429, 502, 504)
 _MESSAGES_ERRORS = (*_PROXY_ERRORS, 529)
 _PROVIDER = [{"name": "provider", "in": "path", "required": True, "schema": {"type": "string", "maxLength": 64}}]
+# The response cache's opt-in: the header, or the body's ``cache`` object (LiteLLM's spelling).
+_CACHE_CONTROL = [{"name": "Cache-Control", "in": "header", "required": False, "schema": {"type": "string"},
+                   "description": "max-age=SECONDS: answer from (and keep in) the response cache; no-cache: do not "
+                                  "look up; no-store: do not keep"}]
+_CACHE_SPEC = {"type": "object", "additionalProperties": False, "description": "the response cache, per request",
+               "properties": {"ttl": {"type": "number", "minimum": 0}, "s-maxage": {"type": "number", "minimum": 0},
+                              "no-cache": {"type": "boolean"}, "no-store": {"type": "boolean"}}}
 
 _CACHE_TTL = {"type": ["number", "null"], "minimum": 0, "maximum": 31536000,
               "description": "default response-cache TTL of this key's chat requests, seconds (null: none)"}
@@ -113,7 +123,7 @@ SCHEMAS = {
         "properties": {"model": {"type": "string", "minLength": 1, "description": "provider/model or an alias"},
                        "messages": {"type": "array", "minItems": 1, "items": _ref("Message")},
                        "stream": {"type": "boolean"}, "max_tokens": {"type": "integer"},
-                       "temperature": {"type": "number"}},
+                       "temperature": {"type": "number"}, "cache": _CACHE_SPEC},
     },
     "ChatCompletion": {"type": "object", "additionalProperties": True,
                        "properties": {"id": {"type": "string"}, "object": {"type": "string"},
@@ -144,7 +154,7 @@ SCHEMAS = {
                        "max_tokens": {"type": "integer", "minimum": 1},
                        "messages": {"type": "array", "minItems": 1, "items": _ref("MessagesTurn")},
                        "system": {"oneOf": [{"type": "string"}, {"type": "array"}]},
-                       "stream": {"type": "boolean"}},
+                       "stream": {"type": "boolean"}, "cache": _CACHE_SPEC},
     },
     "CountTokensRequest": {
         "type": "object", "required": ["model", "messages"], "additionalProperties": True,
@@ -190,11 +200,11 @@ PATHS = {
     },
     "/v1/chat/completions": {"post": _op("proxy a chat completion; stream: true answers SSE",
                                          _ok("ChatCompletion", stream=True), errors=_PROXY_ERRORS,
-                                         body="ChatCompletionRequest")},
+                                         body="ChatCompletionRequest", params=_CACHE_CONTROL)},
     "/v1/messages": {"post": _op("Anthropic's Messages API: passed through to anthropic kinds, translated for the "
                                  "others; stream: true answers Anthropic's SSE events",
                                  _ok("MessagesResponse", stream=True), errors=_MESSAGES_ERRORS,
-                                 body="MessagesRequest", error=ANTHROPIC_ERROR)},
+                                 body="MessagesRequest", error=ANTHROPIC_ERROR, params=_CACHE_CONTROL)},
     "/v1/messages/count_tokens": {"post": _op("count a Messages request's input tokens (anthropic kinds only)",
                                               _ok("TokenCount"), errors=_MESSAGES_ERRORS, body="CountTokensRequest",
                                               error=ANTHROPIC_ERROR)},
