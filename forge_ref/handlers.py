@@ -377,8 +377,8 @@ class ChatHandler(ProxyHandler):
         spec = responses.take_spec(body)
         user, row, target = await self._target(body)
         layer = self.gw.responses
-        policy = layer and layer.policy(self.request.headers.get("Cache-Control"), spec, row)
-        if policy:
+        policy = layer.policy(self.request.headers.get("Cache-Control"), spec, row) if layer is not None else None
+        if policy is not None:
             await self._through_cache(layer, policy, body, user, row, target, started)
             return
         self._cache_state(responses.BYPASS)

@@ -15,6 +15,7 @@ from __future__ import annotations
 import orjson
 
 from .adapters.base import DONE_FRAME, SSEParser, error_frame, sse_frame
+from .errors import UpstreamError
 
 FINISHED = frozenset({"stop", "length", "tool_calls"})
 _HEAD = ("id", "created", "model", "system_fingerprint", "service_tier")
@@ -140,7 +141,13 @@ class ChatCodec:
     def replay(answer: bytes, usage: bool) -> bytes:
         """A ``chat.completion`` as the stream that says the same: per choice one chunk with the whole
         message (text, tool calls with their index), one with its finish_reason; usage if asked; [DONE]."""
-        completion = orjson.loads(answer)
+        try:
+            return ChatCodec._replay(orjson.loads(answer), usage)
+        except (AttributeError, TypeError):
+            raise UpstreamError("upstream returned an unexpected chat completion") from None
+
+    @staticmethod
+    def _replay(completion: dict, usage: bool) -> bytes:
         head = {k: completion[k] for k in _HEAD if completion.get(k) is not None}
         head["object"] = "chat.completion.chunk"
         out = []

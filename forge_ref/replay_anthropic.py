@@ -17,6 +17,7 @@ import orjson
 
 from .adapters.base import SSEParser
 from .adapters.to_anthropic import error_event, event
+from .errors import UpstreamError
 
 FINISHED = frozenset({"end_turn", "max_tokens", "stop_sequence", "tool_use"})
 # Delta type -> the block field it adds to.
@@ -127,7 +128,13 @@ class MessagesCodec:
 
     @staticmethod
     def replay(answer: bytes, usage: bool) -> bytes:
-        message = orjson.loads(answer)
+        try:
+            return MessagesCodec._replay(orjson.loads(answer))
+        except (AttributeError, TypeError):
+            raise UpstreamError("upstream returned an unexpected message") from None
+
+    @staticmethod
+    def _replay(message: dict) -> bytes:
         usage_now = message.get("usage") or {}
         start = dict(message, content=[], stop_reason=None, stop_sequence=None,
                      usage=dict(usage_now, output_tokens=0))

@@ -92,6 +92,13 @@ def test_what_is_never_kept(frames, has_answer):
     assert (answer is not None, cacheable) == (has_answer, False)
 
 
+def test_an_answer_of_an_unexpected_shape_is_an_upstream_error_not_a_500():
+    for codec, answer in ((CHAT, {"choices": ["x"]}), (CHAT, {"choices": [{"message": "x"}]}),
+                          (MESSAGES, {"content": ["x"]}), (MESSAGES, {"content": 5})):
+        with pytest.raises(UpstreamError):
+            codec.replay(orjson.dumps(answer), True)
+
+
 def test_chat_codec_asks_the_provider_for_usage_on_streams_only():
     body = {"stream": True, "stream_options": {"foo": 1}}
     assert CHAT.prepare(body) == {"stream": True, "stream_options": {"foo": 1, "include_usage": True}}
