@@ -32,6 +32,7 @@ from .limits import StreamLimiter
 from .models import ModelLister
 from .pg_store import PgDriver, is_postgres
 from .pg_store import create_schema as pg_create_schema
+from .responses import MemoryAnswers, Responses
 from .services import ServiceRegistry
 from .settings import Settings
 from .store import SqliteDriver, Store
@@ -143,11 +144,13 @@ async def build_gateway(settings: Settings, *, keys: list[str], counters: Shared
         broadcast = None
     answers = None
     if layers["responses"]:
-        from . import responses as rs
+        if link is not None:
+            from .responses_redis import RedisAnswers
 
-        kept = (rs.RedisAnswers(link, max_bytes=settings.responses_max_bytes) if link is not None else
-                rs.MemoryAnswers(max_bytes=settings.responses_max_bytes, meter=tracer.layer("responses"), timer=timer))
-        answers = rs.Responses(kept, tracer=tracer, max_ttl=settings.responses_max_ttl)
+            kept = RedisAnswers(link, max_bytes=settings.responses_max_bytes)
+        else:
+            kept = MemoryAnswers(max_bytes=settings.responses_max_bytes, meter=tracer.layer("responses"), timer=timer)
+        answers = Responses(kept, tracer=tracer, max_ttl=settings.responses_max_ttl)
     invalidator = Invalidator(auth, services, models, tracer, broadcast=broadcast, responses=answers)
     gw = Gateway(settings=settings, layers=layers, tracer=tracer, store=store, crypto=crypto, auth=auth,
                  services=services, models=models, adapters=adapters, invalidator=invalidator,

@@ -11,7 +11,7 @@ as the client's non-streaming body (bytes, stored as sent): a non-streaming hit 
 a streaming hit is replayed from it (``replay``). Two stores, one interface:
 
 * ``MemoryAnswers``: cachetools' ``TLRUCache`` bounded by bytes, each entry with its own TTL.
-* ``RedisAnswers``: JSON under ``<prefix>resp:<user>:<generation>:<hash>`` with a TTL; dropping a
+* ``responses_redis.RedisAnswers``: JSON under ``<prefix>resp:<user>:<generation>:<hash>`` with a TTL; dropping a
   user's entries is one INCR of the generation (``invalidation``), in every process and node.
 
 Concurrent identical requests share one upstream call (``dedup.Flights``): a flight stores the
@@ -192,77 +192,14 @@ class MemoryAnswers:
         self._held()
 
 
-# --- the Redis store ------------------------------------------------------------------------------
-
-# The user's generation names the key: a write's INCR makes every older entry unreachable at once.
-_GET = """
-local g = redis.call('GET', KEYS[1]) or '0'
-return redis.call('GET', ARGV[1] .. g .. ':' .. ARGV[2])
-"""
-_SET = """
-local g = redis.call('GET', KEYS[1]) or '0'
-redis.call('SET', ARGV[1] .. g .. ':' .. ARGV[2], ARGV[3], 'PX', ARGV[4])
-"""
-_HEAD = b'{"at":'
-_MID = b',"answer":'
-
-
-class RedisAnswers:
-    """Answers in Redis, shared by every process and node; Redis's TTL and maxmemory bound them."""
-
-    def __init__(self, link, *, max_bytes: int) -> None:
-        self.link = link
-        self.max_bytes = max_bytes
-        self._get = link.client.register_script(_GET)
-        self._set = link.client.register_script(_SET)
-
-    def _names(self, key: Key) -> tuple[list[str], str, str]:
-        p = self.link.prefix
-        return [f"{p}gen:responses:{key[0]}"], f"{p}resp:{key[0]}:", key[1].hex()
-
-    async def get(self, key: Key, max_age: float) -> bytes | None:
-        if not self.link.up:
-            return None
-        gen, prefix, digest = self._names(key)
-        self.link.trip()
-        try:
-            raw = await self._get(keys=gen, args=[prefix, digest])
-        except self.link.errors as exc:
-            self.link.mark_down(exc)
-            return None
-        if raw is None:
-            return None
-        # JSON written by ``put``: {"at": <time>, "answer": <the answer as sent>}; sliced, not parsed.
-        head, _, answer = raw.partition(_MID)
-        if time.time() - float(head[len(_HEAD):]) > max_age:
-            return None
-        return answer[:-1]
-
-    async def put(self, key: Key, answer: bytes, ttl: float) -> None:
-        if not self.link.up or len(answer) > self.max_bytes:
-            return
-        gen, prefix, digest = self._names(key)
-        value = _HEAD + repr(time.time()).encode() + _MID + answer + b"}"
-        self.link.trip()
-        try:
-            await self._set(keys=gen, args=[prefix, digest, value, max(1, int(ttl * 1000))])
-        except self.link.errors as exc:
-            self.link.mark_down(exc)
-
-    def drop_user(self, user_id: int) -> None:
-        pass  # the writer's INCR (``RedisBroadcast``) did it for every process
-
-    def clear(self) -> None:
-        pass  # nothing held here
-
-
 # --- the layer --------------------------------------------------------------------------------------
 
 
 class Responses:
     """The layer as handlers see it: the policy, the key, the store, the flights, the counts."""
 
-    def __init__(self, store: MemoryAnswers | RedisAnswers, *, tracer: Tracer, max_ttl: float) -> None:
+    def __init__(self, store, *, tracer: Tracer, max_ttl: float) -> None:
+        """``store``: ``MemoryAnswers``, or ``responses_redis.RedisAnswers``."""
         self.store = store
         self.max_ttl = max_ttl
         self.flights = Flights()

@@ -12,7 +12,8 @@ import orjson
 import pytest
 
 from forge_ref.errors import BadRequest
-from forge_ref.responses import ENTRY_OVERHEAD, Directive, MemoryAnswers, RedisAnswers, cache_key, directive, take_spec
+from forge_ref.responses import ENTRY_OVERHEAD, Directive, MemoryAnswers, cache_key, directive, take_spec
+from forge_ref.responses_redis import RedisAnswers
 from forge_ref.store import ProviderRow
 from forge_ref.tracing import Tracer
 
