@@ -320,6 +320,13 @@ DELTAS = ["db_queries", "decryptions", "model_list_calls", "services_built", "ad
           "p99_ms"]
 
 
+def _layers_on(config: str, doc: dict) -> frozenset[str]:
+    """The layers a configuration turned on, of those that existed when the result was made (its
+    ``caches_enabled`` names them): ``all`` before the ``responses`` layer meant the five others."""
+    known = doc.get("caches_enabled") or dict.fromkeys(LAYERS)
+    return frozenset(x for x, on in parse_layers(config).items() if on and x in known)
+
+
 def on_off(frame: pd.DataFrame) -> pd.DataFrame:
     """Every pair of forge-ref configurations of one run where the second only adds layers to the first,
     with nothing measured in between (``none`` → ``user``, all but ``keys`` → ``all``, or, in a sparse
@@ -329,7 +336,7 @@ def on_off(frame: pd.DataFrame) -> pd.DataFrame:
     forge = frame[frame["target"] == "forge-ref"]
     for _, grp in forge.groupby(["run_id", "profile", "variant", "store", "cache_backend"], dropna=False):
         by_cfg = {cfg: g.iloc[-1] for cfg, g in grp.groupby("config")}
-        sets = {cfg: frozenset(x for x, on in parse_layers(cfg).items() if on) for cfg in by_cfg}
+        sets = {cfg: _layers_on(cfg, row["raw"]) for cfg, row in by_cfg.items()}
         for off, a in sets.items():
             for on, b in sets.items():
                 if not a < b or any(a < c < b for c in sets.values()):

@@ -5,7 +5,8 @@
 Measures, through forge-ref's own code (not a synthetic stand-in): an in-process cache hit
 (``Cache.get``), a Redis hit (``TieredCache`` after an L1 miss: one Lua round trip), a user
 look-up on SQLite and on PostgreSQL (``Store.user_by_key_hash``: one indexed SELECT), a Fernet
-decryption (``Crypto.decrypt``), and building a ProviderService from 3 rows. Writes one immutable
+decryption (``Crypto.decrypt``), building a ProviderService from 3 rows, and the response cache's own
+work on a hit (opt-in, key, look-up) and on replaying a kept answer as a stream. Writes one immutable
 result file (``profile: micro``) that the report and notebooks read like any other.
 """
 
@@ -142,6 +143,33 @@ def _request_trace(tracer: Tracer, mode: str) -> Callable[[], None]:
     return request
 
 
+async def _response_hit(n: int) -> tuple[dict, dict]:
+    """The response cache's own work on a hit (a 1.8 KB chat body, a 1 KB answer kept in process): the
+    opt-in, the key (one hash of the canonical body) and the look-up; and replaying the answer as a stream."""
+    import orjson
+
+    from forge_ref import responses
+    from forge_ref.replay import CHAT
+    from forge_ref.store import ProviderRow
+
+    row = ProviderRow(7, "openai", "openai", "ciphertext", "http://x", {}, 1700000000.5)
+    turns = [{"role": "user" if i % 2 == 0 else "assistant", "content": f"turn {i} " + "lorem ipsum " * 20}
+             for i in range(5)]
+    body = {"model": "openai/gpt-4o-mini", "messages": [{"role": "system", "content": "Be brief. " * 30}, *turns]}
+    answer = orjson.dumps({"id": "chatcmpl-1", "object": "chat.completion", "created": 1, "model": "gpt-4o-mini",
+                           "choices": [{"index": 0, "message": {"role": "assistant", "content": "word " * 150},
+                                        "finish_reason": "stop"}],
+                           "usage": {"prompt_tokens": 200, "completion_tokens": 150, "total_tokens": 350}})
+    store = responses.MemoryAnswers(max_bytes=1 << 26, meter=Tracer().layer("responses"))
+    await store.put(responses.cache_key("chat", 1, row, "gpt-4o-mini", body), answer, 600)
+
+    async def hit() -> None:
+        policy = responses.directive("max-age=600", None, row.cache_ttl, 86400.0)
+        assert await store.get(responses.cache_key("chat", 1, row, "gpt-4o-mini", body), policy.max_age) is not None
+
+    return await _time_async(hit, n), _time_sync(lambda: CHAT.replay(answer, True), n)
+
+
 def measure(*, n: int, redis_url: str | None, postgres_url: str | None) -> dict:
     ops: dict[str, dict] = {}
     tracer = Tracer()
@@ -154,6 +182,7 @@ def measure(*, n: int, redis_url: str | None, postgres_url: str | None) -> dict:
     crypto = Crypto([Fernet.generate_key().decode()], tracer)
     token = crypto.encrypt("sk-" + "x" * 48)
     ops["fernet_decrypt"] = _time_sync(lambda: crypto.decrypt(token), n)
+    ops["response_hit"], ops["response_replay_stream"] = asyncio.run(_response_hit(n))
 
     from forge_ref.store import ProviderRow
 

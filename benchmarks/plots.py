@@ -45,13 +45,20 @@ def style() -> None:
     matplotlib.rcParams.update(STYLE)
 
 
+# Results made before the ``responses`` layer existed name their configurations among these five.
+EARLIER_LAYERS = tuple(x for x in LAYERS if x != "responses")
+
+
 def config_name(label: str) -> str:
-    """``user,service,keys,models [bounded]`` → ``all but adapters [bounded]``: a configuration with one
-    layer off reads best as the layer it lacks. Other labels are returned as they are."""
+    """``user,service,keys,models,responses [bounded]`` → ``all but adapters [bounded]``: a configuration
+    with one layer off reads best as the layer it lacks (``user,service,keys,models``, from before the
+    ``responses`` layer, too). Other labels are returned as they are."""
     config, bracket, rest = label.partition(" [")
-    layers = config.split(",")
-    if len(layers) == len(LAYERS) - 1 and set(layers) < set(LAYERS):
-        config = "all but " + next(x for x in LAYERS if x not in layers)
+    layers = set(config.split(","))
+    for known in (LAYERS, EARLIER_LAYERS):
+        if len(layers) == len(known) - 1 and layers < set(known):
+            config = "all but " + next(x for x in known if x not in layers)
+            break
     return config + bracket + rest
 
 

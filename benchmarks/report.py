@@ -25,6 +25,9 @@ TARGET_ORDER = ["mock-direct", "bare-proxy-aiohttp", "bare-proxy-curl", "bare-pr
                 "forge-ref-aiohttp", "forge-ref-curl", "forge-ref-httpx", "litellm", "forge-ref-nodes"]
 CLIENTS = ("aiohttp", "curl", "httpx")  # upstream clients a bare proxy or a forge-ref-<client> target may name
 CONFIG_ORDER = {c: i for i, c in enumerate(FULL_CONFIGS)}
+for _layer in plots.EARLIER_LAYERS:  # results from before the responses layer: their all-but-one where ours is
+    CONFIG_ORDER[",".join(x for x in plots.EARLIER_LAYERS if x != _layer)] = CONFIG_ORDER[
+        ",".join(x for x in LAYERS if x != _layer)]
 
 # Measured on this kind of machine, outside the harness (see the issue): the per-operation
 # costs that the layers save, against the cost of one proxied request.
@@ -298,6 +301,10 @@ def _layers(docs: list[dict]) -> list[list[str]]:
                                     (f"`all` vs all but `{layer}`", all_but(layer), "all")):
             a, b = _pair(docs, {"target": "forge-ref", "profile": profile, "config": a_cfg},
                          {"target": "forge-ref", "profile": profile, "config": b_cfg})
+            if not a and b_cfg == "all" and layer in plots.EARLIER_LAYERS:  # a result from before `responses`
+                a, b = _pair(docs, {"target": "forge-ref", "profile": profile,
+                                    "config": ",".join(x for x in plots.EARLIER_LAYERS if x != layer)},
+                             {"target": "forge-ref", "profile": profile, "config": b_cfg})
             if not a:
                 continue
 

@@ -33,6 +33,7 @@ from .limits import StreamLimiter
 from .models import ModelLister
 from .pg_store import PgDriver, is_postgres
 from .pg_store import create_schema as pg_create_schema
+from .responses import MemoryAnswers, Responses
 from .services import ServiceRegistry
 from .settings import Settings
 from .store import SqliteDriver, Store
@@ -148,12 +149,21 @@ async def build_gateway(settings: Settings, *, keys: list[str], counters: Shared
         broadcast = SqliteLogBroadcast(store)
     else:
         broadcast = None
-    invalidator = Invalidator(auth, services, models, tracer, broadcast=broadcast)
+    answers = None
+    if layers["responses"]:
+        if link is not None:
+            from .responses_redis import RedisAnswers
+
+            kept = RedisAnswers(link, max_bytes=settings.responses_max_bytes)
+        else:
+            kept = MemoryAnswers(max_bytes=settings.responses_max_bytes, meter=tracer.layer("responses"), timer=timer)
+        answers = Responses(kept, tracer=tracer, max_ttl=settings.responses_max_ttl)
+    invalidator = Invalidator(auth, services, models, tracer, broadcast=broadcast, responses=answers)
     gw = Gateway(settings=settings, layers=layers, tracer=tracer, store=store, crypto=crypto, auth=auth,
                  services=services, models=models, adapters=adapters, invalidator=invalidator,
                  usage=UsageRecorder(store, max_rows=settings.usage_flush_rows), upstream=upstream,
                  streams=StreamLimiter(settings.max_streams_per_key), server_timing=settings.server_timing,
-                 trace_requests=settings.server_timing or settings.access_log)
+                 trace_requests=settings.server_timing or settings.access_log, responses=answers)
     if settings.embeddings_batch_window_ms > 0:
         gw.embeddings_batcher = EmbeddingsBatcher(window_ms=settings.embeddings_batch_window_ms,
                                                   max_inputs=settings.embeddings_batch_max_inputs,

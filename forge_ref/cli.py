@@ -110,7 +110,7 @@ def _cmd_provider_keys_add(args: argparse.Namespace) -> None:
             body = {k: v for k, v in body.items() if v is not None}
             spec = await validation.new_provider_key(body, settings_mod.from_env().allow_private_upstreams)
             await store.add_provider_key(user.id, spec.provider, spec.kind, crypto.encrypt(spec.api_key),
-                                         spec.base_url, spec.model_mapping)
+                                         spec.base_url, spec.model_mapping, spec.cache_ttl)
             return spec
         finally:
             await store.close()

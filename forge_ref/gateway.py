@@ -41,6 +41,7 @@ class Gateway:
     streams: StreamLimiter
     server_timing: bool = False  # a Server-Timing header on every counted response
     trace_requests: bool = False  # start a trace per request: something reads it (Server-Timing, access log)
+    responses: Any = None  # responses.Responses when the ``responses`` layer is on
     poller: InvalidationPoller | None = None
     embeddings_batcher: EmbeddingsBatcher | None = None  # None: embeddings batching off (the default)
     redis: Any = None  # redis_backend.RedisLink with --cache-backend redis

@@ -23,10 +23,11 @@ import orjson
 from tornado.iostream import StreamClosedError
 from tornado.web import HTTPError, RequestHandler, stream_request_body
 
-from . import tracing, validation
-from .adapters.base import DONE_FRAME, Target, error_frame
+from . import replay, responses, tracing, validation
+from .adapters.base import Target
 from .auth import display_prefix, hash_key, new_key
 from .batching import Refused
+from .cached_chat import CachedChat
 from .crypto import mask
 from .errors import BadRequest, Forbidden, ForgeError, NotFound, PayloadTooLarge, UpstreamError, error_body
 from .store import User
@@ -277,7 +278,7 @@ class ProviderKeysHandler(BaseHandler):
         user = await self.owner()
         spec = await validation.new_provider_key(self.json_body(), self.gw.settings.allow_private_upstreams)
         row = await self.gw.store.add_provider_key(user.id, spec.provider, spec.kind, self.gw.crypto.encrypt(spec.api_key),
-                                             spec.base_url, spec.model_mapping)
+                                                   spec.base_url, spec.model_mapping, spec.cache_ttl)
         await self.gw.invalidator.provider_keys_changed(user.id)
         self.send_json(validation.provider_json(row, mask(spec.api_key)), status=201)
 
@@ -393,16 +394,25 @@ class ProxyHandler(BaseHandler):
             raise
 
 
-class ChatHandler(ProxyHandler):
-    """OpenAI's chat completions; the hooks (``validate``, ``_ingress``, ``_answer``,
-    ``_stream_failure``) let another API's shape share the path (``messages.MessagesHandler``)."""
+class ChatHandler(CachedChat, ProxyHandler):
+    """OpenAI's chat completions; the hooks (``validate``, ``codec``, ``_ingress``, ``_answer``,
+    ``_cache_scope``) let another API's shape share the path (``messages.MessagesHandler``).
+    Requests that opt in to the response cache go through ``CachedChat``."""
 
     validate = staticmethod(validation.chat_body)
+    codec = replay.CHAT  # the API's shape for the response cache: assembling and replaying answers
 
     async def post(self) -> None:
         started = time.perf_counter()
         body = self._body(self.validate)
+        spec = responses.take_spec(body)
         user, row, target = await self._target(body)
+        layer = self.gw.responses
+        policy = layer.policy(self.request.headers.get("Cache-Control"), spec, row) if layer is not None else None
+        if policy is not None:
+            await self._through_cache(layer, policy, body, user, row, target, started)
+            return
+        self._cache_state(responses.BYPASS)
         adapter, client, owned = self._adapter(row.kind)
         try:
             adapter, body = self._ingress(adapter, row, body)
@@ -434,9 +444,17 @@ class ChatHandler(ProxyHandler):
         usage = out.get("usage") if isinstance(out.get("usage"), dict) else {}
         return orjson.dumps(out), usage.get("prompt_tokens"), usage.get("completion_tokens")
 
-    def _stream_failure(self, exc: ForgeError) -> bytes:
-        """The frames that end a started stream on a failure."""
-        return error_frame(exc) + DONE_FRAME
+    def _cache_scope(self) -> Any:
+        """What besides the body makes answers differ (the API's shape): part of the cache key."""
+        return self.codec.scope
+
+    def _open_sse(self) -> None:
+        self.set_header("Content-Type", "text/event-stream")
+        self.set_header("Cache-Control", "no-cache")
+        # Nagle would hold each chunk after the first on a keep-alive connection until the stream
+        # ends (measured: 30 ms); Tornado resets nodelay between requests, so set it per stream.
+        self.request.connection.stream.set_nodelay(True)
+        self.set_header("X-Accel-Buffering", "no")
 
     async def _stream(self, adapter, client, body, user, row, target, started) -> None:
         trace = self.trace
@@ -450,12 +468,7 @@ class ChatHandler(ProxyHandler):
                 data = await stream.read_all()
                 self._record(user, row, target, stream.status, started)
                 raise adapter.error(stream.status, data, stream.headers)
-        self.set_header("Content-Type", "text/event-stream")
-        self.set_header("Cache-Control", "no-cache")
-        # Nagle would hold each chunk after the first on a keep-alive connection until the stream
-        # ends (measured: 30 ms); Tornado resets nodelay between requests, so set it per stream.
-        self.request.connection.stream.set_nodelay(True)
-        self.set_header("X-Accel-Buffering", "no")
+        self._open_sse()
         status = 200
         first = True
         try:
@@ -474,7 +487,7 @@ class ChatHandler(ProxyHandler):
         except UpstreamError as exc:
             # Headers are sent: the failure travels inside the stream, then the stream ends cleanly.
             status = exc.status
-            self.write(self._stream_failure(exc))
+            self.write(self.codec.failure(exc))
         except StreamClosedError:
             self.client_gone = True
         if self.client_gone:

@@ -1,7 +1,7 @@
 """Exact invalidation after writes, in this process and in every other one.
 
 A write names what it made stale: the user entry (by key hash), the user's service, the
-user's model lists. ``Invalidator`` drops exactly those locally at once. With several
+user's model lists, the user's cached answers (the ``responses`` layer). ``Invalidator`` drops exactly those locally at once. With several
 processes, it also appends the events to a small log table in the shared SQLite file, which
 every process polls every ``invalidation_poll`` seconds (100 ms by default) on its own
 connection, counted as ``db_background_queries`` so request costs stay exact. No external
@@ -21,7 +21,7 @@ from .tracing import Tracer
 
 log = logging.getLogger("forge_ref.invalidation")
 
-USER, SERVICE, MODELS = "user", "service", "models"
+USER, SERVICE, MODELS, RESPONSES = "user", "service", "models", "responses"
 
 
 class Broadcast:
@@ -44,10 +44,11 @@ class SqliteLogBroadcast(Broadcast):
 
 class Invalidator:
     def __init__(self, auth: Authenticator, services: ServiceRegistry, models: ModelLister,
-                 tracer: Tracer, *, broadcast: Broadcast | None = None) -> None:
+                 tracer: Tracer, *, broadcast: Broadcast | None = None, responses=None) -> None:
         self._auth = auth
         self._services = services
         self._models = models
+        self._responses = responses  # responses.Responses, or None with the layer off
         self._tracer = tracer
         self.broadcast = broadcast or Broadcast()
 
@@ -60,12 +61,16 @@ class Invalidator:
             self._services.cache.invalidate(int(key))
         elif kind == MODELS:
             self._models.invalidate_user(int(key))
+        elif kind == RESPONSES and self._responses is not None:
+            self._responses.drop_user(int(key))
 
     def clear_local(self) -> None:
         """Forget everything cached in this process (after missing invalidations, e.g. Redis outage)."""
         self._auth.cache.clear()
         self._services.cache.clear()
         self._models.cache.clear()
+        if self._responses is not None:
+            self._responses.clear()
 
     async def publish(self, events: list[tuple[str, str]]) -> None:
         for kind, key in events:
@@ -83,10 +88,11 @@ class Invalidator:
         await self.publish([(USER, key_hash)])
 
     async def user_deleted(self, user_id: int, *key_hashes: str) -> None:
-        await self.publish([*((USER, h) for h in key_hashes), (SERVICE, str(user_id)), (MODELS, str(user_id))])
+        await self.publish([*((USER, h) for h in key_hashes), (SERVICE, str(user_id)), (MODELS, str(user_id)),
+                            (RESPONSES, str(user_id))])
 
     async def provider_keys_changed(self, user_id: int) -> None:
-        await self.publish([(SERVICE, str(user_id)), (MODELS, str(user_id))])
+        await self.publish([(SERVICE, str(user_id)), (MODELS, str(user_id)), (RESPONSES, str(user_id))])
 
     # the poller (multi-process, SQLite log)
 

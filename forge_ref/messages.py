@@ -1,8 +1,9 @@
 """``POST /v1/messages`` and ``/v1/messages/count_tokens``: Anthropic's Messages API as ingress.
 
 The chat path with Anthropic's shapes in its hooks (``MessagesHandler`` is a ``ChatHandler``), so
-authentication, routing (``provider/model``, aliases), scoped keys, the cache layers, counters,
-Server-Timing and usage rows are the same as for chat. Two ways through:
+authentication, routing (``provider/model``, aliases), scoped keys, the cache layers (the response
+cache included, its answers kept in Anthropic's shape: ``replay_anthropic``), counters, Server-Timing
+and usage rows are the same as for chat. Two ways through:
 
 * an ``anthropic``-kind provider: a native pass-through. The body goes as sent with only
   ``model`` replaced (and the client's ``anthropic-version`` and ``anthropic-beta``); the answer
@@ -28,9 +29,10 @@ from .adapters.anthropic import openai_usage, request_headers
 from .adapters.base import SSEParser, Target, loads
 from .adapters.from_anthropic import to_openai
 from .adapters.openai import PassThroughStream
-from .adapters.to_anthropic import MessagesStream, error_event, error_json, to_anthropic
+from .adapters.to_anthropic import MessagesStream, error_json, to_anthropic
 from .errors import BadRequest, ForgeError, UpstreamError
 from .handlers import ChatHandler
+from .replay_anthropic import MESSAGES
 from .upstream import UpstreamRequest
 
 OVERLOADED = 529  # Anthropic's "try again later", which its SDK retries: an Anthropic client keeps it
@@ -133,6 +135,11 @@ class NativeStream(PassThroughStream):
 
 class MessagesHandler(ChatHandler):
     validate = staticmethod(validation.messages_body)
+    codec = MESSAGES  # answers kept and replayed in Anthropic's shape
+
+    def _cache_scope(self) -> Any:
+        # The passed-through headers can change a native answer: they are part of its key.
+        return [self.codec.scope, *(self.request.headers.get(name) for name in PASSED_HEADERS)]
 
     def _ingress(self, adapter, row, body: dict) -> tuple[_Ingress, dict]:
         if row.kind == "anthropic":
@@ -143,9 +150,6 @@ class MessagesHandler(ChatHandler):
         out, usage = adapter.answer(target, data)
         counted = openai_usage(usage if isinstance(usage, dict) else None)
         return out, counted["prompt_tokens"], counted["completion_tokens"]
-
-    def _stream_failure(self, exc: ForgeError) -> bytes:
-        return error_event(exc)
 
     def write_error(self, status_code: int, **kwargs: Any) -> None:
         exc = kwargs.get("exc_info", (None, None, None))[1]

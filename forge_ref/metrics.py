@@ -28,6 +28,11 @@ class _Snapshot:
             for layer, stats in self._snap["caches"].items():
                 fam.add_metric([layer], stats[stat])
             yield fam
+        held = GaugeMetricFamily("forge_cache_bytes", "bytes held per layer bounded by bytes", labels=["layer"])
+        for layer, stats in self._snap["caches"].items():
+            if "bytes" in stats:
+                held.add_metric([layer], stats["bytes"])
+        yield held
 
 
 def render(snap: dict) -> bytes:

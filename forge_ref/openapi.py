@@ -45,9 +45,12 @@ def _ok(schema: str | None, status: int = 200, description: str = "success", str
     if schema is None:
         return {str(status): {"description": description}}
     content = _json(_ref(schema))
-    if stream:
+    ok = {"description": description, "content": content}
+    if stream:  # the chat paths: streams, and the response cache
         content["text/event-stream"] = {"schema": {"type": "string"}}
-    return {str(status): {"description": description, "content": content}}
+        ok["headers"] = {"X-Forge-Cache": {"description": "the response cache: hit, miss or bypass",
+                                           "schema": {"enum": ["hit", "miss", "bypass"]}}}
+    return {str(status): ok}
 
 
 _USER_ERRORS = (400, 401, 404, 405, 413)
@@ -67,6 +70,16 @@ _ADMIN_USAGE_QUERY = [*_USAGE_QUERY, {"name": "user", "in": "query", "schema": {
                                       "description": "one user's usage; default: every user's"}]
 _SCOPE = {"type": ["array", "null"], "maxItems": 64, "items": {"type": "string", "pattern": "^[a-z0-9][a-z0-9._-]{0,63}$"},
           "description": "provider names the key may use; null: every provider"}
+# The response cache's opt-in: the header, or the body's ``cache`` object (LiteLLM's spelling).
+_CACHE_CONTROL = [{"name": "Cache-Control", "in": "header", "required": False, "schema": {"type": "string"},
+                   "description": "max-age=SECONDS: answer from (and keep in) the response cache; no-cache: do not "
+                                  "look up; no-store: do not keep"}]
+_CACHE_SPEC = {"type": "object", "additionalProperties": False, "description": "the response cache, per request",
+               "properties": {"ttl": {"type": "number", "minimum": 0}, "s-maxage": {"type": "number", "minimum": 0},
+                              "no-cache": {"type": "boolean"}, "no-store": {"type": "boolean"}}}
+
+_CACHE_TTL = {"type": ["number", "null"], "minimum": 0, "maximum": 31536000,
+              "description": "default response-cache TTL of this key's chat requests, seconds (null: none)"}
 
 SCHEMAS = {
     "Error": {
@@ -91,6 +104,7 @@ SCHEMAS = {
             "kind": {"type": "string", "enum": ["openai", "anthropic", "gemini"]},
             "model_mapping": {"type": "object", "maxProperties": 256,
                               "additionalProperties": {"type": "string", "minLength": 1, "maxLength": 256}},
+            "cache_ttl": _CACHE_TTL,
         },
     },
     "ProviderKeyUpdate": {
@@ -101,6 +115,7 @@ SCHEMAS = {
             "kind": {"type": "string", "enum": ["openai", "anthropic", "gemini"]},
             "model_mapping": {"type": "object", "maxProperties": 256,
                               "additionalProperties": {"type": "string", "minLength": 1, "maxLength": 256}},
+            "cache_ttl": _CACHE_TTL,
             "provider": {"type": "string"},
         },
     },
@@ -108,7 +123,8 @@ SCHEMAS = {
         "type": "object", "required": ["provider", "kind", "base_url", "api_key", "model_mapping"],
         "properties": {"provider": {"type": "string"}, "kind": {"type": "string"}, "base_url": {"type": "string"},
                        "api_key": {"type": "string", "description": "masked: sk-...1234"},
-                       "model_mapping": {"type": "object", "additionalProperties": {"type": "string"}}},
+                       "model_mapping": {"type": "object", "additionalProperties": {"type": "string"}},
+                       "cache_ttl": {"type": ["number", "null"]}},
     },
     "ProviderKeyList": {"type": "object", "required": ["object", "data"],
                         "properties": {"object": {"const": "list"}, "data": {"type": "array", "items": _ref("ProviderKey")}}},
@@ -143,7 +159,7 @@ SCHEMAS = {
         "properties": {"model": {"type": "string", "minLength": 1, "description": "provider/model or an alias"},
                        "messages": {"type": "array", "minItems": 1, "items": _ref("Message")},
                        "stream": {"type": "boolean"}, "max_tokens": {"type": "integer"},
-                       "temperature": {"type": "number"}},
+                       "temperature": {"type": "number"}, "cache": _CACHE_SPEC},
     },
     "ChatCompletion": {"type": "object", "additionalProperties": True,
                        "properties": {"id": {"type": "string"}, "object": {"type": "string"},
@@ -174,7 +190,7 @@ SCHEMAS = {
                        "max_tokens": {"type": "integer", "minimum": 1},
                        "messages": {"type": "array", "minItems": 1, "items": _ref("MessagesTurn")},
                        "system": {"oneOf": [{"type": "string"}, {"type": "array"}]},
-                       "stream": {"type": "boolean"}},
+                       "stream": {"type": "boolean"}, "cache": _CACHE_SPEC},
     },
     "CountTokensRequest": {
         "type": "object", "required": ["model", "messages"], "additionalProperties": True,
@@ -235,11 +251,11 @@ PATHS = {
     },
     "/v1/chat/completions": {"post": _op("proxy a chat completion; stream: true answers SSE",
                                          _ok("ChatCompletion", stream=True), errors=_PROXY_ERRORS,
-                                         body="ChatCompletionRequest")},
+                                         body="ChatCompletionRequest", params=_CACHE_CONTROL)},
     "/v1/messages": {"post": _op("Anthropic's Messages API: passed through to anthropic kinds, translated for the "
                                  "others; stream: true answers Anthropic's SSE events",
                                  _ok("MessagesResponse", stream=True), errors=_MESSAGES_ERRORS,
-                                 body="MessagesRequest", error=ANTHROPIC_ERROR)},
+                                 body="MessagesRequest", error=ANTHROPIC_ERROR, params=_CACHE_CONTROL)},
     "/v1/messages/count_tokens": {"post": _op("count a Messages request's input tokens (anthropic kinds only)",
                                               _ok("TokenCount"), errors=_MESSAGES_ERRORS, body="CountTokensRequest",
                                               error=ANTHROPIC_ERROR)},

@@ -24,6 +24,8 @@ SCHEMA = [
         provider TEXT NOT NULL, kind TEXT NOT NULL, encrypted_key TEXT NOT NULL, base_url TEXT NOT NULL,
         model_mapping TEXT, created_at DOUBLE PRECISION, updated_at DOUBLE PRECISION,
         UNIQUE (user_id, provider))""",
+    # a database from before the response cache
+    "ALTER TABLE provider_keys ADD COLUMN IF NOT EXISTS cache_ttl DOUBLE PRECISION",
     """CREATE TABLE IF NOT EXISTS usage (
         id BIGSERIAL PRIMARY KEY, user_id BIGINT, provider TEXT, model TEXT, status INTEGER,
         prompt_tokens INTEGER, completion_tokens INTEGER, latency_ms DOUBLE PRECISION,

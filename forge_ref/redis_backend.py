@@ -31,7 +31,7 @@ from typing import Any, Callable, Hashable
 import orjson
 
 from .cache import MISSING, CacheLayer, Loader, call_loader, lifetime
-from .invalidation import MODELS, USER, Broadcast, Invalidator
+from .invalidation import MODELS, RESPONSES, USER, Broadcast, Invalidator
 from .store import User
 from .tracing import Tracer
 
@@ -277,6 +277,10 @@ class RedisBroadcast(Broadcast):
                 pipe.delete(f"{p}{kind}:{key}")
                 pipe.incr(f"{p}gen:{kind}:{key}")
                 pipe.expire(f"{p}gen:{kind}:{key}", GENERATION_TTL)
+            elif kind == RESPONSES:
+                # The generation names the user's answers (``responses.RedisAnswers``): one INCR drops
+                # them all. It never expires: an expired generation would read as 0 and revive old ones.
+                pipe.incr(f"{p}gen:{kind}:{key}")
         pipe.publish(self.link.channel, orjson.dumps({"origin": self.origin, "events": events}))
         self.link.trip()
         try:

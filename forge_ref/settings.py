@@ -11,7 +11,7 @@ import os
 from dataclasses import dataclass, field
 from typing import Any, Mapping
 
-LAYERS = ("user", "service", "keys", "models", "adapters")
+LAYERS = ("user", "service", "keys", "models", "adapters", "responses")
 
 
 def _opt(default: Any, env: str, help: str, *, cli: bool = True) -> Any:
@@ -24,7 +24,7 @@ class Settings:
     port: int = _opt(8000, "FORGE_PORT", "port to listen on")
     db: str = _opt("forge.db", "FORGE_DB", "SQLite database file, or a postgresql:// URL for PostgreSQL")
     db_pool_size: int = _opt(10, "FORGE_DB_POOL_SIZE", "PostgreSQL connections per process")
-    caches: str = _opt("all", "FORGE_CACHES", "cache layers on: all, none, or a list of user,service,keys,models,adapters")
+    caches: str = _opt("all", "FORGE_CACHES", "cache layers on: all, none, or a list of user,service,keys,models,adapters,responses")
     processes: int = _opt(1, "FORGE_PROCESSES", "server processes sharing the port (0 = one per CPU)")
     encryption_key: str = _opt("", "FORGE_ENCRYPTION_KEY", "Fernet key(s), comma-separated, first encrypts; unset: a key file beside the DB", cli=False)
     admin_token: str = _opt("", "FORGE_ADMIN_TOKEN", "token for admin endpoints (/v1/users, /_stats, /metrics); unset: they answer 403", cli=False)
@@ -52,11 +52,13 @@ class Settings:
     models_max: int = _opt(10_000, "FORGE_MODELS_MAX", "model-list cache max entries, one per user+provider config (0 turns the layer off)")
     models_refresh_ahead: float = _opt(0.0, "FORGE_MODELS_REFRESH_AHEAD", "reload a model-list entry in the background when read after this fraction of its TTL (0 = off; e.g. 0.8)")
     models_ttl_jitter: float = _opt(0.0, "FORGE_MODELS_TTL_JITTER", "spread each model-list entry's TTL over +- this fraction of it (0 = off; e.g. 0.1)")
+    responses_max_bytes: int = _opt(64 * 1024 * 1024, "FORGE_RESPONSES_MAX_BYTES", "bytes of answers the response cache holds per process (0 turns the layer off); with --cache-backend redis they live in Redis (bounded by its maxmemory and their TTLs) and this caps one answer")
+    responses_max_ttl: float = _opt(86400.0, "FORGE_RESPONSES_MAX_TTL", "longest time an answer is kept, seconds: a longer max-age or ttl asked is cut to it (0 turns the layer off)")
     coalesce: bool = _opt(True, "FORGE_COALESCE", "concurrent misses of one cache key share one load (single-flight)")
     usage_flush_interval: float = _opt(1.0, "FORGE_USAGE_FLUSH_INTERVAL", "seconds between batched usage-row writes")
     usage_flush_rows: int = _opt(500, "FORGE_USAGE_FLUSH_ROWS", "buffered usage rows that trigger an early flush")
     invalidation_poll: float = _opt(0.1, "FORGE_INVALIDATION_POLL", "seconds between invalidation-log polls when --processes > 1")
-    cache_backend: str = _opt("memory", "FORGE_CACHE_BACKEND", "memory (per process) or redis (user and models layers shared in Redis)")
+    cache_backend: str = _opt("memory", "FORGE_CACHE_BACKEND", "memory (per process) or redis (user, models and responses layers shared in Redis)")
     redis_url: str = _opt("redis://127.0.0.1:6379/0", "REDIS_URL", "Redis server for --cache-backend redis")
     redis_prefix: str = _opt("forge:v1:", "FORGE_REDIS_PREFIX", "namespace of every Redis key and channel")
     redis_l1_ttl: float = _opt(10.0, "FORGE_REDIS_L1_TTL", "TTL of the in-process L1 in front of Redis, seconds")
@@ -97,7 +99,8 @@ def parse_layers(spec: str, settings: Settings | None = None) -> dict[str, bool]
         # A TTL or a bound of 0 means "do not cache": the layer is off, whatever the list says, and
         # /_stats says so (the one rule; make_cache only follows it).
         bounds = (("user", settings.user_ttl, settings.user_max), ("service", settings.service_ttl, settings.service_max),
-                  ("models", settings.models_ttl, settings.models_max))
+                  ("models", settings.models_ttl, settings.models_max),
+                  ("responses", settings.responses_max_ttl, settings.responses_max_bytes))
         for layer, ttl, maxsize in bounds:
             if ttl <= 0 or maxsize <= 0:
                 on.discard(layer)

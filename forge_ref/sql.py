@@ -14,7 +14,7 @@ from typing import Any, Protocol, Sequence
 
 USER_COLS = "id, name, key_hash, key_prefix"
 FORGE_KEY_COLS = "id, name, key_prefix, providers, created_at, key_hash"
-PROVIDER_COLS = "id, provider, kind, encrypted_key, base_url, model_mapping, updated_at"
+PROVIDER_COLS = "id, provider, kind, encrypted_key, base_url, model_mapping, updated_at, cache_ttl"
 USAGE_COLS = ("user_id", "provider", "model", "status", "prompt_tokens", "completion_tokens", "latency_ms", "created_at")
 
 
@@ -42,7 +42,7 @@ class Statements:
     delete_forge_key: str = "DELETE FROM forge_keys WHERE id = ? AND user_id = ? RETURNING key_hash"
     provider_keys: str = f"SELECT {PROVIDER_COLS} FROM provider_keys WHERE user_id = ? ORDER BY provider"
     add_provider_key: str = ("INSERT INTO provider_keys (user_id, provider, kind, encrypted_key, base_url, model_mapping,"
-                             f" created_at, updated_at) VALUES (?, ?, ?, ?, ?, ?, ?, ?) RETURNING {PROVIDER_COLS}")
+                             f" cache_ttl, created_at, updated_at) VALUES (?, ?, ?, ?, ?, ?, ?, ?, ?) RETURNING {PROVIDER_COLS}")
     update_provider_key: str = f"UPDATE provider_keys SET {{}} WHERE user_id = ? AND provider = ? RETURNING {PROVIDER_COLS}"
     set_column: str = "{} = ?"
     delete_provider_key: str = "DELETE FROM provider_keys WHERE user_id = ? AND provider = ?"

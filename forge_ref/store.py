@@ -60,6 +60,7 @@ class ProviderRow:
     base_url: str
     model_mapping: dict[str, str]
     updated_at: float
+    cache_ttl: float | None = None  # the response cache's default TTL for this key's requests (None: opt-in only)
 
 
 def _user(row: tuple | None) -> User | None:
@@ -78,7 +79,7 @@ def _scope(providers: list[str] | None) -> str | None:
 
 
 def _provider(row: tuple) -> ProviderRow:
-    return ProviderRow(row[0], row[1], row[2], row[3], row[4], orjson.loads(row[5] or "{}"), row[6])
+    return ProviderRow(row[0], row[1], row[2], row[3], row[4], orjson.loads(row[5] or "{}"), row[6], row[7])
 
 
 class Store:
@@ -144,11 +145,11 @@ class Store:
         return [_provider(r) for r in await self._all(self.sql.provider_keys, (user_id,))]
 
     async def add_provider_key(self, user_id: int, provider: str, kind: str, encrypted_key: str, base_url: str,
-                               model_mapping: dict[str, str]) -> ProviderRow:
+                               model_mapping: dict[str, str], cache_ttl: float | None = None) -> ProviderRow:
         now = time.time()
         try:
             row = await self._one(self.sql.add_provider_key, (user_id, provider, kind, encrypted_key, base_url,
-                                                              orjson.dumps(model_mapping).decode(), now, now))
+                                                              orjson.dumps(model_mapping).decode(), cache_ttl, now, now))
         except Conflict:
             raise Conflict(f"provider {provider!r} already exists; use PUT to update it") from None
         return _provider(row)
@@ -308,11 +309,13 @@ def create_schema(db: sqlite_utils.Database) -> None:
     if not keys.exists():
         keys.create(
             {"id": int, "user_id": int, "provider": str, "kind": str, "encrypted_key": str, "base_url": str,
-             "model_mapping": str, "created_at": float, "updated_at": float},
+             "model_mapping": str, "created_at": float, "updated_at": float, "cache_ttl": float},
             pk="id", not_null={"user_id", "provider", "kind", "encrypted_key", "base_url"},
             foreign_keys=[("user_id", "users", "id")],
         )
         keys.create_index(["user_id", "provider"], unique=True)
+    elif "cache_ttl" not in keys.columns_dict:  # a database from before the response cache
+        keys.add_column("cache_ttl", float)
     if not db["usage"].exists():
         db["usage"].create(
             {"id": int, "user_id": int, "provider": str, "model": str, "status": int, "prompt_tokens": int,

@@ -7,6 +7,7 @@ Every cost point calls this module exactly once, through the process's ``Tracer`
     the upstream client wrapper ....... ``upstream_call``     upstream_requests / upstream_model_list_requests
     the cache lookups and loads ....... ``Layer`` methods     cache.<layer>.hits / misses / ... ; coalesced_waits
     a cache's background refreshes .... ``Layer`` methods     cache.<layer>.refreshes / refreshes_stored / ...
+    a request joining one in flight ... ``count``             dedup_joins (the ``responses`` layer)
     the upstream clients' pool ........ ``upstream_pool_wait``  upstream_pool_waits / upstream_pool_wait_ms
     the PostgreSQL pool ............... ``db_pool_wait``      db_pool_waits / db_pool_wait_ms
     the embeddings batcher ............ ``embeddings_batch``  embeddings_batches / embeddings_batched_requests /
@@ -56,14 +57,17 @@ COUNTERS = (
     "embeddings_batches",
     "embeddings_batched_requests",
     "embeddings_batch_waits",
+    "dedup_joins",
 )
 # Total waits, kept in microseconds and shown in /_stats in milliseconds (``<pool>_pool_wait_ms``).
 WAIT_TIMES = ("upstream_pool_wait_us", "db_pool_wait_us", "embeddings_batch_wait_us")
-CACHE_LAYERS = ("user", "service", "models", "models_failures")
+CACHE_LAYERS = ("user", "service", "models", "models_failures", "responses")
 CACHE_STATS = ("hits", "misses", "evictions", "expirations", "size",
                "refreshes", "refreshes_stored", "refreshes_discarded", "refresh_failures")
+SIZED_LAYERS = ("responses",)  # bounded by bytes: /_stats shows the bytes held too
 
-_SLOTS = list(COUNTERS) + list(WAIT_TIMES) + [f"cache.{layer}.{stat}" for layer in CACHE_LAYERS for stat in CACHE_STATS]
+_SLOTS = (list(COUNTERS) + list(WAIT_TIMES) + [f"cache.{layer}.{stat}" for layer in CACHE_LAYERS for stat in CACHE_STATS]
+          + [f"cache.{layer}.bytes" for layer in SIZED_LAYERS])
 _INDEX = {name: i for i, name in enumerate(_SLOTS)}
 _WIDTH = 8  # bytes per slot, signed 64-bit
 
@@ -99,7 +103,7 @@ class SharedCounters:
     def reset(self) -> None:
         """Zero every counter of every process except cache sizes, which are state, not costs."""
         n = len(_SLOTS)
-        keep = {i for name, i in _INDEX.items() if name.endswith(".size")}
+        keep = {i for name, i in _INDEX.items() if name.endswith((".size", ".bytes"))}
         for r in range(self.rows):
             for i in range(n):
                 if i not in keep:
@@ -114,7 +118,7 @@ _background: ContextVar[bool] = ContextVar("forge_ref_background", default=False
 HIT, MISS = "hit", "miss"
 # Layers a Server-Timing header names even when they have no phase of their own. Cache layers
 # that are not the request's (``models_failures``) stay out of it.
-TIMED_LAYERS = frozenset({"user", "service", "key", "adapter", "models"})
+TIMED_LAYERS = frozenset({"user", "service", "key", "adapter", "models", "responses"})
 
 
 class Trace:
@@ -248,7 +252,7 @@ class Layer:
     """The cost points of one cache layer (hot path: a hit is a slot increment and a contextvar read)."""
 
     __slots__ = ("name", "_mine", "_hit", "_miss", "_evict", "_expire", "_size", "_waits",
-                 "_refreshes", "_refreshed", "_discarded", "_refresh_failed")
+                 "_refreshes", "_refreshed", "_discarded", "_refresh_failed", "_bytes")
 
     def __init__(self, name: str, mine: memoryview) -> None:
         self.name = name
@@ -259,6 +263,7 @@ class Layer:
         self._refreshes, self._refreshed = _INDEX[f"cache.{name}.refreshes"], _INDEX[f"cache.{name}.refreshes_stored"]
         self._discarded = _INDEX[f"cache.{name}.refreshes_discarded"]
         self._refresh_failed = _INDEX[f"cache.{name}.refresh_failures"]
+        self._bytes = _INDEX.get(f"cache.{name}.bytes")
 
     def hit(self) -> None:
         self._mine[self._hit] += 1
@@ -304,6 +309,11 @@ class Layer:
 
     def refresh_failed(self) -> None:
         self._mine[self._refresh_failed] += 1
+
+    def held(self, entries: int, nbytes: int) -> None:
+        """A layer bounded by bytes (``SIZED_LAYERS``): its entries and the bytes they hold."""
+        self._mine[self._size] = entries
+        self._mine[self._bytes] = nbytes
 
 
 class Tracer:
@@ -413,6 +423,8 @@ class Tracer:
             stats = {stat: t[f"cache.{layer}.{stat}"] for stat in CACHE_STATS}
             looked = stats["hits"] + stats["misses"]
             stats["hit_ratio"] = round(stats["hits"] / looked, 4) if looked else 0.0
+            if layer in SIZED_LAYERS:
+                stats["bytes"] = t[f"cache.{layer}.bytes"]
             caches[layer] = stats
         counters = {name: t[name] for name in COUNTERS}
         for name in WAIT_TIMES:

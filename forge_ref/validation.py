@@ -24,6 +24,7 @@ PROVIDER_NAME = re.compile(r"^[a-z0-9][a-z0-9._-]{0,63}$")
 MAX_KEY_LEN = 4096
 MAX_URL_LEN = 2048
 MAX_MAPPING = 256
+MAX_CACHE_TTL = 365 * 86400  # a provider key's default response-cache TTL (the server caps it again)
 
 
 def _str(body: dict, name: str, *, max_len: int, required: bool = True) -> str | None:
@@ -109,6 +110,7 @@ class ProviderKeySpec:
     api_key: str
     base_url: str
     model_mapping: dict[str, str]
+    cache_ttl: float | None = None
 
 
 def _kind(body: dict, default: str) -> str:
@@ -137,6 +139,17 @@ def _mapping(body: dict) -> dict[str, str] | None:
             raise BadRequest("'model_mapping' maps alias strings (<= 128 chars) to model strings",
                              param="model_mapping", code="invalid_value")
     return dict(mapping)
+
+
+def _cache_ttl(body: dict) -> float | None:
+    """A provider key's default TTL for the response cache: seconds, or null (0 too) for none."""
+    ttl = body.get("cache_ttl")
+    if ttl is None:
+        return None
+    if isinstance(ttl, bool) or not isinstance(ttl, (int, float)) or not 0 <= ttl <= MAX_CACHE_TTL:
+        raise BadRequest(f"'cache_ttl' must be a number of seconds from 0 to {MAX_CACHE_TTL}, or null",
+                         param="cache_ttl", code="invalid_value")
+    return float(ttl) or None
 
 
 async def _base_url(body: dict, allow_private: bool, required: bool) -> str | None:
@@ -184,12 +197,12 @@ async def new_provider_key(body: dict, allow_private: bool) -> ProviderKeySpec:
             raise BadRequest(f"'base_url' is required for provider {provider!r}", param="base_url",
                              code="missing_field")
         base_url = DEFAULT_BASE_URLS[kind]
-    return ProviderKeySpec(provider, kind, api_key, base_url, _mapping(body) or {})
+    return ProviderKeySpec(provider, kind, api_key, base_url, _mapping(body) or {}, _cache_ttl(body))
 
 
 async def provider_key_changes(body: dict, allow_private: bool) -> tuple[dict[str, Any], str | None]:
     """Only the fields given change (PUT keeps the others). Returns (column changes, new plaintext key)."""
-    unknown = set(body) - {"api_key", "base_url", "kind", "model_mapping", "provider"}
+    unknown = set(body) - {"api_key", "base_url", "kind", "model_mapping", "provider", "cache_ttl"}
     if unknown:
         raise BadRequest(f"unknown field(s): {', '.join(sorted(unknown))}", code="unknown_field")
     changes: dict[str, Any] = {}
@@ -200,6 +213,8 @@ async def provider_key_changes(body: dict, allow_private: bool) -> tuple[dict[st
     mapping = _mapping(body)
     if mapping is not None:
         changes["model_mapping"] = mapping
+    if "cache_ttl" in body:
+        changes["cache_ttl"] = _cache_ttl(body)
     api_key = _api_key(body, False) if "api_key" in body else None
     if not changes and api_key is None:
         raise BadRequest("nothing to update: give api_key, base_url, kind or model_mapping", code="empty_update")
@@ -207,8 +222,11 @@ async def provider_key_changes(body: dict, allow_private: bool) -> tuple[dict[st
 
 
 def provider_json(row: ProviderRow, masked_key: str) -> dict:
-    return {"provider": row.provider, "kind": row.kind, "base_url": row.base_url, "api_key": masked_key,
-            "model_mapping": row.model_mapping}
+    out = {"provider": row.provider, "kind": row.kind, "base_url": row.base_url, "api_key": masked_key,
+           "model_mapping": row.model_mapping}
+    if row.cache_ttl is not None:
+        out["cache_ttl"] = row.cache_ttl
+    return out
 
 
 # --- Forge keys ------------------------------------------------------------------------------------

@@ -59,6 +59,20 @@ def redis_url():
     pytest.skip("needs Redis: set REDIS_URL or install redis-server")
 
 
+@pytest.fixture
+def prefix(redis_url):
+    """A Redis key prefix of the test's own; its keys are deleted afterwards."""
+    import uuid
+
+    import redis
+
+    p = f"forge-test:{uuid.uuid4().hex[:8]}:"
+    yield p
+    r = redis.Redis.from_url(redis_url)
+    for key in r.scan_iter(p + "*"):
+        r.delete(key)
+
+
 @pytest.fixture(scope="session")
 def pg_url():
     """A real PostgreSQL: FORGE_TEST_POSTGRES_URL, else the server on 127.0.0.1:5432.

@@ -17,7 +17,7 @@ def test_quick_plan_is_small_and_full_plan_covers_the_matrix():
     assert len(quick) <= 20
     assert {j.target for j in quick} >= {"mock-direct", "bare-proxy-aiohttp", "forge-ref-curl"}
     full = plan(quick=False, baselines=False, profiles=["steady"])
-    assert len(full) == 12  # none, 5 alone, 5 all-but-one, all
+    assert len(full) == 14  # none, 6 alone, 6 all-but-one, all
     assert len({j.label() for j in plan(quick=False, peer="litellm")}) == len(plan(quick=False, peer="litellm"))
 
 

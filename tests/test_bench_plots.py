@@ -22,6 +22,8 @@ def _close_figures():
 def test_config_names_read_as_the_layer_a_configuration_lacks():
     assert plots.config_name("user,service,keys,models [bounded]") == "all but adapters [bounded]"
     assert plots.config_name("service,keys,models,adapters") == "all but user"
+    assert plots.config_name("user,service,keys,models,adapters") == "all but responses"
+    assert plots.config_name("service,keys,models,adapters,responses") == "all but user"
     assert plots.config_name("user,service,keys") == "user,service,keys"
     assert plots.config_name("all [postgres+redis]") == "all [postgres+redis]"
 

@@ -1,4 +1,4 @@
-"""The five layers against their costs: exact counter deltas for all 32 toggle combinations,
+"""The six layers against their costs: exact counter deltas for all 64 toggle combinations,
 exact invalidation per write path, coalescing, TTL expiry. Real gateway on loopback, real mock."""
 
 from __future__ import annotations
@@ -18,6 +18,7 @@ from support import (ADMIN, GatewayThread, MockProcess, add_provider, create_use
 COMBOS = [dict(zip(LAYERS, bits)) for bits in itertools.product([False, True], repeat=len(LAYERS))]
 CHAT = {"model": "openai/gpt-4o-mini", "messages": [{"role": "user", "content": "hi"}]}
 MESSAGES = dict(CHAT, max_tokens=16)  # POST /v1/messages (Anthropic's API) costs what chat costs
+OPTED_IN = {"Cache-Control": "max-age=600"}
 K = 2  # provider keys per user in these tests
 
 
@@ -40,6 +41,15 @@ def expected_chat(layers: dict[str, bool]) -> dict[str, int]:
         "adapters_built": 0 if layers["adapters"] else 1,
         "services_built": 0 if layers["service"] else 1,
     }
+
+
+def expected_opted_in(layers: dict[str, bool]) -> dict[str, int]:
+    """Cost of one warm chat request that opted in to the response cache (``Cache-Control: max-age``):
+    with the ``responses`` layer on, a hit: no upstream call and no adapter; off, a plain request."""
+    cost = expected_chat(layers)
+    if layers["responses"]:
+        cost.update(upstream_requests=0, adapters_built=0)
+    return cost
 
 
 def expected_models(layers: dict[str, bool], listed: int = K) -> dict[str, int]:
@@ -79,7 +89,9 @@ def scoped_key(gw_url: str, key: str, providers: list[str]) -> str:
 @pytest.mark.parametrize("layers", COMBOS, ids=[layers_label(c) for c in COMBOS])
 def test_exact_costs_for_every_combination(layers, mock, tmp_path):
     """The user's first key, then a key scoped to one of the K providers: the same formulas (the
-    scope comes with the user look-up), except that /v1/models lists only what the key may use."""
+    scope comes with the user look-up), except that /v1/models lists only what the key may use.
+    A request that does not opt in to the response cache costs the same whatever the layer; one that
+    does is a hit with the layer on."""
     gw = GatewayThread(settings_for(tmp_path, caches=layers_label(layers)))
     try:
         key = setup_user(gw.url, mock.url)
@@ -92,7 +104,17 @@ def test_exact_costs_for_every_combination(layers, mock, tmp_path):
                         before = gw.counters()
                         r = client.post(path, json=body)
                         assert r.status_code == 200, r.text
+                        assert r.headers["X-Forge-Cache"] == "bypass"  # never cached without an opt-in
                         assert costs(before, gw.counters()) == {k: v for k, v in expected_chat(layers).items() if v}
+                for path, body in (("/v1/chat/completions", CHAT), ("/v1/messages", MESSAGES)):
+                    assert client.post(path, json=body, headers=OPTED_IN).status_code == 200  # warm-up
+                    for _ in range(2):
+                        before = gw.counters()
+                        r = client.post(path, json=body, headers=OPTED_IN)
+                        assert r.status_code == 200, r.text
+                        assert r.headers["X-Forge-Cache"] == ("hit" if layers["responses"] else "bypass")
+                        assert costs(before, gw.counters()) == {k: v for k, v in expected_opted_in(layers).items()
+                                                                if v}
                 assert client.get("/v1/models").status_code == 200  # warm-up
                 for _ in range(3):
                     before = gw.counters()
@@ -419,7 +441,7 @@ def test_stats_and_metrics_report_caches(mock, tmp_path):
             httpx.post(gw.url + "/v1/chat/completions", json=CHAT, headers={"Authorization": f"Bearer {key}"})
         snap = httpx.get(gw.url + "/_stats", headers=admin).json()
         assert snap["caches_enabled"] == {"user": True, "service": True, "keys": False, "models": False,
-                                          "adapters": False}
+                                          "adapters": False, "responses": False}
         assert snap["caches"]["user"]["hits"] == 2 and snap["caches"]["user"]["misses"] == 1
         assert snap["caches"]["user"]["hit_ratio"] == round(2 / 3, 4)
         metrics = httpx.get(gw.url + "/metrics", headers=admin).text

@@ -18,6 +18,7 @@ import json
 import os
 import re
 import socket
+import string
 import time
 from pathlib import Path
 from urllib.parse import quote
@@ -26,10 +27,10 @@ import httpx
 import pytest
 from hypothesis import HealthCheck, given, settings
 from hypothesis import strategies as st
+from support import ADMIN, GatewayThread, add_provider, create_user, free_port, settings_for
 
 from forge_ref import openapi
 from forge_ref.handlers import routes
-from support import ADMIN, GatewayThread, add_provider, create_user, free_port, settings_for
 
 TOTAL = int(os.environ.get("FORGE_FUZZ_EXAMPLES", "2400"))
 PROVIDER_SECRETS = {"openai": "sk-fuzz-openai-7f3a9c1e5b2d4f60", "anth": "sk-fuzz-anth-0b8e2d4c6a1f3e57",
@@ -116,9 +117,16 @@ messages = mostly(good_messages, st.one_of(
         optional={"content": contents, "name": junk_scalars, "tool_calls": junk, "tool_call_id": junk_scalars}),
         min_size=1, max_size=4),
     junk), odds=1)
+cache_specs = mostly(st.fixed_dictionaries({}, optional={  # the response cache's opt-in, LiteLLM's spelling
+    "ttl": st.one_of(st.integers(0, 600), junk_scalars), "s-maxage": st.one_of(st.floats(0, 600), junk_scalars),
+    "no-cache": st.one_of(st.booleans(), junk_scalars), "no-store": st.one_of(st.booleans(), junk_scalars),
+    "namespace": junk_scalars}), junk)
+cache_controls = st.one_of(st.sampled_from(["max-age=600", "no-cache", "no-store", "max-age=0", "max-age=abc",
+                                            "max-age=600, no-cache", "max-age=99999999999999999999", "public"]),
+                           st.text(alphabet=string.ascii_letters + string.digits + '=,-" ', max_size=30).map(str.strip))
 chat_bodies = st.fixed_dictionaries(
     {"model": models, "messages": messages},
-    optional={"stream": mostly(st.booleans(), junk_scalars), "max_tokens": junk_scalars,
+    optional={"stream": mostly(st.booleans(), junk_scalars), "max_tokens": junk_scalars, "cache": cache_specs,
               "temperature": junk_scalars, "tools": junk, "tool_choice": junk, "stop": junk, "n": junk_scalars,
               "stream_options": junk, "response_format": junk, "top_p": junk_scalars, "extra": junk})
 blocks = st.lists(st.one_of(
@@ -148,7 +156,7 @@ messages_bodies = st.fixed_dictionaries(
                                                                        "disable_parallel_tool_use": junk_scalars}),
                                        junk),
               "stop_sequences": junk, "temperature": junk_scalars, "top_p": junk_scalars, "top_k": junk_scalars,
-              "metadata": junk, "thinking": junk, "extra": junk})
+              "metadata": junk, "thinking": junk, "extra": junk, "cache": cache_specs})
 embedding_bodies = st.fixed_dictionaries(
     {"model": st.one_of(st.sampled_from(["openai/text-embedding-3-small", "gem/text-embedding-004",
                                          "anth/claude", "openai/fail-500"]), models),
@@ -168,7 +176,7 @@ provider_bodies = st.fixed_dictionaries(
                   "base_url": urls, "kind": st.one_of(st.sampled_from(["openai", "anthropic", "gemini", "cohere"]),
                                                        junk_scalars),
                   "model_mapping": st.one_of(st.dictionaries(st.text(max_size=5), junk_scalars, max_size=3), junk),
-                  "unknown": junk})
+                  "cache_ttl": st.one_of(st.floats(-1, 1e9), junk_scalars), "unknown": junk})
 name_bodies = st.fixed_dictionaries({}, optional={"name": st.one_of(st.text(max_size=140), junk_scalars),
                                                   "other": junk})
 key_bodies = mostly(st.fixed_dictionaries({}, optional={
@@ -355,6 +363,8 @@ def test_generated_requests(fz, group):
         ctype = data.draw(content_types, "content-type")
         if ctype:
             headers["Content-Type"] = ctype
+        if group in ("chat", "messages") and data.draw(st.booleans(), "opt in"):
+            headers["Cache-Control"] = data.draw(cache_controls, "cache-control")
         body = data.draw(body_strategy, "body") if method in ("POST", "PUT", "PATCH", "DELETE") else None
         send(fz, group, method, path, headers, body, auth)
 

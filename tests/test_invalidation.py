@@ -17,11 +17,12 @@ from forge_ref.app import build_gateway, prepare_storage
 from forge_ref.auth import display_prefix, hash_key, new_key
 from forge_ref.cache import MISSING
 from forge_ref.gateway import Gateway
-from forge_ref.invalidation import MODELS, SERVICE, USER, Broadcast, InvalidationPoller, SqliteLogBroadcast
+from forge_ref.invalidation import MODELS, RESPONSES, SERVICE, USER, Broadcast, InvalidationPoller, SqliteLogBroadcast
 from forge_ref.models import cache_key
 from support import settings_for
 
 FAILURES = "models_failures"
+ANSWER = b"k" * 32  # a kept answer's digest (the response cache's entries are per user)
 
 
 @dataclass
@@ -63,6 +64,7 @@ async def warm(gw: Gateway, *users: Seeded) -> None:
         await gw.services.get(u.id)
         gw.models.cache.set(u.models_key, ["gpt-4o"])
         gw.models.failures.set(u.failure_key, True)
+        await gw.responses.store.put((u.id, ANSWER), b"{}", 60)
 
 
 def cached(gw: Gateway, *users: Seeded) -> dict[str, set[int]]:
@@ -72,6 +74,7 @@ def cached(gw: Gateway, *users: Seeded) -> dict[str, set[int]]:
         SERVICE: {u.id for u in users if gw.services.cache.get(u.id) is not MISSING},
         MODELS: {u.id for u in users if gw.models.cache.get(u.models_key) is not MISSING},
         FAILURES: {u.id for u in users if gw.models.failures.get(u.failure_key) is not MISSING},
+        RESPONSES: {u.id for u in users if (u.id, ANSWER) in gw.responses.store},
     }
 
 
@@ -81,9 +84,9 @@ WRITES = {
     "forge_key_changed": (lambda inv, u: inv.forge_key_changed(u.key_hash),
                        lambda u: [(USER, u.key_hash)]),
     "user_deleted": (lambda inv, u: inv.user_deleted(u.id, u.key_hash),
-                     lambda u: [(USER, u.key_hash), (SERVICE, str(u.id)), (MODELS, str(u.id))]),
+                     lambda u: [(USER, u.key_hash), (SERVICE, str(u.id)), (MODELS, str(u.id)), (RESPONSES, str(u.id))]),
     "provider_keys_changed": (lambda inv, u: inv.provider_keys_changed(u.id),
-                              lambda u: [(SERVICE, str(u.id)), (MODELS, str(u.id))]),
+                              lambda u: [(SERVICE, str(u.id)), (MODELS, str(u.id)), (RESPONSES, str(u.id))]),
 }
 
 
@@ -104,7 +107,7 @@ def test_each_write_drops_exactly_what_it_names(tmp_path, write):
             if MODELS in stale:
                 stale.add(FAILURES)  # a changed provider may answer now: forget that it failed
             assert cached(gw, alice, bob) == {layer: {bob.id} if layer in stale else {alice.id, bob.id}
-                                              for layer in (USER, SERVICE, MODELS, FAILURES)}
+                                              for layer in (USER, SERVICE, MODELS, FAILURES, RESPONSES)}
 
     asyncio.run(body())
 
@@ -118,7 +121,7 @@ def test_one_process_drops_locally_and_broadcasts_nowhere(tmp_path):
             gw.tracer.reset()
             await gw.invalidator.provider_keys_changed(alice.id)
             assert cached(gw, alice)[SERVICE] == set()
-            assert (gw.tracer.total("db_writes"), gw.tracer.total("invalidations")) == (0, 2)
+            assert (gw.tracer.total("db_writes"), gw.tracer.total("invalidations")) == (0, 3)
             assert await gw.store.invalidations_after(0) == []
 
     asyncio.run(body())
@@ -133,14 +136,15 @@ def test_other_processes_apply_the_log_and_the_writer_skips_its_own_events(tmp_p
             await writer.invalidator.provider_keys_changed(alice.id)
             ids = [event_id for event_id, _, _ in await writer.store.invalidations_after(0)]
             assert isinstance(writer.invalidator.broadcast, SqliteLogBroadcast)
-            assert writer.invalidator.broadcast.own_ids == set(ids) and len(ids) == 2
+            assert writer.invalidator.broadcast.own_ids == set(ids) and len(ids) == 3
             assert cached(other, alice)[SERVICE] == {alice.id}  # stale until it polls
             writer.tracer.reset()
             other.tracer.reset()
             await other.poller.tick()
             await writer.poller.tick()
-            assert cached(other, alice) == {USER: {alice.id}, SERVICE: set(), MODELS: set(), FAILURES: set()}
-            assert other.tracer.total("invalidations") == 2
+            assert cached(other, alice) == {USER: {alice.id}, SERVICE: set(), MODELS: set(), FAILURES: set(),
+                                            RESPONSES: set()}
+            assert other.tracer.total("invalidations") == 3
             assert writer.tracer.total("invalidations") == 0  # applied once already, when written
             assert writer.invalidator.broadcast.own_ids == set()
             assert other.poller.last_id == writer.poller.last_id == ids[-1]
@@ -157,7 +161,7 @@ def test_a_new_process_starts_after_the_existing_log(tmp_path):
             alice = await seed(first, "alice")
             await first.invalidator.provider_keys_changed(alice.id)
             async with gateways(tmp_path, {}) as (late,):  # empty caches: nothing before it can be stale in it
-                assert late.poller.last_id == await first.store.last_invalidation_id() == 2
+                assert late.poller.last_id == await first.store.last_invalidation_id() == 3
                 await warm(late, alice)
                 await late.poller.tick()
                 assert late.tracer.total("invalidations") == 0 and cached(late, alice)[SERVICE] == {alice.id}
@@ -226,6 +230,7 @@ def test_clear_local_forgets_every_cached_user(tmp_path):
             alice, bob = await seed(gw, "alice"), await seed(gw, "bob")
             await warm(gw, alice, bob)
             gw.invalidator.clear_local()  # after invalidations may have been missed (a Redis outage)
-            assert (len(gw.auth.cache), len(gw.services.cache), len(gw.models.cache)) == (0, 0, 0)
+            assert (len(gw.auth.cache), len(gw.services.cache), len(gw.models.cache), len(gw.responses.store)) == (
+                0, 0, 0, 0)
 
     asyncio.run(body())

@@ -8,7 +8,6 @@ from __future__ import annotations
 import asyncio
 import shutil
 import time
-import uuid
 
 import httpx
 import orjson
@@ -31,15 +30,6 @@ CHAT = {"model": "openai/gpt-4o-mini", "messages": [{"role": "user", "content": 
 
 def redis_settings(tmp_path, url, prefix, **kw):
     return settings_for(tmp_path, cache_backend="redis", redis_url=url, redis_prefix=prefix, **kw)
-
-
-@pytest.fixture
-def prefix(redis_url):
-    p = f"forge-test:{uuid.uuid4().hex[:8]}:"
-    yield p
-    r = redis.Redis.from_url(redis_url)
-    for key in r.scan_iter(p + "*"):
-        r.delete(key)
 
 
 @pytest.fixture

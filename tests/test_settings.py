@@ -24,7 +24,8 @@ def test_env_then_overrides():
 def test_layers():
     assert s.parse_layers("all") == dict.fromkeys(s.LAYERS, True)
     assert s.parse_layers("none") == dict.fromkeys(s.LAYERS, False)
-    assert s.parse_layers("user, models") == {"user": True, "service": False, "keys": False, "models": True, "adapters": False}
+    assert s.parse_layers("user, models") == {"user": True, "service": False, "keys": False, "models": True, "adapters": False,
+                                              "responses": False}
     with pytest.raises(ValueError, match="bogus"):
         s.parse_layers("user,bogus")
 
@@ -32,6 +33,8 @@ def test_layers():
 def test_ttl_zero_turns_layer_off():
     assert s.Settings(user_ttl=0).layers()["user"] is False
     assert s.Settings(models_ttl=0).layers()["models"] is False
+    assert s.Settings(responses_max_bytes=0).layers()["responses"] is False
+    assert s.Settings(responses_max_ttl=0).layers()["responses"] is False
 
 
 def test_label_round_trip():
