@@ -116,6 +116,15 @@ class RedisLink:
             self.mark_down(exc)
             return None
 
+    async def ping(self) -> None:
+        """``GET /ready``'s check: one PING; an error marks the link down, as any command's does."""
+        self.trip()
+        try:
+            await self.client.ping()
+        except self.errors as exc:
+            self.mark_down(exc)
+            raise
+
     async def close(self) -> None:
         await self.client.aclose()
         await self.pool.disconnect()

@@ -14,7 +14,7 @@ from pathlib import Path
 
 import httpx
 
-from forge_ref.app import build_gateway, make_app, prepare_storage, start_background
+from forge_ref.app import build_gateway, prepare_storage, serve_until
 from forge_ref.cache import MISSING
 from forge_ref.settings import Settings
 
@@ -83,10 +83,14 @@ class MockProcess:
 
 
 class ServerProcess:
-    """``forge-ref serve`` as a real process on a free port (logs in ``tmp_path``), with test defaults."""
+    """``forge-ref serve`` as a real process on a free port (logs in ``tmp_path``), with test defaults.
 
-    def __init__(self, tmp_path, *args: str, env: dict | None = None) -> None:
-        self.port = free_port()
+    ``port`` reuses a port (a restarted node; the log is appended to); ``preexec_fn`` runs in the
+    child before exec (``resource.setrlimit`` for a low file limit)."""
+
+    def __init__(self, tmp_path, *args: str, env: dict | None = None, port: int | None = None,
+                 preexec_fn=None) -> None:
+        self.port = port or free_port()
         self.url = f"http://127.0.0.1:{self.port}"
         self.log = tmp_path / f"serve-{self.port}.log"
         full_env = {"FORGE_ADMIN_TOKEN": ADMIN, "FORGE_ALLOW_PRIVATE_UPSTREAMS": "1", "PATH": "/usr/bin:/bin",
@@ -94,19 +98,21 @@ class ServerProcess:
         self.proc = subprocess.Popen(
             [sys.executable, "-m", "forge_ref.cli", "serve", "--port", str(self.port),
              "--db", str(tmp_path / "e2e.db"), *args],
-            stdout=self.log.open("w"), stderr=subprocess.STDOUT, env=full_env)
+            stdout=self.log.open("a"), stderr=subprocess.STDOUT, env=full_env, preexec_fn=preexec_fn)
         wait_http(self.url + "/health")
 
     def stats(self) -> dict:
         return httpx.get(self.url + "/_stats", headers={"Authorization": f"Bearer {ADMIN}"}).json()
 
-    def stop(self) -> None:
+    def stop(self) -> int:
+        """SIGTERM, then the exit status."""
         self.proc.terminate()
-        self.proc.wait(10)
+        return self.proc.wait(10)
 
 
 class GatewayThread:
-    """The real gateway (build_gateway + make_app) served on loopback from a background thread.
+    """The real gateway (build_gateway + serve_until, as ``forge-ref serve`` runs it) served on
+    loopback from a background thread; ``stop()`` drains it as SIGTERM does.
 
     Tests talk to it over HTTP like any client, and read ``gw.tracer`` directly.
     """
@@ -131,21 +137,15 @@ class GatewayThread:
             self._ready.set()
 
     async def _main(self) -> None:
-        from tornado.httpserver import HTTPServer
+        from tornado.netutil import bind_sockets
 
         keys = await prepare_storage(self.settings)
         self.gw = await build_gateway(self.settings, keys=keys, timer=self._timer)
         self.loop = asyncio.get_running_loop()
-        server = HTTPServer(make_app(self.gw), max_body_size=256 * 1024 * 1024)
-        server.listen(self.port, "127.0.0.1")
-        timers = start_background(self.gw)
+        sockets = bind_sockets(self.port, "127.0.0.1")  # listening from here: early clients wait in the backlog
         self._stop = asyncio.Event()
         self._ready.set()
-        await self._stop.wait()
-        server.stop()
-        for t in timers:
-            t.stop()
-        await self.gw.aclose()
+        await serve_until(self.gw, sockets, self._stop)
 
     def counters(self) -> dict[str, int]:
         return self.gw.tracer.totals()
