@@ -237,7 +237,7 @@ def serve(settings: Settings, *, ready: Callable[[str], None] | None = None) -> 
     if ready is not None:
         ready(f"forge-ref listening on http://{settings.host}:{port} ({n} process{'es' if n > 1 else ''}, "
               f"caches: {settings.caches})")
-    task_id = Workers(n).run() if n > 1 else 0
+    task_id = Workers(n, sockets).run() if n > 1 else 0
     counters.bind(task_id)  # before build_gateway creates this process's Tracer
     run_on_loop(settings.event_loop, _run(settings, keys, counters, sockets, multi_process=n > 1))
 

@@ -387,17 +387,21 @@ class ProxyHandler(BaseHandler):
     async def _send(self, client, adapter, req, user: User, row: Any, target: Target, started: float) -> bytes:
         """One upstream call (not streaming); a failure status is recorded and raised mapped."""
         self.trace.lap("translate")
-        try:
-            resp = await client.send(req)
-        except asyncio.CancelledError:
-            if not self.gw.lifecycle.absorb_cut():
-                raise
-            raise ShuttingDown() from None
+        resp = await self._unless_cut(client.send(req))
         self.trace.lap("upstream")
         if resp.status >= 300:  # a 3xx is not followed (SSRF) and not a success
             self._record(user, row, target, resp.status, started)
             raise adapter.error(resp.status, resp.body, resp.headers)
         return resp.body
+
+    async def _unless_cut(self, pending: Any) -> Any:
+        """Await an upstream call; if the shutdown cut cancels it, answer 503 ``shutting_down``."""
+        try:
+            return await pending
+        except asyncio.CancelledError:
+            if not self.gw.lifecycle.absorb_cut():
+                raise
+            raise ShuttingDown() from None
 
     def _record(self, user: User, row: Any, target: Target, status: int, started: float,
                 prompt: int | None = None, completion: int | None = None) -> None:
@@ -468,12 +472,7 @@ class ChatHandler(ProxyHandler):
         req = self._translate(adapter.chat_request, target, body)
         trace.lap("translate")
         with self._upstream_failures(user, row, target, started):
-            try:
-                stream = await client.open_stream(req)
-            except asyncio.CancelledError:
-                if not self.gw.lifecycle.absorb_cut():
-                    raise
-                raise ShuttingDown() from None
+            stream = await self._unless_cut(client.open_stream(req))
             trace.point("upstream_headers")
             if stream.status >= 300:
                 data = await stream.read_all()

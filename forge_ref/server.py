@@ -101,7 +101,7 @@ class _Throttled:
         self._since += 1
         now = self._timer()
         if now - self._last >= LOG_INTERVAL:
-            log.warning(self.message + " (%d times since the last such line)", *args, self._since)
+            log.warning(self.message + " (seen %d times since the last such line)", *args, self._since)
             self._since, self._last = 0, now
 
 
@@ -214,7 +214,8 @@ class Server(HTTPServer):
         # Called when a connection starts waiting for its next request head (the previous one answered).
         self._busy.pop(server_conn, None)
         self._waiting.add(server_conn)
-        self._changed.set()
+        if self._draining:
+            self._changed.set()
         return _Tracked(self, server_conn, request_conn, super().start_request(server_conn, request_conn))
 
     def _in_flight(self, server_conn: Any, request_conn: Any) -> None:
@@ -231,7 +232,8 @@ class Server(HTTPServer):
             self._per_client[ip] -= 1
             if not self._per_client[ip]:
                 del self._per_client[ip]  # bounded by the clients connected now, not by those ever seen
-        self._changed.set()
+        if self._draining:
+            self._changed.set()
         self._resume()
 
     # --- the drain -------------------------------------------------------------------------------

@@ -8,8 +8,9 @@ has no SIGTERM handler, so it died at once (exit status 143) with its workers st
   * forks a new worker with the same task id (its row of counters) whenever one exits while the
     server runs: SIGTERM to one worker restarts it gracefully, and the others' connections are
     untouched (every worker accepts on the same listening socket);
-  * passes SIGTERM or SIGINT on to every worker, waits until all have drained, and exits 0 (1 when
-    one of them failed);
+  * passes SIGTERM or SIGINT on to every worker and closes its own copy of the listening sockets
+    (kept so far for the workers it forks: while it holds them, new connections would queue for a
+    worker that never comes), waits until all have drained, and exits 0 (1 when one of them failed);
   * gives up after ``MAX_RESTARTS`` abnormal exits, as Tornado does;
   * has each worker ask the kernel for SIGTERM when the parent dies (PR_SET_PDEATHSIG, Linux), so
     no worker outlives a parent that was killed.
@@ -20,6 +21,7 @@ from __future__ import annotations
 import logging
 import os
 import signal
+import socket
 import sys
 
 log = logging.getLogger("forge_ref.workers")
@@ -29,8 +31,9 @@ _STOP = (signal.SIGTERM, signal.SIGINT)
 
 
 class Workers:
-    def __init__(self, n: int) -> None:
+    def __init__(self, n: int, sockets: list[socket.socket]) -> None:
         self.n = n
+        self.sockets = sockets
         self.parent = os.getpid()
         self.children: dict[int, int] = {}  # pid -> task id
         self.stopping = False
@@ -88,6 +91,8 @@ class Workers:
             os.kill(os.getpid(), signum)
             return
         self.stopping = True
+        for sock in self.sockets:
+            sock.close()
         for pid in list(self.children):
             try:
                 os.kill(pid, signal.SIGTERM)

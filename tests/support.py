@@ -38,6 +38,18 @@ def wait_http(url: str, timeout: float = 15.0) -> None:
     raise TimeoutError(f"{url} did not answer within {timeout}s")
 
 
+def refused(url: str, within: float = 1.0) -> bool:
+    """New connections to ``url`` are refused within ``within`` seconds (the server stopped accepting)."""
+    deadline = time.monotonic() + within
+    while time.monotonic() < deadline:
+        try:
+            httpx.get(url + "/health", timeout=1)
+        except httpx.ConnectError:
+            return True
+        time.sleep(0.01)
+    return False
+
+
 class MockProcess:
     """The mock provider as a real process on a free port (``--port 0``: it announces the port).
 
@@ -205,6 +217,37 @@ async def settle_refreshes(*caches) -> None:
     for cache in caches:
         while getattr(cache, "_tasks", None):
             await asyncio.wait(set(cache._tasks))
+
+
+class Load:
+    """Requests from a thread until ``stop()``: ``send()`` makes one and returns what to record
+    (its status, say); an HTTP error is recorded as its repr."""
+
+    def __init__(self, send) -> None:
+        self.results: list = []
+        self._stop = threading.Event()
+
+        def run() -> None:
+            while not self._stop.is_set():
+                try:
+                    self.results.append(send())
+                except httpx.HTTPError as exc:
+                    self.results.append(repr(exc))
+
+        self._thread = threading.Thread(target=run, daemon=True)
+        self._thread.start()
+
+    def more(self, n: int, timeout: float = 30.0) -> None:
+        """Wait for ``n`` more answers: counts, not seconds, so a loaded machine only makes it longer."""
+        target = len(self.results) + n
+        deadline = time.monotonic() + timeout
+        while len(self.results) < target and time.monotonic() < deadline:
+            time.sleep(0.01)
+
+    def stop(self) -> list:
+        self._stop.set()
+        self._thread.join(30)
+        return self.results
 
 
 def settings_for(tmp_path: Path, **kw) -> Settings:

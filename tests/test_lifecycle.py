@@ -15,8 +15,8 @@ import uuid
 import httpx
 import pytest
 
-from support import GatewayThread, MockProcess, RedisServer, add_provider, create_user, delta, settings_for
-from test_e2e import ServerProcess
+from support import (GatewayThread, MockProcess, RedisServer, ServerProcess, add_provider, create_user, delta,
+                     refused, settings_for)
 
 CHAT = {"model": "openai/gpt-4o-mini", "messages": [{"role": "user", "content": "hi"}]}
 STREAM = {"model": "openai/gpt-4o-mini", "stream": True, "messages": [{"role": "user", "content": "a long story"}]}
@@ -121,18 +121,6 @@ def _stream_in_thread(url: str, headers: dict) -> tuple[threading.Thread, list[s
     return t, frames, first
 
 
-def _refused(url: str) -> bool:
-    """New connections are refused within a second."""
-    deadline = time.monotonic() + 1
-    while time.monotonic() < deadline:
-        try:
-            httpx.get(url + "/health", timeout=1)
-        except httpx.ConnectError:
-            return True
-        time.sleep(0.01)
-    return False
-
-
 def _usage_statuses(tmp_path) -> list[int]:
     return [row[0] for row in sqlite3.connect(tmp_path / "e2e.db").execute("SELECT status FROM usage ORDER BY id")]
 
@@ -149,7 +137,7 @@ def test_sigterm_lets_a_stream_finish_and_tells_keep_alive_clients_to_close(tmp_
         t, frames, _ = _stream_in_thread(server.url, auth)
 
         server.proc.send_signal(signal.SIGTERM)
-        assert _refused(server.url)
+        assert refused(server.url)
         r = kept.post("/v1/chat/completions", json=CHAT)  # on a connection already open: served, then closed
         assert r.status_code == 200 and r.headers["connection"] == "close"
         r = probe.get("/ready")
