@@ -20,6 +20,7 @@ from support import (GatewayThread, MockProcess, RedisServer, ServerProcess, add
 
 CHAT = {"model": "openai/gpt-4o-mini", "messages": [{"role": "user", "content": "hi"}]}
 STREAM = {"model": "openai/gpt-4o-mini", "stream": True, "messages": [{"role": "user", "content": "a long story"}]}
+MESSAGES = dict(STREAM, max_tokens=100)  # Anthropic's Messages API, to the same openai-kind provider
 
 
 class Clock:
@@ -103,15 +104,17 @@ def _setup(server: ServerProcess, mock: MockProcess) -> tuple[str, dict]:
     return key, {"Authorization": f"Bearer {key}"}
 
 
-def _stream_in_thread(url: str, headers: dict) -> tuple[threading.Thread, list[str], threading.Event]:
+def _stream_in_thread(url: str, headers: dict, path: str = "/v1/chat/completions",
+                      body: dict = STREAM) -> tuple[threading.Thread, list[str], threading.Event]:
+    """A stream read from a thread: its lines (``data:``, and ``event:`` in Anthropic's), once one came."""
     frames: list[str] = []
     first = threading.Event()
 
     def read() -> None:
-        with httpx.stream("POST", url + "/v1/chat/completions", json=STREAM, headers=headers, timeout=30) as r:
+        with httpx.stream("POST", url + path, json=body, headers=headers, timeout=30) as r:
             assert r.status_code == 200
             for line in r.iter_lines():
-                if line.startswith("data: "):
+                if line:
                     frames.append(line)
                     first.set()
 
@@ -155,7 +158,7 @@ def test_sigterm_lets_a_stream_finish_and_tells_keep_alive_clients_to_close(tmp_
         slow.stop()
 
 
-@pytest.mark.parametrize("client", ["curl", "httpx"])
+@pytest.mark.parametrize("client", ["aiohttp", "curl", "httpx"])
 def test_what_runs_at_the_shutdown_timeout_is_cut_in_its_own_error_shape(tmp_path, client):
     slow = MockProcess("--chunks", "40", "--chunk-delay-ms", "250")  # a 10 s stream
     server = ServerProcess(tmp_path, env={"FORGE_SHUTDOWN_TIMEOUT": "1", "FORGE_READ_TIMEOUT": "30",
@@ -163,18 +166,19 @@ def test_what_runs_at_the_shutdown_timeout_is_cut_in_its_own_error_shape(tmp_pat
     try:
         key, auth = _setup(server, slow)
         t, frames, _ = _stream_in_thread(server.url, auth)
+        t2, events, _ = _stream_in_thread(server.url, auth, "/v1/messages", MESSAGES)
         waiting: list[httpx.Response] = []
         hang = threading.Thread(target=lambda: waiting.append(httpx.post(
             server.url + "/v1/chat/completions", json=dict(CHAT, model="openai/hang"), headers=auth, timeout=30)))
         hang.start()
         deadline = time.monotonic() + 5
-        while slow.stats().get("openai.chat", 0) < 2 and time.monotonic() < deadline:
+        while slow.stats().get("openai.chat", 0) < 3 and time.monotonic() < deadline:
             time.sleep(0.02)
 
         started = time.monotonic()
         server.proc.send_signal(signal.SIGTERM)
-        t.join(10)
-        hang.join(10)
+        for thread in (t, t2, hang):
+            thread.join(10)
         assert server.proc.wait(10) == 0
         took = time.monotonic() - started
         assert 1.0 <= took < 4.0, took
@@ -182,10 +186,13 @@ def test_what_runs_at_the_shutdown_timeout_is_cut_in_its_own_error_shape(tmp_pat
         assert frames[-1] == "data: [DONE]"
         assert json.loads(frames[-2][len("data: "):])["error"]["code"] == "shutting_down"
         assert sum('"content"' in f for f in frames) < 20  # cut, not finished
+        assert events[-2] == "event: error"  # Anthropic's stream ends in Anthropic's shape
+        error = json.loads(events[-1][len("data: "):])
+        assert error["type"] == "error" and "shutting down" in error["error"]["message"]
         r = waiting[0]
         assert r.status_code == 503 and r.json()["error"]["code"] == "shutting_down"
         assert r.headers["retry-after"] == "1" and r.headers["connection"] == "close"
-        assert _usage_statuses(tmp_path) == [503]  # the cut stream; the unanswered call has no usage
+        assert _usage_statuses(tmp_path) == [503, 503, 503]  # both cut streams, and the call cut before its answer
         log = server.log.read_text()
         assert "cutting them" in log
         # Known, outside this module: Tornado's CurlAsyncHTTPClient.close() with a transfer still
