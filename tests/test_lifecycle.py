@@ -15,24 +15,16 @@ import uuid
 import httpx
 import pytest
 
-from support import (GatewayThread, MockProcess, RedisServer, ServerProcess, add_provider, create_user, delta,
-                     refused, settings_for)
+from support import (FakeClock, GatewayThread, MockProcess, RedisServer, ServerProcess, add_provider, create_user,
+                     delta, refused, settings_for)
 
 CHAT = {"model": "openai/gpt-4o-mini", "messages": [{"role": "user", "content": "hi"}]}
 STREAM = {"model": "openai/gpt-4o-mini", "stream": True, "messages": [{"role": "user", "content": "a long story"}]}
 MESSAGES = dict(STREAM, max_tokens=100)  # Anthropic's Messages API, to the same openai-kind provider
 
 
-class Clock:
-    def __init__(self) -> None:
-        self.now = 1000.0
-
-    def __call__(self) -> float:
-        return self.now
-
-
 def test_ready_checks_the_database_at_most_once_a_second(tmp_path):
-    clock = Clock()
+    clock = FakeClock()
     g = GatewayThread(settings_for(tmp_path), timer=clock)
     try:
         before = g.counters()
@@ -51,7 +43,7 @@ def test_ready_checks_the_database_at_most_once_a_second(tmp_path):
 
 def test_ready_is_503_while_redis_does_not_answer(tmp_path):
     redis = RedisServer()
-    clock = Clock()
+    clock = FakeClock()
     g = GatewayThread(settings_for(tmp_path, cache_backend="redis", redis_url=redis.url,
                                    redis_prefix=f"forge-ready:{uuid.uuid4().hex[:8]}:"), timer=clock)
     try:
