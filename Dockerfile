@@ -40,9 +40,9 @@ USER forge
 EXPOSE 8000
 HEALTHCHECK --interval=10s --timeout=3s --start-period=10s --retries=3 \
     CMD ["python", "-c", "import os, urllib.request; urllib.request.urlopen('http://127.0.0.1:%s/health' % os.environ.get('FORGE_PORT', '8000'), timeout=2)"]
-# Exec form: forge-ref is PID 1 and gets SIGTERM itself. It handles SIGTERM (stops, exits 0), which
-# PID 1 must: the kernel drops signals PID 1 has no handler for. One process per container (the
-# FORGE_PROCESSES>1 parent has no handler: `docker stop` would wait out its timeout and kill).
+# Exec form: forge-ref is PID 1 and gets SIGTERM itself. It handles SIGTERM (drains, exits 0), which
+# PID 1 must: the kernel drops signals PID 1 has no handler for; with FORGE_PROCESSES>1 the parent
+# passes it to its workers. Scale with containers, one process each.
 ENTRYPOINT ["forge-ref"]
 CMD ["serve"]
 

@@ -2,7 +2,8 @@
 
 ``build_gateway(settings)`` wires store, crypto, caches, services, models, adapters and the
 invalidator together; ``make_app(gw)`` turns that into a Tornado application; ``serve``
-binds, forks (``--processes N``), and runs. Tests build the same objects the server runs.
+binds, forks (``--processes N``, ``workers``), and runs ``serve_until``, which drains on SIGTERM
+(``lifecycle``). Tests build the same objects the server runs.
 """
 
 from __future__ import annotations
@@ -15,7 +16,6 @@ import time
 from typing import Callable, Coroutine
 
 import tornado.web
-from tornado.httpserver import HTTPServer
 from tornado.ioloop import PeriodicCallback
 
 from . import crypto as crypto_mod
@@ -29,17 +29,20 @@ from .crypto import Crypto, EncryptionKeyError
 from .gateway import Gateway
 from .handlers import NotFoundHandler, routes
 from .invalidation import InvalidationPoller, Invalidator, SqliteLogBroadcast
+from .lifecycle import Lifecycle
 from .limits import StreamLimiter
 from .models import ModelLister
 from .pg_store import PgDriver, is_postgres
 from .pg_store import create_schema as pg_create_schema
 from .responses import MemoryAnswers, Responses
+from .server import Server, connection_cap, raise_file_limit
 from .services import ServiceRegistry
 from .settings import Settings
 from .store import SqliteDriver, Store
 from .tracing import SharedCounters, Tracer
 from .upstream import UpstreamClient, make_upstream
 from .usage import UsageRecorder
+from .workers import Workers
 
 log = logging.getLogger("forge_ref")
 
@@ -53,7 +56,7 @@ async def open_store(settings: Settings, tracer: Tracer | None, *, background: b
     if is_postgres(settings.db):
         return Store(await PgDriver(settings.db, tracer=tracer, background=background,
                                     max_size=settings.db_pool_size).open())
-    return Store(SqliteDriver(store_mod.connect(settings.db, tracer=tracer, background=background)))
+    return Store(SqliteDriver(store_mod.connect(settings.db, tracer=tracer, background=background), tracer=tracer))
 
 
 async def prepare_storage(settings: Settings) -> list[str]:
@@ -159,10 +162,12 @@ async def build_gateway(settings: Settings, *, keys: list[str], counters: Shared
             kept = MemoryAnswers(max_bytes=settings.responses_max_bytes, meter=tracer.layer("responses"), timer=timer)
         answers = Responses(kept, tracer=tracer, max_ttl=settings.responses_max_ttl)
     invalidator = Invalidator(auth, services, models, tracer, broadcast=broadcast, responses=answers)
+    checks = [("database", store.ping)] + ([("redis", link.ping)] if link is not None else [])
     gw = Gateway(settings=settings, layers=layers, tracer=tracer, store=store, crypto=crypto, auth=auth,
                  services=services, models=models, adapters=adapters, invalidator=invalidator,
                  usage=UsageRecorder(store, max_rows=settings.usage_flush_rows), upstream=upstream,
-                 streams=StreamLimiter(settings.max_streams_per_key), server_timing=settings.server_timing,
+                 streams=StreamLimiter(settings.max_streams_per_key), lifecycle=Lifecycle(checks, tracer, timer=timer),
+                 server_timing=settings.server_timing,
                  trace_requests=settings.server_timing or settings.access_log, responses=answers)
     if settings.embeddings_batch_window_ms > 0:
         gw.embeddings_batcher = EmbeddingsBatcher(window_ms=settings.embeddings_batch_window_ms,
@@ -206,12 +211,33 @@ def start_background(gw: Gateway) -> list[PeriodicCallback]:
     return [flusher]
 
 
+def make_server(gw: Gateway) -> Server:
+    """The HTTP server of one process: its connection cap (from the file limit unless set) and timeouts."""
+    s = gw.settings
+    return Server(make_app(gw), max_connections=connection_cap(s),
+                  max_per_client=s.max_connections_per_client, tracer=gw.tracer,
+                  idle_connection_timeout=s.idle_timeout, body_timeout=s.body_timeout,
+                  max_body_size=max(s.max_body_bytes * 4, 64 * 1024 * 1024))
+
+
+async def serve_until(gw: Gateway, sockets: list, stop: asyncio.Event) -> None:
+    """Serve on ``sockets`` until ``stop`` is set, then drain (``lifecycle``), flush usage and close."""
+    server = make_server(gw)
+    server.add_sockets(sockets)
+    timers = start_background(gw)
+    await stop.wait()
+    await gw.lifecycle.shutdown(server, gw.settings.shutdown_timeout, gw.settings.shutdown_delay)
+    for t in timers:  # after the drain: requests served meanwhile still flush usage and see invalidations
+        t.stop()
+    await gw.aclose()
+
+
 def serve(settings: Settings, *, ready: Callable[[str], None] | None = None) -> None:
     """Bind, fork into ``settings.processes`` workers if asked, and serve until SIGTERM/SIGINT."""
-    from tornado import netutil, process
+    from tornado import netutil
 
     keys = asyncio.run(prepare_storage(settings))
-    raise_open_files_limit(settings.upstream_max_connections)
+    raise_file_limit(settings)  # before forking: the workers inherit it
     # Tornado's default backlog (128) overflows under a burst of new connections (measured: a
     # cold burst of 200 lost up to 172 SYNs, each retried a second later).
     sockets = netutil.bind_sockets(settings.port, settings.host, backlog=1024)
@@ -221,29 +247,9 @@ def serve(settings: Settings, *, ready: Callable[[str], None] | None = None) -> 
     if ready is not None:
         ready(f"forge-ref listening on http://{settings.host}:{port} ({n} process{'es' if n > 1 else ''}, "
               f"caches: {settings.caches})")
-    task_id = process.fork_processes(n, max_restarts=100) if n > 1 else 0
-    if n > 1:
-        _die_with_parent()
-    counters.bind(task_id or 0)  # before build_gateway creates this process's Tracer
+    task_id = Workers(n, sockets).run() if n > 1 else 0
+    counters.bind(task_id)  # before build_gateway creates this process's Tracer
     run_on_loop(settings.event_loop, _run(settings, keys, counters, sockets, multi_process=n > 1))
-
-
-def raise_open_files_limit(upstream_connections: int) -> None:
-    """A proxied request holds two sockets, the client's and the upstream's: a full upstream pool
-    needs about twice its size in open files. Raise the soft limit that far (at most to the hard
-    limit, as Go's runtime does at start), and say so when even the hard limit is short."""
-    import resource
-
-    want = 2 * upstream_connections + 256  # and the DB and Redis pools, listening sockets, logs
-    soft, hard = resource.getrlimit(resource.RLIMIT_NOFILE)
-    if soft == resource.RLIM_INFINITY or soft >= want:
-        return
-    new = want if hard == resource.RLIM_INFINITY else min(want, hard)
-    resource.setrlimit(resource.RLIMIT_NOFILE, (new, hard))
-    if new < want:
-        log.warning("the open-file limit (%d) holds about %d requests in flight, fewer than the upstream pool (%d): "
-                    "raise it (ulimit -n) or lower FORGE_UPSTREAM_MAX_CONNECTIONS", new, (new - 256) // 2,
-                    upstream_connections)
 
 
 def run_on_loop(kind: str, main: Coroutine) -> None:
@@ -257,35 +263,10 @@ def run_on_loop(kind: str, main: Coroutine) -> None:
         runner.run(main)
 
 
-def _die_with_parent() -> None:
-    """A worker must not outlive its parent (stopping the parent stops the server).
-
-    Tornado's fork_processes leaves workers running when the parent gets SIGTERM; on Linux,
-    PR_SET_PDEATHSIG makes the kernel send each worker SIGTERM (a graceful stop) instead.
-    """
-    parent = os.getppid()
-    try:
-        import ctypes
-
-        ctypes.CDLL(None, use_errno=True).prctl(1, signal.SIGTERM)  # 1 = PR_SET_PDEATHSIG
-    except (OSError, AttributeError):
-        return  # not Linux: stop workers by their process group instead
-    if os.getppid() != parent:  # the parent died before prctl took effect
-        os.kill(os.getpid(), signal.SIGTERM)
-
-
 async def _run(settings: Settings, keys: list[str], counters: SharedCounters, sockets, *, multi_process: bool) -> None:
-    gw = await build_gateway(settings, keys=keys, counters=counters, multi_process=multi_process)
-    server = HTTPServer(make_app(gw), max_body_size=max(settings.max_body_bytes * 4, 64 * 1024 * 1024),
-                        idle_connection_timeout=300)
-    server.add_sockets(sockets)
-    timers = start_background(gw)
     stop = asyncio.Event()
     loop = asyncio.get_running_loop()
-    for sig in (signal.SIGTERM, signal.SIGINT):
+    for sig in (signal.SIGTERM, signal.SIGINT):  # first: a stop while starting up still drains
         loop.add_signal_handler(sig, stop.set)
-    await stop.wait()
-    server.stop()
-    for t in timers:
-        t.stop()
-    await gw.aclose()
+    gw = await build_gateway(settings, keys=keys, counters=counters, multi_process=multi_process)
+    await serve_until(gw, sockets, stop)

@@ -11,6 +11,7 @@ shared call the moment its connection closes. The handler's hooks do the API-spe
 
 from __future__ import annotations
 
+import asyncio
 import time
 from typing import Any
 
@@ -19,6 +20,7 @@ from tornado.iostream import StreamClosedError
 from . import dedup, responses
 from .adapters.base import Target
 from .errors import ForgeError
+from .lifecycle import ShuttingDown
 from .store import User
 
 
@@ -105,13 +107,13 @@ class CachedChat:
         status = 200
         try:
             if body.get("stream") is not True:
-                self.finish(await flight.whole())
+                self.finish(await self._unless_cut(flight.whole()))
             elif not flight.streaming:
-                answer = await flight.whole()
+                answer = await self._unless_cut(flight.whole())
                 self._open_sse()
                 self.finish(self.codec.replay(answer, self.codec.wants_usage(body)))
             else:
-                await flight.started()
+                await self._unless_cut(flight.started())
                 self._open_sse()
                 status = await self._relay(flight, self.codec.wants_usage(body))
         except ForgeError as exc:
@@ -138,7 +140,15 @@ class CachedChat:
                 return 499
             if flight.done:
                 break
-            await flight.changed()
+            try:
+                await flight.changed()
+            except asyncio.CancelledError:
+                if not self.gw.lifecycle.absorb_cut():
+                    raise
+                # Still running at the shutdown timeout: this client's stream ends as a failure does.
+                self.write(self.codec.failure(ShuttingDown()))
+                self.finish()
+                return ShuttingDown.status
         self.finish()
         return flight.status
 

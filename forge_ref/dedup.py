@@ -54,7 +54,8 @@ class Flight:
     # the producer's side
 
     def _wake(self) -> None:
-        self._changed.set_result(None)
+        if not self._changed.done():
+            self._changed.set_result(None)
         self._changed = asyncio.get_running_loop().create_future()
 
     def open(self) -> None:
@@ -79,12 +80,13 @@ class Flight:
     # the clients' side
 
     async def changed(self) -> None:
-        await self._changed
+        # Shielded: a client cancelled while it waits (the shutdown cut) must not cancel what the others wait on.
+        await asyncio.shield(self._changed)
 
     async def whole(self) -> bytes:
         """The whole answer, or the flight's error raised."""
         while not self.done:
-            await self._changed
+            await self.changed()
         if self.answer is None:
             raise self.error or UpstreamError("the shared streamed answer cannot be given as one JSON answer",
                                               code="shared_answer_unavailable")
@@ -93,7 +95,7 @@ class Flight:
     async def started(self) -> None:
         """A stream's headers are in (clients may send theirs), or its error raised."""
         while not (self.opened or self.done):
-            await self._changed
+            await self.changed()
         if not self.opened:
             raise self.error or UpstreamError("the upstream call ended before it answered")
 

@@ -14,6 +14,7 @@ from .auth import Authenticator
 from .batching import EmbeddingsBatcher
 from .crypto import Crypto
 from .invalidation import InvalidationPoller, Invalidator
+from .lifecycle import Lifecycle
 from .limits import StreamLimiter
 from .models import ModelLister
 from .services import ServiceRegistry
@@ -39,6 +40,7 @@ class Gateway:
     usage: UsageRecorder
     upstream: UpstreamClient
     streams: StreamLimiter
+    lifecycle: Lifecycle  # readiness, draining, and the cut at the shutdown timeout
     server_timing: bool = False  # a Server-Timing header on every counted response
     trace_requests: bool = False  # start a trace per request: something reads it (Server-Timing, access log)
     responses: Any = None  # responses.Responses when the ``responses`` layer is on

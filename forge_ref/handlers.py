@@ -11,6 +11,7 @@ it in a ``Server-Timing`` header when that is on.
 
 from __future__ import annotations
 
+import asyncio
 import contextlib
 import hmac
 import logging
@@ -30,6 +31,7 @@ from .batching import Refused
 from .cached_chat import CachedChat
 from .crypto import mask
 from .errors import BadRequest, Forbidden, ForgeError, NotFound, PayloadTooLarge, UpstreamError, error_body
+from .lifecycle import NotReady, ShuttingDown
 from .store import User
 
 if TYPE_CHECKING:
@@ -40,7 +42,7 @@ log = logging.getLogger("forge_ref.handlers")
 
 @stream_request_body
 class BaseHandler(RequestHandler):
-    counted = True  # API requests count in ``requests``; /health, /_stats, /metrics do not
+    counted = True  # API requests count in ``requests``; /health, /ready, /_stats, /metrics do not
 
     def initialize(self, gw: "Gateway") -> None:
         self.gw = gw
@@ -162,6 +164,7 @@ class BaseHandler(RequestHandler):
 
     def on_connection_close(self) -> None:
         self.client_gone = True
+        super().on_connection_close()  # a body still arriving (cut by FORGE_BODY_TIMEOUT) ends the request
 
 
 class NotFoundHandler(BaseHandler):
@@ -185,6 +188,18 @@ class HealthHandler(BaseHandler):
 
     def get(self) -> None:
         self.send_json({"status": "ok"})
+
+
+class ReadyHandler(BaseHandler):
+    """Readiness, beside the liveness of /health: 503 while draining or while a service does not answer."""
+
+    counted = False
+
+    async def get(self) -> None:
+        reason = await self.gw.lifecycle.not_ready()
+        if reason is not None:
+            raise NotReady(reason)
+        self.send_json({"status": "ready"})
 
 
 class StatsHandler(BaseHandler):
@@ -325,6 +340,10 @@ class ProxyHandler(BaseHandler):
     client_gone = False
     recorded = False  # this request's usage row is written
 
+    def prepare(self) -> None:
+        super().prepare()
+        self.gw.lifecycle.track(asyncio.current_task())  # cut, if still running at the shutdown timeout
+
     def _body(self, validate) -> dict:
         """The JSON body, validated; the time since ``prepare`` was spent receiving it."""
         self.trace.lap("body")
@@ -369,12 +388,21 @@ class ProxyHandler(BaseHandler):
     async def _send(self, client, adapter, req, user: User, row: Any, target: Target, started: float) -> bytes:
         """One upstream call (not streaming); a failure status is recorded and raised mapped."""
         self.trace.lap("translate")
-        resp = await client.send(req)
+        resp = await self._unless_cut(client.send(req))
         self.trace.lap("upstream")
         if resp.status >= 300:  # a 3xx is not followed (SSRF) and not a success
             self._record(user, row, target, resp.status, started)
             raise adapter.error(resp.status, resp.body, resp.headers)
         return resp.body
+
+    async def _unless_cut(self, pending: Any) -> Any:
+        """Await an upstream call; if the shutdown cut cancels it, answer 503 ``shutting_down``."""
+        try:
+            return await pending
+        except asyncio.CancelledError:
+            if not self.gw.lifecycle.absorb_cut():
+                raise
+            raise ShuttingDown() from None
 
     def _record(self, user: User, row: Any, target: Target, status: int, started: float,
                 prompt: int | None = None, completion: int | None = None) -> None:
@@ -462,7 +490,7 @@ class ChatHandler(CachedChat, ProxyHandler):
         req = self._translate(adapter.chat_request, target, body)
         trace.lap("translate")
         with self._upstream_failures(user, row, target, started):
-            stream = await client.open_stream(req)
+            stream = await self._unless_cut(client.open_stream(req))
             trace.point("upstream_headers")
             if stream.status >= 300:
                 data = await stream.read_all()
@@ -471,6 +499,7 @@ class ChatHandler(CachedChat, ProxyHandler):
         self._open_sse()
         status = 200
         first = True
+        cut = False
         try:
             async for chunk in stream:
                 if first:  # Server-Timing on a stream: up to the first byte
@@ -490,8 +519,15 @@ class ChatHandler(CachedChat, ProxyHandler):
             self.write(self.codec.failure(exc))
         except StreamClosedError:
             self.client_gone = True
-        if self.client_gone:
+        except asyncio.CancelledError:
+            if not self.gw.lifecycle.absorb_cut():
+                raise
+            # Still running at the shutdown timeout: end the stream the way an upstream failure does.
+            cut, status = True, ShuttingDown.status
+            self.write(self.codec.failure(ShuttingDown()))
+        if self.client_gone or cut:
             stream.close()  # stop reading (and paying for) a generation nobody receives
+        if self.client_gone:
             status = 499
         trace.point("upstream_end")
         result = translator.result
@@ -561,6 +597,7 @@ def routes(gw: "Gateway") -> list:
         (r"/v1/provider-keys", ProviderKeysHandler, kw),
         (r"/v1/provider-keys/([^/]+)", ProviderKeyHandler, kw),
         (r"/health", HealthHandler, kw),
+        (r"/ready", ReadyHandler, kw),
         (r"/_stats", StatsHandler, kw),
         (r"/metrics", MetricsHandler, kw),
         (r"/openapi.json", OpenAPIHandler, kw),

@@ -102,6 +102,12 @@ def configure(level: str) -> None:
     curl_log = logging.getLogger("tornado.curl_httpclient")
     if curl_log.getEffectiveLevel() < logging.INFO:
         curl_log.setLevel(logging.INFO)
+    # Tornado reports each client's fault at info level (a body timeout, a malformed request): a line
+    # per connection under a flood of them. Like nginx (its client timeouts are info, its default
+    # level error), forge-ref shows them at debug only; the server's own warnings are throttled.
+    general = logging.getLogger("tornado.general")
+    if general.getEffectiveLevel() < logging.WARNING and logging.getLogger().level > logging.DEBUG:
+        general.setLevel(logging.WARNING)
     for handler in logging.getLogger().handlers:
         if not any(isinstance(f, RedactSecrets) for f in handler.filters):
             handler.addFilter(RedactSecrets())

@@ -55,7 +55,7 @@ def _ok(schema: str | None, status: int = 200, description: str = "success", str
 
 _USER_ERRORS = (400, 401, 404, 405, 413)
 _OWNER_ERRORS = (400, 401, 403, 404, 405, 413)  # 403: a scoped key does not manage the account
-_PROXY_ERRORS = (400, 401, 403, 404, 405, 413, 422, 429, 502, 504)  # 403: outside the key's scope
+_PROXY_ERRORS = (400, 401, 403, 404, 405, 413, 422, 429, 502, 503, 504)  # 403: outside the key's scope
 _MESSAGES_ERRORS = (*_PROXY_ERRORS, 529)
 _PROVIDER = [{"name": "provider", "in": "path", "required": True, "schema": {"type": "string", "maxLength": 64}}]
 _KEY_ID = [{"name": "key_id", "in": "path", "required": True, "schema": {"type": "integer", "minimum": 1}}]
@@ -211,6 +211,7 @@ SCHEMAS = {
                       "properties": {"id": {"type": "string"}, "object": {"const": "model"},
                                      "owned_by": {"type": "string"}}}}}},
     "Health": {"type": "object", "properties": {"status": {"const": "ok"}}},
+    "Ready": {"type": "object", "properties": {"status": {"const": "ready"}}},
     "Stats": {"type": "object", "required": ["caches_enabled", "counters", "caches"], "additionalProperties": True},
 }
 
@@ -263,6 +264,8 @@ PATHS = {
     "/v1/models": {"get": _op("every model of every provider the key may use, as provider/model, plus aliases",
                               _ok("ModelList"), errors=(401, 405))},
     "/health": {"get": _op("liveness", _ok("Health"), errors=(405,), security=None)},
+    "/ready": {"get": _op("readiness: 503 while draining or while the database (or Redis) does not answer",
+                          _ok("Ready"), errors=(405, 503), security=None)},
     "/_stats": {
         "get": _op("cost counters, summed over processes", _ok("Stats"), errors=(403, 405), security=ADMIN),
         "delete": _op("reset the counters", _ok("Stats"), errors=(403, 405), security=ADMIN),

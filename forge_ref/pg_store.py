@@ -104,11 +104,11 @@ class PgDriver:
     async def close(self) -> None:
         await self.pool.close()
 
-    async def _run(self, sql: str, params: Sequence[Any], fetch: str | None) -> Any:
+    async def _run(self, sql: str, params: Sequence[Any], fetch: str | None, *, background: bool = False) -> Any:
         tracer = self._tracer
         asked = None
         if tracer is not None:  # the DB hook: the one place PostgreSQL statements are counted
-            tracer.db_statement(sql, background=self._background)
+            tracer.db_statement(sql, background=background or self._background)
             # The pool queues a statement that finds no idle connection, and decides it at once.
             if self.pool.get_stats()["pool_available"] == 0:
                 asked = time.perf_counter()
@@ -135,6 +135,9 @@ class PgDriver:
 
     async def count(self, sql: str, params: Sequence[Any]) -> int:
         return await self._run(sql, params, None)
+
+    async def ping(self) -> None:
+        await self._run(self.sql.ping, (), "one", background=True)
 
     @staticmethod
     def usage_insert(rows: list[tuple]) -> tuple[str, Sequence[Any]]:

@@ -116,6 +116,19 @@ class RedisLink:
             self.mark_down(exc)
             return None
 
+    async def ping(self) -> None:
+        """``GET /ready``'s check: a PING, and a second on a new connection if the first fails (after
+        a Redis restart the pool's first connection is a dead one); an error marks the link down."""
+        for attempt in (1, 2):
+            self.trip()
+            try:
+                await self.client.ping()
+                return
+            except self.errors as exc:
+                if attempt == 2:
+                    self.mark_down(exc)
+                    raise
+
     async def close(self) -> None:
         await self.client.aclose()
         await self.pool.disconnect()

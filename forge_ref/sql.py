@@ -61,6 +61,7 @@ class Statements:
                         " FROM (SELECT {columns}, status, prompt_tokens, completion_tokens, latency_ms{rank}"
                         " FROM usage WHERE {who}created_at >= ? AND created_at < ?) AS r GROUP BY {dims} ORDER BY {dims}")
     usage_of_user: str = "user_id = ? AND "
+    ping: str = "SELECT 1"
 
     def pyformat(self) -> Statements:
         """``%`` doubled, each ``?`` made ``%s`` (so no statement may hold a ``?`` other than a mark)."""
@@ -83,6 +84,7 @@ class Driver(Protocol):
     async def all(self, sql: str, params: Sequence[Any]) -> list[tuple]: ...
     async def count(self, sql: str, params: Sequence[Any]) -> int: ...
     def usage_insert(self, rows: list[tuple]) -> tuple[str, Sequence[Any]]: ...  # the batch's text and parameters
+    async def ping(self) -> None: ...  # ``sql.ping`` for readiness, counted as a background query
     async def close(self) -> None: ...
 
 

@@ -12,7 +12,8 @@ Every cost point calls this module exactly once, through the process's ``Tracer`
     the PostgreSQL pool ............... ``db_pool_wait``      db_pool_waits / db_pool_wait_ms
     the embeddings batcher ............ ``embeddings_batch``  embeddings_batches / embeddings_batched_requests /
                                                               embeddings_batch_waits / embeddings_batch_wait_ms
-    everything else ................... ``count``             services_built, invalidations, redis_*, ...
+    everything else ................... ``count``             services_built, invalidations, redis_*,
+                                                              connections_*, accept_*, requests_cut, ...
 
 Counters live in shared memory (``SharedCounters``), one row per process, so ``--processes N``
 reports totals without an external service; each process writes only its own row, so no lock.
@@ -58,6 +59,11 @@ COUNTERS = (
     "embeddings_batched_requests",
     "embeddings_batch_waits",
     "dedup_joins",
+    "connections_accepted",
+    "connections_refused",
+    "accept_pauses",
+    "accept_errors",
+    "requests_cut",
 )
 # Total waits, kept in microseconds and shown in /_stats in milliseconds (``<pool>_pool_wait_ms``).
 WAIT_TIMES = ("upstream_pool_wait_us", "db_pool_wait_us", "embeddings_batch_wait_us")

@@ -14,7 +14,7 @@ from pathlib import Path
 
 import httpx
 
-from forge_ref.app import build_gateway, make_app, prepare_storage, start_background
+from forge_ref.app import build_gateway, prepare_storage, serve_until
 from forge_ref.cache import MISSING
 from forge_ref.settings import Settings
 
@@ -36,6 +36,18 @@ def wait_http(url: str, timeout: float = 15.0) -> None:
         except httpx.HTTPError:
             time.sleep(0.05)
     raise TimeoutError(f"{url} did not answer within {timeout}s")
+
+
+def refused(url: str, within: float = 1.0) -> bool:
+    """New connections to ``url`` are refused within ``within`` seconds (the server stopped accepting)."""
+    deadline = time.monotonic() + within
+    while time.monotonic() < deadline:
+        try:
+            httpx.get(url + "/health", timeout=1)
+        except httpx.ConnectError:
+            return True
+        time.sleep(0.01)
+    return False
 
 
 class MockProcess:
@@ -83,10 +95,14 @@ class MockProcess:
 
 
 class ServerProcess:
-    """``forge-ref serve`` as a real process on a free port (logs in ``tmp_path``), with test defaults."""
+    """``forge-ref serve`` as a real process on a free port (logs in ``tmp_path``), with test defaults.
 
-    def __init__(self, tmp_path, *args: str, env: dict | None = None) -> None:
-        self.port = free_port()
+    ``port`` reuses a port (a restarted node; the log is appended to); ``preexec_fn`` runs in the
+    child before exec (``resource.setrlimit`` for a low file limit)."""
+
+    def __init__(self, tmp_path, *args: str, env: dict | None = None, port: int | None = None,
+                 preexec_fn=None) -> None:
+        self.port = port or free_port()
         self.url = f"http://127.0.0.1:{self.port}"
         self.log = tmp_path / f"serve-{self.port}.log"
         full_env = {"FORGE_ADMIN_TOKEN": ADMIN, "FORGE_ALLOW_PRIVATE_UPSTREAMS": "1", "PATH": "/usr/bin:/bin",
@@ -94,19 +110,21 @@ class ServerProcess:
         self.proc = subprocess.Popen(
             [sys.executable, "-m", "forge_ref.cli", "serve", "--port", str(self.port),
              "--db", str(tmp_path / "e2e.db"), *args],
-            stdout=self.log.open("w"), stderr=subprocess.STDOUT, env=full_env)
+            stdout=self.log.open("a"), stderr=subprocess.STDOUT, env=full_env, preexec_fn=preexec_fn)
         wait_http(self.url + "/health")
 
     def stats(self) -> dict:
         return httpx.get(self.url + "/_stats", headers={"Authorization": f"Bearer {ADMIN}"}).json()
 
-    def stop(self) -> None:
+    def stop(self) -> int:
+        """SIGTERM, then the exit status."""
         self.proc.terminate()
-        self.proc.wait(10)
+        return self.proc.wait(10)
 
 
 class GatewayThread:
-    """The real gateway (build_gateway + make_app) served on loopback from a background thread.
+    """The real gateway (build_gateway + serve_until, as ``forge-ref serve`` runs it) served on
+    loopback from a background thread; ``stop()`` drains it as SIGTERM does.
 
     Tests talk to it over HTTP like any client, and read ``gw.tracer`` directly.
     """
@@ -131,21 +149,15 @@ class GatewayThread:
             self._ready.set()
 
     async def _main(self) -> None:
-        from tornado.httpserver import HTTPServer
+        from tornado.netutil import bind_sockets
 
         keys = await prepare_storage(self.settings)
         self.gw = await build_gateway(self.settings, keys=keys, timer=self._timer)
         self.loop = asyncio.get_running_loop()
-        server = HTTPServer(make_app(self.gw), max_body_size=256 * 1024 * 1024)
-        server.listen(self.port, "127.0.0.1")
-        timers = start_background(self.gw)
+        sockets = bind_sockets(self.port, "127.0.0.1")  # listening from here: early clients wait in the backlog
         self._stop = asyncio.Event()
         self._ready.set()
-        await self._stop.wait()
-        server.stop()
-        for t in timers:
-            t.stop()
-        await self.gw.aclose()
+        await serve_until(self.gw, sockets, self._stop)
 
     def counters(self) -> dict[str, int]:
         return self.gw.tracer.totals()
@@ -205,6 +217,37 @@ async def settle_refreshes(*caches) -> None:
     for cache in caches:
         while getattr(cache, "_tasks", None):
             await asyncio.wait(set(cache._tasks))
+
+
+class Load:
+    """Requests from a thread until ``stop()``: ``send()`` makes one and returns what to record
+    (its status, say); an HTTP error is recorded as its repr."""
+
+    def __init__(self, send) -> None:
+        self.results: list = []
+        self._stop = threading.Event()
+
+        def run() -> None:
+            while not self._stop.is_set():
+                try:
+                    self.results.append(send())
+                except httpx.HTTPError as exc:
+                    self.results.append(repr(exc))
+
+        self._thread = threading.Thread(target=run, daemon=True)
+        self._thread.start()
+
+    def more(self, n: int, timeout: float = 30.0) -> None:
+        """Wait for ``n`` more answers: counts, not seconds, so a loaded machine only makes it longer."""
+        target = len(self.results) + n
+        deadline = time.monotonic() + timeout
+        while len(self.results) < target and time.monotonic() < deadline:
+            time.sleep(0.01)
+
+    def stop(self) -> list:
+        self._stop.set()
+        self._thread.join(30)
+        return self.results
 
 
 def settings_for(tmp_path: Path, **kw) -> Settings:
