@@ -9,6 +9,7 @@ from __future__ import annotations
 from dataclasses import dataclass
 from typing import Any
 
+from . import tracing
 from .adapters import AdapterRegistry
 from .auth import Authenticator
 from .batching import EmbeddingsBatcher
@@ -50,6 +51,7 @@ class Gateway:
     subscriber: Any = None  # redis_backend.Subscriber
 
     async def aclose(self) -> None:
+        await tracing.settle_background(1.0)  # cache refreshes still running need the store
         await self.usage.flush()
         if self.poller is not None:
             self.poller.stop()

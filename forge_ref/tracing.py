@@ -248,7 +248,26 @@ def background_task(coro: Coroutine) -> asyncio.Task:
     """
     context = Context()
     context.run(_background.set, True)
-    return asyncio.get_running_loop().create_task(coro, context=context)
+    task = asyncio.get_running_loop().create_task(coro, context=context)
+    # The loop keeps only a weak reference to a task: hold it until it ends (and so shutdown can wait for it).
+    _running.add(task)
+    task.add_done_callback(_running.discard)
+    return task
+
+
+_running: set[asyncio.Task] = set()
+
+
+async def settle_background(timeout: float) -> None:
+    """At shutdown, before the store closes: let background work end, for ``timeout`` s, then cancel it."""
+    tasks = [t for t in _running if t.get_loop() is asyncio.get_running_loop()]
+    if not tasks:
+        return
+    _, pending = await asyncio.wait(tasks, timeout=timeout)
+    for task in pending:
+        task.cancel()
+    if pending:
+        await asyncio.wait(pending)
 
 
 # --- the meter: every cost point's one call ------------------------------------------------------

@@ -178,3 +178,23 @@ def test_no_trace_does_nothing():
     assert not NO_TRACE
     NO_TRACE.lap("user"), NO_TRACE.layer("user", True), NO_TRACE.note(user=1), NO_TRACE.point("x")
     assert NO_TRACE.costs == {}
+
+
+def test_background_work_is_held_and_settled_at_shutdown():
+    async def main():
+        done = []
+
+        async def quick():
+            await asyncio.sleep(0)
+            done.append("quick")
+
+        async def forever():
+            await asyncio.sleep(3600)
+
+        tracing.background_task(quick())
+        slow = tracing.background_task(forever())
+        assert len(tracing._running) == 2  # held: the loop alone keeps only weak references
+        await tracing.settle_background(0.05)
+        assert done == ["quick"] and slow.cancelled() and not tracing._running
+
+    asyncio.run(main())
