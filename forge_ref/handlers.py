@@ -474,6 +474,7 @@ class EmbeddingsHandler(ProxyHandler):
 
 
 def routes(gw: "Gateway") -> list:
+    from .legacy import CompletionsHandler, ImageEditsHandler, ImagesHandler  # they build on ChatHandler
     from .messages import CountTokensHandler, MessagesHandler  # it builds on ChatHandler
 
     kw = {"gw": gw}
@@ -482,6 +483,9 @@ def routes(gw: "Gateway") -> list:
         (r"/v1/messages", MessagesHandler, kw),
         (r"/v1/messages/count_tokens", CountTokensHandler, kw),
         (r"/v1/embeddings", EmbeddingsHandler, kw),
+        (r"/v1/completions", CompletionsHandler, kw),
+        (r"/v1/images/generations", ImagesHandler, kw),
+        (r"/v1/images/edits", ImageEditsHandler, kw),
         (r"/v1/models", ModelsHandler, kw),
         (r"/v1/users", UsersHandler, kw),
         (r"/v1/users/me", MeHandler, kw),
