@@ -2,7 +2,7 @@
 form with the image files, or JSON with data URLs), answered as the real API does per model:
 
 * ``dall-e-2`` / ``dall-e-3``: ``url`` unless ``response_format`` is ``b64_json``; dall-e-3 adds
-  ``revised_prompt``; no usage.
+  ``revised_prompt``; no usage, no streaming (a 400).
 * GPT image models (``gpt-image-*``, ``chatgpt-image-*``): always ``b64_json``, with the output's
   ``size``, ``quality``, ``background``, ``output_format`` and token ``usage``; ``stream: true``
   sends ``partial_images`` partial images, then the completed one (SSE events with their ``type``
@@ -69,6 +69,9 @@ class Images(OpenAIApi):
         b64 = base64.b64encode(picture).decode()
         created = int(time.time())
         if not gpt:
+            if body.get("stream"):
+                self.error(400, f"Streaming is not supported for model '{model}'.", "stream", "unsupported_value")
+                return
             if await self.model_fault(model):
                 return
             if body.get("response_format") == "b64_json":
