@@ -53,8 +53,8 @@ class Images(OpenAIApi):
         if body is None or not self.require(body, "prompt"):
             return
         model = str(body.get("model") or "dall-e-2")
-        gpt = model.startswith(GPT_IMAGE)
-        if not gpt and not model.startswith(DALL_E) and fault_of(model) is None:
+        gpt = model.startswith(GPT_IMAGE) or fault_of(model) is not None  # a fault name acts as a GPT image model
+        if not gpt and not model.startswith(DALL_E):
             self.error(400, f"Invalid value: '{model}'. Supported values are: {SUPPORTED}.", "model", "invalid_value")
             return
         count = body.get("n") or 1
