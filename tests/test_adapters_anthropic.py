@@ -226,7 +226,8 @@ def message(content, stop_reason="end_turn", usage=None, **extra) -> dict:
 
 def completion(message_, finish, usage=(12, 5)) -> dict:
     return {"id": "msg_01XYZ", "object": "chat.completion", "model": LABEL,
-            "choices": [{"index": 0, "message": message_, "finish_reason": finish}],
+            "choices": [{"index": 0, "message": {**message_, "refusal": None}, "logprobs": None,
+                         "finish_reason": finish}],
             "usage": {"prompt_tokens": usage[0], "completion_tokens": usage[1], "total_tokens": usage[0] + usage[1]}}
 
 

@@ -265,10 +265,10 @@ def completion(*choices, usage=(10, 5)) -> dict:
 
 
 def choice(content, finish="stop", index=0, tool_calls=None) -> dict:
-    message = {"role": "assistant", "content": content}
+    message = {"role": "assistant", "content": content, "refusal": None}
     if tool_calls:
         message["tool_calls"] = tool_calls
-    return {"index": index, "message": message, "finish_reason": finish}
+    return {"index": index, "message": message, "logprobs": None, "finish_reason": finish}
 
 
 SIGNED = {"google": {"thought_signature": "c2lnLTE="}}
