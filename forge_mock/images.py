@@ -26,7 +26,8 @@ from .openai import OpenAIApi
 from .replies import words
 
 # A 1x1 transparent PNG.
-PNG = base64.b64decode("iVBORw0KGgoAAAANSUhEUgAAAAEAAAABCAYAAAAfFcSJAAAADUlEQVR42mNkYPhfDwAChwGA60e6kgAAAABJRU5ErkJggg==")
+PNG = base64.b64decode("iVBORw0KGgoAAAANSUhEUgAAAAEAAAABCAYAAAAfFcSJAAAADUlEQVR42mNkYPhfDwAChwGA60e6kgAAAABJ"
+                        "RU5ErkJggg==")
 GPT_IMAGE = ("gpt-image-", "chatgpt-image-")
 DALL_E = ("dall-e-2", "dall-e-3")
 SUPPORTED = "'gpt-image-1', 'gpt-image-1-mini', 'gpt-image-1.5', 'dall-e-2' and 'dall-e-3'"

@@ -17,10 +17,10 @@ import time
 import httpx
 import openai
 import pytest
+from support import ADMIN, MockProcess, ServerProcess, add_provider, create_user
 
 from forge_mock.images import PNG
 from forge_ref.legacy import Form, ImageStream, UsageStream
-from support import ADMIN, MockProcess, ServerProcess, add_provider, create_user
 
 pytestmark = pytest.mark.timeout(60)
 
@@ -283,7 +283,8 @@ def test_usage_rows(env):
     assert usage_rows(db, start) == [
         ("gpt-3.5-turbo-instruct", 200, 3, 6), ("gpt-3.5-turbo-instruct", 200, 2, 5),
         ("gpt-3.5-turbo-instruct", 200, None, None), ("gpt-image-1", 200, 2, 4160), ("gpt-image-1", 200, 2, 1056),
-        ("dall-e-2", 200, None, None), ("gpt-image-1", 200, 2 + 194, 1056), ("fail-500", 500, None, None)]  # the upstream status
+        ("dall-e-2", 200, None, None), ("gpt-image-1", 200, 2 + 194, 1056),
+        ("fail-500", 500, None, None)]  # a failure's row has the upstream's status
 
 
 # --- the parts on their own ---------------------------------------------------------------------
