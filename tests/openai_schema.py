@@ -17,6 +17,8 @@ Two things the schema says that its own API does not always do: ``system_fingerp
 
 from __future__ import annotations
 
+import jsonschema
+
 STR = {"type": "string"}
 INT = {"type": "integer"}
 NULLABLE_STR = {"type": ["string", "null"]}
@@ -115,3 +117,8 @@ IMAGES = {
                              "required": ["input_tokens", "total_tokens", "output_tokens", "input_tokens_details"],
                              "properties": {"input_tokens": INT, "total_tokens": INT, "output_tokens": INT}}},
 }
+
+
+def validate(schema: dict, value) -> None:
+    """Raise ``jsonschema.ValidationError`` naming what ``value`` lacks or has wrong."""
+    jsonschema.Draft202012Validator(schema).validate(value)
