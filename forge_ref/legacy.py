@@ -156,23 +156,24 @@ class FormPassThrough(PassThrough):
 
 class CompletionsHandler(ChatHandler):
     validate = staticmethod(validation.completions_body)
-    path = "/completions"
+    path = "/completions"  # under the provider's base URL
+    endpoint = "legacy completions"  # in errors
     stream = UsageStream
 
     def _ingress(self, adapter, row, body: dict) -> tuple[PassThrough, dict]:
         if row.kind != "openai":
-            endpoint = "legacy completions" if self.path == "/completions" else self.path.lstrip("/")
-            raise BadRequest(f"kind {row.kind!r} has no {endpoint} endpoint", param="model",
+            raise BadRequest(f"kind {row.kind!r} has no {self.endpoint} endpoint", param="model",
                              code="unsupported_operation")
         return PassThrough(adapter, self.path, self.stream), body
 
     def _answer(self, adapter, target: Target, data: bytes) -> tuple[bytes, int | None, int | None]:
-        return (data, *usage_tokens(loads(data, self.path.lstrip("/")).get("usage")))
+        return (data, *usage_tokens(loads(data, self.endpoint).get("usage")))
 
 
 class ImagesHandler(CompletionsHandler):
     validate = staticmethod(validation.images_body)
     path = "/images/generations"
+    endpoint = "images/generations"
     stream = ImageStream
 
 
@@ -180,6 +181,7 @@ class ImageEditsHandler(ImagesHandler):
     """JSON as generations, or a multipart form (how the SDKs send image files)."""
 
     path = "/images/edits"
+    endpoint = "images/edits"
     form: Form | None = None
 
     def json_body(self) -> dict:
