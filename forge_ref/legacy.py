@@ -96,7 +96,10 @@ class Form:
                 self._model = i
             self.fields[name] = value.decode("utf-8", "replace")
         if "stream" in self.fields:
-            self.fields["stream"] = self.fields["stream"].lower() == "true"  # as the SDKs write booleans
+            # Exactly as the SDKs write booleans: whether the provider streams must not be a guess.
+            if self.fields["stream"] not in ("true", "false"):
+                raise BadRequest("'stream' must be true or false", param="stream", code="invalid_type")
+            self.fields["stream"] = self.fields["stream"] == "true"
 
     def with_model(self, model: str) -> bytes:
         parts = list(self._parts)

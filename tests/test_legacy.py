@@ -211,6 +211,8 @@ PROMPT_PART = b'--b\r\nContent-Disposition: form-data; name="prompt"\r\n\r\nblue
     (MULTIPART, MODEL_PART + b"--b\r\nX-Other: 1\r\n\r\nv\r\n--b--\r\n", "part 2 has no Content-Disposition name"),
     (MULTIPART, MODEL_PART + b"--b\r\nContent-Disposition: form-data\r\n\r\nv\r\n--b--\r\n", "part 2 has no"),
     (MULTIPART, MODEL_PART + MODEL_PART + PROMPT_PART + b"--b--\r\n", "'model' is given more than once"),
+    (MULTIPART, MODEL_PART + b'--b\r\nContent-Disposition: form-data; name="stream"\r\n\r\nTRUE\r\n--b--\r\n',
+     "'stream' must be true or false"),
 ])
 def test_a_malformed_multipart_edit_is_a_400(env, content_type, body, message):
     server, mock, key, _, _ = env
