@@ -12,6 +12,7 @@ Anthropic and Gemini have no such endpoints: other kinds get a 400 naming the ki
 
 from __future__ import annotations
 
+import re
 from email.message import Message
 from typing import Any
 
@@ -23,6 +24,11 @@ from .adapters.openai import PassThroughStream
 from .errors import BadRequest
 from .handlers import ChatHandler
 from .upstream import UpstreamRequest
+
+
+# A JSON object after a "usage" key: not the ``"usage": null`` every chunk carries once include_usage
+# is asked, nor the word inside a text (its quotes arrive escaped). Only such a frame is parsed.
+USAGE = re.compile(rb'"usage"\s*:\s*\{')
 
 
 def usage_tokens(usage: Any) -> tuple[int | None, int | None]:
@@ -51,8 +57,8 @@ class UsageStream(PassThroughStream):
 
     def _usage(self, frames: list[bytes]) -> list[bytes]:
         for _, data in self._parser.feed(b"".join(frames)):
-            if b'"usage"' not in data:
-                continue  # most frames: not worth parsing
+            if USAGE.search(data) is None:
+                continue
             try:
                 prompt, completion = usage_tokens(orjson.loads(data).get("usage"))
             except (orjson.JSONDecodeError, AttributeError):

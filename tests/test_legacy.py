@@ -319,7 +319,7 @@ def test_form_keeps_preamble_and_epilogue():
 
 
 def test_usage_stream_passes_bytes_as_they_came_in_any_split():
-    frames = (b'data: {"choices":[{"text":"a"}]}\n\n'
+    frames = (b'data: {"choices":[{"text":"a \\"usage\\": {"}],"usage":null}\n\n'
               b'data: {"choices":[],"usage":{"prompt_tokens":3,"completion_tokens":4}}\n\ndata: [DONE]\n\n')
     for size in (1, 7, len(frames)):
         stream = UsageStream()
