@@ -25,7 +25,6 @@ from .errors import BadRequest
 from .handlers import ChatHandler
 from .upstream import UpstreamRequest
 
-
 # A JSON object after a "usage" key: not the ``"usage": null`` every chunk carries once include_usage
 # is asked, nor the word inside a text (its quotes arrive escaped). Only such a frame is parsed.
 USAGE = re.compile(rb'"usage"\s*:\s*\{')
