@@ -45,6 +45,7 @@ import time
 
 import gevent
 import gevent.event
+import gevent.pool
 from locust import FastHttpUser, LoadTestShape, constant, events, task
 
 from benchmarks.profiles import LOAD_PROFILES as PROFILES
@@ -275,6 +276,28 @@ class ModelsHeavyUser(ForgeUser):
         tenant = self.t.pick()
         self.client.get(self.t.prefix + "/v1/models", headers=tenant["headers"], name="/v1/models")
         self.chat(tenant, random.choice(tenant["providers"]))
+
+
+class EmbeddingsBurstUser(ForgeUser):
+    """An application embedding a document: a burst of concurrent embeddings requests of one tenant,
+    one chunk each, and the next burst when all are answered (what embeddings batching merges)."""
+
+    burst = 8
+    concurrency = burst  # FastHttpUser: the requests one user may have in flight at once
+
+    def on_start(self) -> None:
+        super().on_start()
+        self.bodies = [embeddings_body(routed=self.t.target["routed"], text=f"chunk {i} of the benchmark document")
+                       for i in range(self.burst)]
+
+    @task
+    def burst_task(self) -> None:
+        tenant = self.t.pick()
+        group = gevent.pool.Group()
+        for body in self.bodies:
+            group.spawn(self.client.post, self.t.prefix + "/v1/embeddings", data=body, headers=tenant["headers"],
+                        name="/v1/embeddings")
+        group.join()
 
 
 class ColdBurstUser(ForgeUser):

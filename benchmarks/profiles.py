@@ -45,6 +45,7 @@ PROFILES = {p.name: p for p in (
     Profile("cold-burst", tenants=5, warmup="none", users=200, duration=4.0, user_classes=("ColdBurstUser",),
             stages=((1.0, 1.0, "all"),)),
     Profile("models-heavy", tenants=50, user_classes=("ModelsHeavyUser",)),
+    Profile("embeddings-burst", tenants=1, providers="openai", user_classes=("EmbeddingsBurstUser",)),
     Profile("latency-c1", tenants=1, providers="openai", probe=True),
 )}
 # The profiles Locust runs (the others are measured by the runner's own probe).
@@ -78,6 +79,10 @@ def variants(profile: str, config: str, tenants: int) -> list[tuple[str, dict[st
     on = parse_layers(config)
     if profile == "cold-burst" and (on["user"] or on["service"] or on["models"]):
         return [("coalesce=1", {"FORGE_COALESCE": "1"}), ("coalesce=0", {"FORGE_COALESCE": "0"})]
+    if profile == "embeddings-burst" and config == "all":
+        # What batching costs in latency against the upstream calls it saves: off, and a 5 ms window.
+        return [("batch=off", {"FORGE_EMBEDDINGS_BATCH_WINDOW_MS": "0"}),
+                ("batch=5ms", {"FORGE_EMBEDDINGS_BATCH_WINDOW_MS": "5"})]
     if profile == "many-tenants" and (on["user"] or on["service"]):
         # Well below the working set of a run (about 5% of 100k Zipf tenants in 15 s), so evictions show.
         bound = str(max(50, tenants // 100))

@@ -23,6 +23,7 @@ from . import logs
 from . import store as store_mod
 from .adapters import AdapterRegistry
 from .auth import Authenticator
+from .batching import EmbeddingsBatcher
 from .cache import make_cache
 from .crypto import Crypto, EncryptionKeyError
 from .gateway import Gateway
@@ -93,9 +94,9 @@ async def build_gateway(settings: Settings, *, keys: list[str], counters: Shared
     store = await open_store(settings, tracer)
     crypto = Crypto(keys, tracer)
 
-    def cache(name: str, on: bool, maxsize: int, ttl: float):
-        return make_cache(name, enabled=on, maxsize=maxsize, ttl=ttl, tracer=tracer,
-                          coalesce=settings.coalesce, timer=timer)
+    def cache(name: str, on: bool, maxsize: int, ttl: float, refresh_ahead: float = 0.0, jitter: float = 0.0):
+        return make_cache(name, enabled=on, maxsize=maxsize, ttl=ttl, tracer=tracer, coalesce=settings.coalesce,
+                          refresh_ahead=refresh_ahead, jitter=jitter, timer=timer)
 
     def new_upstream(max_connections: int) -> UpstreamClient:
         return make_upstream(settings.upstream_client, max_connections=max_connections,
@@ -103,9 +104,12 @@ async def build_gateway(settings: Settings, *, keys: list[str], counters: Shared
                              refuse_private=not settings.allow_private_upstreams, tracer=tracer)
 
     upstream = new_upstream(settings.upstream_max_connections)
-    user_cache = cache("user", layers["user"], settings.user_max, settings.user_ttl)
-    service_cache = cache("service", layers["service"], settings.service_max, settings.service_ttl)
-    models_cache = cache("models", layers["models"], settings.models_max, settings.models_ttl)
+    user_cache = cache("user", layers["user"], settings.user_max, settings.user_ttl,
+                       settings.user_refresh_ahead, settings.user_ttl_jitter)
+    service_cache = cache("service", layers["service"], settings.service_max, settings.service_ttl,
+                          settings.service_refresh_ahead, settings.service_ttl_jitter)
+    models_cache = cache("models", layers["models"], settings.models_max, settings.models_ttl,
+                         settings.models_refresh_ahead, settings.models_ttl_jitter)
     link = None
     if settings.cache_backend == "redis":
         from . import redis_backend as rb
@@ -113,16 +117,19 @@ async def build_gateway(settings: Settings, *, keys: list[str], counters: Shared
         link = rb.RedisLink(settings.redis_url, prefix=settings.redis_prefix, tracer=tracer,
                             max_connections=settings.redis_max_connections, timeout=settings.redis_timeout)
 
-        def tiered(name: str, ttl: float, locate, encode, decode):
-            l1 = cache(name, True, settings.redis_l1_max, min(settings.redis_l1_ttl, ttl))
-            return rb.TieredCache(name, l1, link, ttl=ttl, locate=locate, encode=encode, decode=decode,
-                                  tracer=tracer)
+        def tiered(name: str, ttl: float, refresh_ahead: float, jitter: float, locate, encode, decode):
+            # Refresh-ahead acts on the L1 (its refresh reads Redis, and loads only when Redis has
+            # nothing, under the generation guard); jitter spreads both tiers' TTLs.
+            l1 = cache(name, True, settings.redis_l1_max, min(settings.redis_l1_ttl, ttl), refresh_ahead, jitter)
+            return rb.TieredCache(name, l1, link, ttl=ttl, jitter=jitter, locate=locate, encode=encode,
+                                  decode=decode, tracer=tracer)
 
         if user_cache.enabled:
-            user_cache = tiered("user", settings.user_ttl, rb.user_locator(settings.redis_prefix),
-                                rb.encode_user, rb.decode_user)
+            user_cache = tiered("user", settings.user_ttl, settings.user_refresh_ahead, settings.user_ttl_jitter,
+                                rb.user_locator(settings.redis_prefix), rb.encode_user, rb.decode_user)
         if models_cache.enabled:
-            models_cache = tiered("models", settings.models_ttl, rb.models_locator(settings.redis_prefix),
+            models_cache = tiered("models", settings.models_ttl, settings.models_refresh_ahead,
+                                  settings.models_ttl_jitter, rb.models_locator(settings.redis_prefix),
                                   rb.identity, rb.identity)
         if service_cache.enabled:  # services hold decrypted keys: in process only, never in Redis
             service_cache = rb.GuardedCache(service_cache, link, tracer)
@@ -147,6 +154,10 @@ async def build_gateway(settings: Settings, *, keys: list[str], counters: Shared
                  usage=UsageRecorder(store, max_rows=settings.usage_flush_rows), upstream=upstream,
                  streams=StreamLimiter(settings.max_streams_per_key), server_timing=settings.server_timing,
                  trace_requests=settings.server_timing or settings.access_log)
+    if settings.embeddings_batch_window_ms > 0:
+        gw.embeddings_batcher = EmbeddingsBatcher(window_ms=settings.embeddings_batch_window_ms,
+                                                  max_inputs=settings.embeddings_batch_max_inputs,
+                                                  adapters=adapters, tracer=tracer)
     if link is not None:
         gw.redis = link
         gw.subscriber = rb.Subscriber(link, broadcast, invalidator)

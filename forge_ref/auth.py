@@ -1,8 +1,9 @@
-"""Forge key -> user, through the ``user`` cache layer.
+"""Forge key -> user and the key's scope, through the ``user`` cache layer.
 
 Keys are looked up by their SHA-256 hash, which is also the cache key: no raw secret is ever a
 cache key, and the hash is stable across processes (unlike Python's ``hash()``). An unknown key
-is not cached, so guessing keys cannot fill the cache.
+is not cached, so guessing keys cannot fill the cache. One look-up (one SQL join) gives the user
+and the provider names the key may use, so a scoped key's warm request costs what any key's does.
 """
 
 from __future__ import annotations

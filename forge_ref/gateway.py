@@ -11,6 +11,7 @@ from typing import Any
 
 from .adapters import AdapterRegistry
 from .auth import Authenticator
+from .batching import EmbeddingsBatcher
 from .crypto import Crypto
 from .invalidation import InvalidationPoller, Invalidator
 from .limits import StreamLimiter
@@ -41,6 +42,7 @@ class Gateway:
     server_timing: bool = False  # a Server-Timing header on every counted response
     trace_requests: bool = False  # start a trace per request: something reads it (Server-Timing, access log)
     poller: InvalidationPoller | None = None
+    embeddings_batcher: EmbeddingsBatcher | None = None  # None: embeddings batching off (the default)
     redis: Any = None  # redis_backend.RedisLink with --cache-backend redis
     subscriber: Any = None  # redis_backend.Subscriber
 

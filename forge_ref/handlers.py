@@ -11,10 +11,12 @@ it in a ``Server-Timing`` header when that is on.
 
 from __future__ import annotations
 
+import contextlib
 import hmac
 import logging
 import os
 import time
+from dataclasses import replace
 from typing import TYPE_CHECKING, Any
 
 import orjson
@@ -24,6 +26,7 @@ from tornado.web import HTTPError, RequestHandler, stream_request_body
 from . import tracing, validation
 from .adapters.base import DONE_FRAME, Target, error_frame
 from .auth import display_prefix, hash_key, new_key
+from .batching import Refused
 from .crypto import mask
 from .errors import BadRequest, Forbidden, ForgeError, NotFound, PayloadTooLarge, UpstreamError, error_body
 from .store import User
@@ -94,6 +97,15 @@ class BaseHandler(RequestHandler):
         user = await self.gw.auth.user(self.api_key())
         self.trace.lap("user")
         self.trace.note(user=user.id)
+        return user
+
+    async def owner(self) -> User:
+        """The user, for a change to the account. A scoped key only uses its providers (and resets
+        itself): one that could add keys or change provider keys would have no scope."""
+        user = await self.user()
+        if user.providers is not None:
+            raise Forbidden("this key is scoped to some providers; manage the account with an unscoped key",
+                            code="scoped_key")
         return user
 
     def require_admin(self) -> None:
@@ -220,31 +232,34 @@ class MeHandler(BaseHandler):
         self.send_json(_user_json(await self.user()))
 
     async def patch(self) -> None:
-        user = await self.user()
+        user = await self.owner()
         name = validation.user_name(self.json_body())
-        updated = await self.gw.store.update_user(user.id, name)
-        if updated is None:
+        if not await self.gw.store.update_user(user.id, name):
             raise NotFound("user no longer exists")
-        await self.gw.invalidator.user_updated(user.id, user.key_hash)
-        self.send_json(_user_json(updated))
+        keys = await self.gw.store.forge_keys(user.id)
+        await self.gw.invalidator.user_updated(user.id, *(k.key_hash for k in keys))
+        self.send_json(_user_json(replace(user, name=name)))
 
     async def delete(self) -> None:
-        user = await self.user()
+        user = await self.owner()
+        keys = await self.gw.store.forge_keys(user.id)  # before they go with the user: what caches hold
         await self.gw.store.delete_user(user.id)
-        await self.gw.invalidator.user_deleted(user.id, user.key_hash)
+        await self.gw.invalidator.user_deleted(user.id, *(k.key_hash for k in keys))
         self.set_status(204)
         self.finish()
 
 
 class ResetKeyHandler(BaseHandler):
+    """A new secret for the key that calls (its name and scope stay)."""
+
     async def post(self) -> None:
         user = await self.user()
         key = new_key()
-        updated = await self.gw.store.reset_user_key(user.id, hash_key(key), display_prefix(key))
+        updated = await self.gw.store.reset_forge_key(user.id, user.key_hash, hash_key(key), display_prefix(key))
         if updated is None:
-            raise NotFound("user no longer exists")
-        await self.gw.invalidator.user_key_reset(user.key_hash)
-        self.send_json(dict(_user_json(updated), api_key=key))
+            raise NotFound("this key no longer exists")
+        await self.gw.invalidator.forge_key_changed(user.key_hash)
+        self.send_json(dict(_user_json(replace(user, key_prefix=updated.key_prefix)), api_key=key))
 
 
 # --- provider keys ------------------------------------------------------------------------------
@@ -259,7 +274,7 @@ class ProviderKeysHandler(BaseHandler):
         self.send_json({"object": "list", "data": data})
 
     async def post(self) -> None:
-        user = await self.user()
+        user = await self.owner()
         spec = await validation.new_provider_key(self.json_body(), self.gw.settings.allow_private_upstreams)
         row = await self.gw.store.add_provider_key(user.id, spec.provider, spec.kind, self.gw.crypto.encrypt(spec.api_key),
                                              spec.base_url, spec.model_mapping)
@@ -269,7 +284,7 @@ class ProviderKeysHandler(BaseHandler):
 
 class ProviderKeyHandler(BaseHandler):
     async def put(self, provider: str) -> None:
-        user = await self.user()
+        user = await self.owner()
         provider = provider.lower()
         changes, api_key = await validation.provider_key_changes(self.json_body(), self.gw.settings.allow_private_upstreams)
         if api_key is not None:
@@ -282,7 +297,7 @@ class ProviderKeyHandler(BaseHandler):
         self.send_json(validation.provider_json(row, shown))
 
     async def delete(self, provider: str) -> None:
-        user = await self.user()
+        user = await self.owner()
         if not await self.gw.store.delete_provider_key(user.id, provider.lower()):
             raise NotFound(f"no provider key named {provider!r}", code="provider_not_found")
         await self.gw.invalidator.provider_keys_changed(user.id)
@@ -298,7 +313,7 @@ class ModelsHandler(BaseHandler):
         user = await self.user()
         service = await self.gw.services.get(user.id)
         self.trace.lap("service")
-        data = await self.gw.models.list(service)
+        data = await self.gw.models.list(service, user.providers)
         self.trace.lap("models")
         self.send_json({"object": "list", "data": data})
 
@@ -307,6 +322,7 @@ class ProxyHandler(BaseHandler):
     """Shared by chat and embeddings: authenticate, route, decrypt, translate, forward."""
 
     client_gone = False
+    recorded = False  # this request's usage row is written
 
     def _body(self, validate) -> dict:
         """The JSON body, validated; the time since ``prepare`` was spent receiving it."""
@@ -325,6 +341,9 @@ class ProxyHandler(BaseHandler):
         service = await self.gw.services.get(user.id)
         trace.lap("service")
         row, upstream_model = service.route(model)
+        if user.providers is not None and row.provider not in user.providers:  # before any decryption or call
+            raise Forbidden(f"this key may not use provider {row.provider!r}", code="provider_not_allowed",
+                            param="model")
         target = Target(row.base_url, service.key(row).reveal(), upstream_model, model)
         # The key layer hit when this request decrypted nothing (lazily now, or eagerly at a build).
         trace.layer("key", "decryptions" not in trace.costs)
@@ -358,8 +377,20 @@ class ProxyHandler(BaseHandler):
 
     def _record(self, user: User, row: Any, target: Target, status: int, started: float,
                 prompt: int | None = None, completion: int | None = None) -> None:
+        self.recorded = True
         self.gw.usage.record(user.id, row.provider, target.model, status, prompt, completion,
                              (time.perf_counter() - started) * 1000)
+
+    @contextlib.contextmanager
+    def _upstream_failures(self, user: User, row: Any, target: Target, started: float):
+        """From the upstream call on, a failure (timeout, refused, a stream that never opens, an
+        unusable answer) is a usage row with the status the client gets, unless one is written."""
+        try:
+            yield
+        except ForgeError as exc:
+            if not self.recorded:
+                self._record(user, row, target, exc.status, started)
+            raise
 
 
 class ChatHandler(ProxyHandler):
@@ -383,8 +414,9 @@ class ChatHandler(ProxyHandler):
                     self.gw.streams.release(user.id)
             else:
                 req = self._translate(adapter.chat_request, target, body)
-                data = await self._send(client, adapter, req, user, row, target, started)
-                out, prompt, completion = self._answer(adapter, target, data)
+                with self._upstream_failures(user, row, target, started):
+                    data = await self._send(client, adapter, req, user, row, target, started)
+                    out, prompt, completion = self._answer(adapter, target, data)
                 self._record(user, row, target, 200, started, prompt, completion)
                 self.trace.lap("respond")
                 self.finish(out)
@@ -411,12 +443,13 @@ class ChatHandler(ProxyHandler):
         translator = self._translate(adapter.chat_stream, target, body)
         req = self._translate(adapter.chat_request, target, body)
         trace.lap("translate")
-        stream = await client.open_stream(req)
-        trace.point("upstream_headers")
-        if stream.status >= 300:
-            data = await stream.read_all()
-            self._record(user, row, target, stream.status, started)
-            raise adapter.error(stream.status, data, stream.headers)
+        with self._upstream_failures(user, row, target, started):
+            stream = await client.open_stream(req)
+            trace.point("upstream_headers")
+            if stream.status >= 300:
+                data = await stream.read_all()
+                self._record(user, row, target, stream.status, started)
+                raise adapter.error(stream.status, data, stream.headers)
         self.set_header("Content-Type", "text/event-stream")
         self.set_header("Cache-Control", "no-cache")
         # Nagle would hold each chunk after the first on a keep-alive connection until the stream
@@ -459,23 +492,45 @@ class EmbeddingsHandler(ProxyHandler):
         started = time.perf_counter()
         body = self._body(validation.embeddings_body)
         user, row, target = await self._target(body)
+        batcher = self.gw.embeddings_batcher
+        share = batcher.join(user.id, row, target, body, self.trace) if batcher is not None else None
+        if share is None:
+            out = await self._alone(body, user, row, target, started)
+        else:
+            out = await self._batched(share, user, row, target, started)
+        usage = out.get("usage") if isinstance(out.get("usage"), dict) else {}
+        self._record(user, row, target, 200, started, usage.get("prompt_tokens"), None)
+        self.trace.lap("respond")
+        self.finish(orjson.dumps(out))
+
+    async def _alone(self, body: dict, user: User, row: Any, target: Target, started: float) -> dict:
         adapter, client, owned = self._adapter(row.kind)
         try:
             req = self._translate(adapter.embeddings_request, target, body)
-            data = await self._send(client, adapter, req, user, row, target, started)
-            out = adapter.embeddings_response(target, data, body)
-            usage = out.get("usage") if isinstance(out.get("usage"), dict) else {}
-            self._record(user, row, target, 200, started, usage.get("prompt_tokens"), None)
-            self.trace.lap("respond")
-            self.finish(orjson.dumps(out))
+            with self._upstream_failures(user, row, target, started):
+                data = await self._send(client, adapter, req, user, row, target, started)
+                return adapter.embeddings_response(target, data, body)
         finally:
             if owned:
                 client.close()
 
+    async def _batched(self, share, user: User, row: Any, target: Target, started: float) -> dict:
+        """This request's part of a merged call (``batching``); the wait for it is the ``batch`` phase."""
+        with self._upstream_failures(user, row, target, started):
+            try:
+                out = await share
+            except Refused as refused:
+                self._record(user, row, target, refused.status, started)
+                raise refused.error from None
+        self.trace.lap("upstream")
+        return out
+
 
 def routes(gw: "Gateway") -> list:
+    from .keys_api import KeyHandler, KeysHandler
     from .legacy import CompletionsHandler, ImageEditsHandler, ImagesHandler  # they build on ChatHandler
     from .messages import CountTokensHandler, MessagesHandler  # it builds on ChatHandler
+    from .usage_api import AdminUsageHandler, UsageHandler
 
     kw = {"gw": gw}
     return [
@@ -490,6 +545,10 @@ def routes(gw: "Gateway") -> list:
         (r"/v1/users", UsersHandler, kw),
         (r"/v1/users/me", MeHandler, kw),
         (r"/v1/users/me/reset-key", ResetKeyHandler, kw),
+        (r"/v1/users/me/keys", KeysHandler, kw),
+        (r"/v1/users/me/keys/(?P<key_id>[^/]+)", KeyHandler, kw),
+        (r"/v1/usage", UsageHandler, kw),
+        (r"/v1/admin/usage", AdminUsageHandler, kw),
         (r"/v1/provider-keys", ProviderKeysHandler, kw),
         (r"/v1/provider-keys/([^/]+)", ProviderKeyHandler, kw),
         (r"/health", HealthHandler, kw),

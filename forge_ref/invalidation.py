@@ -74,14 +74,16 @@ class Invalidator:
 
     # the write paths, each naming exactly what it makes stale
 
-    async def user_updated(self, user_id: int, key_hash: str) -> None:
-        await self.publish([(USER, key_hash), (SERVICE, str(user_id))])
+    async def user_updated(self, user_id: int, *key_hashes: str) -> None:
+        """Every key of the user: each one's entry holds the user's name."""
+        await self.publish([*((USER, h) for h in key_hashes), (SERVICE, str(user_id))])
 
-    async def user_key_reset(self, old_key_hash: str) -> None:
-        await self.publish([(USER, old_key_hash)])
+    async def forge_key_changed(self, key_hash: str) -> None:
+        """One key reset, revoked or given a new scope: that key's entry, no other."""
+        await self.publish([(USER, key_hash)])
 
-    async def user_deleted(self, user_id: int, key_hash: str) -> None:
-        await self.publish([(USER, key_hash), (SERVICE, str(user_id)), (MODELS, str(user_id))])
+    async def user_deleted(self, user_id: int, *key_hashes: str) -> None:
+        await self.publish([*((USER, h) for h in key_hashes), (SERVICE, str(user_id)), (MODELS, str(user_id))])
 
     async def provider_keys_changed(self, user_id: int) -> None:
         await self.publish([(SERVICE, str(user_id)), (MODELS, str(user_id))])

@@ -172,7 +172,9 @@ class CountTokensHandler(MessagesHandler):
         adapter, client, owned = self._adapter(row.kind)
         try:
             native = Native(adapter, self.request.headers)
-            data = await self._send(client, native, native.count_request(target, body), user, row, target, started)
+            with self._upstream_failures(user, row, target, started):
+                data = await self._send(client, native, native.count_request(target, body), user, row, target,
+                                        started)
             self._record(user, row, target, 200, started)
             self.trace.lap("respond")
             self.finish(data)

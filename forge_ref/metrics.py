@@ -17,7 +17,8 @@ class _Snapshot:
         for layer, on in self._snap["caches_enabled"].items():
             enabled.add_metric([layer], 1 if on else 0)
         yield enabled
-        for stat in ("hits", "misses", "evictions", "expirations"):
+        for stat in ("hits", "misses", "evictions", "expirations",
+                     "refreshes", "refreshes_stored", "refreshes_discarded", "refresh_failures"):
             fam = CounterMetricFamily(f"forge_cache_{stat}", f"cache {stat} per layer", labels=["layer"])
             for layer, stats in self._snap["caches"].items():
                 fam.add_metric([layer], stats[stat])

@@ -73,11 +73,13 @@ class ModelLister:
             self.failures.set(key, True)
             return None
 
-    async def list(self, service: ProviderService) -> list[dict]:
+    async def list(self, service: ProviderService, providers: frozenset[str] | None = None) -> list[dict]:
+        """Every provider of the user, or only those named in ``providers`` (a scoped key's)."""
+        rows = service.rows if providers is None else [row for row in service.rows if row.provider in providers]
         gate = asyncio.Semaphore(self._concurrency)
-        results = await asyncio.gather(*(self._one(service, row, gate) for row in service.rows))
+        results = await asyncio.gather(*(self._one(service, row, gate) for row in rows))
         data = []
-        for row, ids in zip(service.rows, results):
+        for row, ids in zip(rows, results):
             for model_id in ids or ():
                 data.append({"id": f"{row.provider}/{model_id}", "object": "model", "created": 0, "owned_by": row.provider})
             for alias in row.model_mapping:

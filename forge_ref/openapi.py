@@ -57,9 +57,22 @@ def _multipart(op: dict, schema: str) -> dict:
 
 
 _USER_ERRORS = (400, 401, 404, 405, 413)
-_PROXY_ERRORS = (400, 401, 404, 405, 413, 422, 429, 502, 504)
+_OWNER_ERRORS = (400, 401, 403, 404, 405, 413)  # 403: a scoped key does not manage the account
+_PROXY_ERRORS = (400, 401, 403, 404, 405, 413, 422, 429, 502, 504)  # 403: outside the key's scope
 _MESSAGES_ERRORS = (*_PROXY_ERRORS, 529)
 _PROVIDER = [{"name": "provider", "in": "path", "required": True, "schema": {"type": "string", "maxLength": 64}}]
+_KEY_ID = [{"name": "key_id", "in": "path", "required": True, "schema": {"type": "integer", "minimum": 1}}]
+_INSTANT = {"type": "string", "description": "ISO 8601 date or time; UTC unless it names an offset"}
+_USAGE_QUERY = [
+    {"name": "since", "in": "query", "schema": _INSTANT, "description": "inclusive; default: the beginning"},
+    {"name": "until", "in": "query", "schema": _INSTANT, "description": "exclusive; default: no end"},
+    {"name": "group_by", "in": "query", "schema": {"type": "string", "default": "provider,model"},
+     "description": "comma-separated: provider, model, day (and user, for the admin)"},
+]
+_ADMIN_USAGE_QUERY = [*_USAGE_QUERY, {"name": "user", "in": "query", "schema": {"type": "integer"},
+                                      "description": "one user's usage; default: every user's"}]
+_SCOPE = {"type": ["array", "null"], "maxItems": 64, "items": {"type": "string", "pattern": "^[a-z0-9][a-z0-9._-]{0,63}$"},
+          "description": "provider names the key may use; null: every provider"}
 
 SCHEMAS = {
     "Error": {
@@ -105,6 +118,29 @@ SCHEMAS = {
     },
     "ProviderKeyList": {"type": "object", "required": ["object", "data"],
                         "properties": {"object": {"const": "list"}, "data": {"type": "array", "items": _ref("ProviderKey")}}},
+    "ForgeKeyCreate": {"type": "object", "required": ["name"], "additionalProperties": False,
+                       "properties": {"name": {"type": "string", "minLength": 1, "maxLength": 128}, "providers": _SCOPE}},
+    "ForgeKeyUpdate": {"type": "object", "additionalProperties": False, "minProperties": 1,
+                       "properties": {"name": {"type": "string", "minLength": 1, "maxLength": 128}, "providers": _SCOPE}},
+    "ForgeKey": {"type": "object", "required": ["id", "name", "key_prefix", "providers", "created_at"],
+                 "properties": {"id": {"type": "integer"}, "name": {"type": "string"},
+                                "key_prefix": {"type": "string", "description": "the key's first 12 characters"},
+                                "providers": _SCOPE, "created_at": {"type": "integer"}}},
+    "ForgeKeyWithSecret": {"allOf": [_ref("ForgeKey"), {"type": "object", "required": ["key"],
+                                                        "properties": {"key": {"type": "string",
+                                                                               "description": "shown once"}}}]},
+    "ForgeKeyList": {"type": "object", "required": ["object", "data"],
+                     "properties": {"object": {"const": "list"}, "data": {"type": "array", "items": _ref("ForgeKey")}}},
+    "UsageList": {"type": "object", "required": ["object", "data"], "properties": {
+        "object": {"const": "list"},
+        "data": {"type": "array", "items": {
+            "type": "object", "required": ["requests", "errors", "prompt_tokens", "completion_tokens", "latency_p50_ms"],
+            "description": "one row per group; the grouped fields (user, provider, model, day) are present when asked",
+            "properties": {"user": {"type": "integer"}, "provider": {"type": "string"}, "model": {"type": "string"},
+                           "day": {"type": "string", "format": "date"}, "requests": {"type": "integer"},
+                           "errors": {"type": "integer", "description": "status 400 or more"},
+                           "prompt_tokens": {"type": "integer"}, "completion_tokens": {"type": "integer"},
+                           "latency_p50_ms": {"type": "number"}}}}}},
     "Message": {"type": "object", "required": ["role"], "additionalProperties": True,
                 "properties": {"role": {"type": "string"},
                                "content": {"oneOf": [{"type": "string"}, {"type": "array"}, {"type": "null"}]}}},
@@ -204,20 +240,35 @@ PATHS = {
                               errors=(400, 403, 405, 413), security=ADMIN, body="UserName")},
     "/v1/users/me": {
         "get": _op("read the user of this key", _ok("User"), errors=_USER_ERRORS),
-        "patch": _op("rename the user", _ok("User"), errors=_USER_ERRORS, body="UserName"),
-        "delete": _op("delete the user, its keys and provider keys", _ok(None, 204), errors=_USER_ERRORS),
+        "patch": _op("rename the user", _ok("User"), errors=_OWNER_ERRORS, body="UserName"),
+        "delete": _op("delete the user, its keys and provider keys", _ok(None, 204), errors=_OWNER_ERRORS),
     },
-    "/v1/users/me/reset-key": {"post": _op("new Forge key; the old one is refused at once, in every process",
-                                           _ok("UserWithKey"), errors=_USER_ERRORS)},
+    "/v1/users/me/reset-key": {"post": _op("a new secret for the calling key (name and scope kept); the old one is "
+                                           "refused at once, in every process", _ok("UserWithKey"), errors=_USER_ERRORS)},
+    "/v1/users/me/keys": {
+        "get": _op("the user's Forge keys, masked (prefix only)", _ok("ForgeKeyList"), errors=_USER_ERRORS),
+        "post": _op("a new Forge key, scoped to some providers or not; the key is shown once",
+                    _ok("ForgeKeyWithSecret", 201), errors=_OWNER_ERRORS, body="ForgeKeyCreate"),
+    },
+    "/v1/users/me/keys/{key_id}": {
+        "patch": _op("rename a key or change its scope (at once, in every process)", _ok("ForgeKey"),
+                     errors=_OWNER_ERRORS, body="ForgeKeyUpdate", params=_KEY_ID),
+        "delete": _op("revoke a key (refused at once, in every process)", _ok(None, 204), errors=_OWNER_ERRORS,
+                      params=_KEY_ID),
+    },
+    "/v1/usage": {"get": _op("the caller's usage, summed per group", _ok("UsageList"), errors=(400, 401, 405),
+                             params=_USAGE_QUERY)},
+    "/v1/admin/usage": {"get": _op("every user's usage (or one's), summed per group", _ok("UsageList"),
+                                   errors=(400, 403, 405), security=ADMIN, params=_ADMIN_USAGE_QUERY)},
     "/v1/provider-keys": {
         "get": _op("the user's provider keys, secrets masked", _ok("ProviderKeyList"), errors=_USER_ERRORS),
         "post": _op("add a provider key (a private base_url is refused)", _ok("ProviderKey", 201),
-                    errors=(*_USER_ERRORS, 409), body="ProviderKeyCreate"),
+                    errors=(*_OWNER_ERRORS, 409), body="ProviderKeyCreate"),
     },
     "/v1/provider-keys/{provider}": {
-        "put": _op("change the fields given, keep the others", _ok("ProviderKey"), errors=_USER_ERRORS,
+        "put": _op("change the fields given, keep the others", _ok("ProviderKey"), errors=_OWNER_ERRORS,
                    body="ProviderKeyUpdate", params=_PROVIDER),
-        "delete": _op("delete a provider key", _ok(None, 204), errors=_USER_ERRORS, params=_PROVIDER),
+        "delete": _op("delete a provider key", _ok(None, 204), errors=_OWNER_ERRORS, params=_PROVIDER),
     },
     "/v1/chat/completions": {"post": _op("proxy a chat completion; stream: true answers SSE",
                                          _ok("ChatCompletion", stream=True), errors=_PROXY_ERRORS,
@@ -240,7 +291,7 @@ PATHS = {
                                                 "JSON as generations, or a multipart form whose model part alone is "
                                                 "rewritten", _ok("Images", stream=True), errors=_PROXY_ERRORS,
                                                 body="ImagesRequest"), "ImageEditForm")},
-    "/v1/models": {"get": _op("every model of every provider of the user, as provider/model, plus aliases",
+    "/v1/models": {"get": _op("every model of every provider the key may use, as provider/model, plus aliases",
                               _ok("ModelList"), errors=(401, 405))},
     "/health": {"get": _op("liveness", _ok("Health"), errors=(405,), security=None)},
     "/_stats": {

@@ -12,7 +12,7 @@ import time
 from typing import Any, Sequence
 
 from .errors import Conflict, NotFound
-from .sql import DUPLICATE, GONE, SQL, USAGE_COLS
+from .sql import COPY_USER_KEYS, DUPLICATE, GONE, SQL, USAGE_COLS
 from .tracing import Tracer
 
 SCHEMA = [
@@ -30,6 +30,21 @@ SCHEMA = [
         created_at DOUBLE PRECISION)""",
     """CREATE TABLE IF NOT EXISTS invalidations (
         id BIGSERIAL PRIMARY KEY, kind TEXT NOT NULL, key TEXT NOT NULL, created_at DOUBLE PRECISION NOT NULL)""",
+    "CREATE INDEX IF NOT EXISTS usage_user_time ON usage (user_id, created_at)",
+    "CREATE INDEX IF NOT EXISTS usage_time ON usage (created_at)",  # the admin's view of all users
+]
+FORGE_KEYS = """CREATE TABLE forge_keys (
+    id BIGSERIAL PRIMARY KEY, user_id BIGINT NOT NULL REFERENCES users(id) ON DELETE CASCADE, name TEXT NOT NULL,
+    key_hash TEXT NOT NULL UNIQUE, key_prefix TEXT NOT NULL, providers TEXT, created_at DOUBLE PRECISION NOT NULL)"""
+FIRST_KEY = [
+    "CREATE INDEX IF NOT EXISTS forge_keys_user ON forge_keys (user_id)",
+    # The trigger runs with the search_path of its creation, so a schema chosen by the URL holds.
+    f"""CREATE OR REPLACE FUNCTION forge_first_key() RETURNS trigger LANGUAGE plpgsql SET search_path FROM CURRENT
+        AS $$ BEGIN {COPY_USER_KEYS} WHERE id = NEW.id; RETURN NULL; END $$""",
+    """DO $$ BEGIN
+        IF NOT EXISTS (SELECT 1 FROM pg_trigger WHERE tgname = 'users_first_key' AND tgrelid = 'users'::regclass) THEN
+            CREATE TRIGGER users_first_key AFTER INSERT ON users FOR EACH ROW EXECUTE FUNCTION forge_first_key();
+        END IF; END $$""",
 ]
 
 
@@ -46,6 +61,12 @@ def create_schema(url: str) -> None:
         try:
             for statement in SCHEMA:
                 conn.execute(statement)
+            with conn.transaction():  # the copy of existing users' keys runs once, with the table's creation
+                if conn.execute("SELECT to_regclass('forge_keys')").fetchone()[0] is None:
+                    conn.execute(FORGE_KEYS)
+                    conn.execute(COPY_USER_KEYS)
+                for statement in FIRST_KEY:
+                    conn.execute(statement)
         finally:
             conn.execute("SELECT pg_advisory_unlock(781234)")
 
@@ -58,6 +79,9 @@ class PgDriver:
     """Runs each statement on a connection from an async pool (open it with ``await driver.open()``)."""
 
     sql = SQL.pyformat()
+    usage_day = "to_char(to_timestamp(created_at) AT TIME ZONE 'UTC', 'YYYY-MM-DD')"
+    usage_p50 = "percentile_cont(0.5) WITHIN GROUP (ORDER BY latency_ms)"
+    usage_rank = ""
 
     def __init__(self, url: str, *, tracer: Tracer | None, background: bool = False,
                  min_size: int = 1, max_size: int = 10) -> None:

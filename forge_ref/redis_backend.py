@@ -3,14 +3,15 @@
 With ``--cache-backend redis`` the ``user`` and ``models`` layers live in Redis, shared by every
 process and node, behind a small bounded in-process L1 (``FORGE_REDIS_L1_TTL``). ProviderService
 objects and decrypted provider keys never leave the process: Redis holds only user rows (id,
-name, key *hash*) and model-id lists, as JSON (never pickle), under namespaced keys that hold no
+name, the key's *hash*, prefix and scope) and model-id lists, as JSON (never pickle), under namespaced keys that hold no
 secret.
 
 Invalidation: the writer deletes the Redis entries, bumps their generation counter, and
 publishes the events; every process applies them to its L1 and its in-process service cache. A
 reader reads the generation with the value (one round trip) and stores its loaded value only if
 the generation is unchanged, so a reader that loaded the old row before a write cannot put it
-back, with no time window. Measured bound: a reset
+back, with no time window; when the guard refuses, the reader (a miss's load or an L1 refresh)
+keeps it out of its L1 too, without waiting for the write's message. Measured bound: a reset
 key is refused by every process within a few milliseconds (tested at 50 ms).
 
 Outage: any Redis error marks the link down (logged once). While it is down every layer that
@@ -29,7 +30,7 @@ from typing import Any, Callable, Hashable
 
 import orjson
 
-from .cache import MISSING, CacheLayer, Loader, call_loader
+from .cache import MISSING, CacheLayer, Loader, call_loader, lifetime
 from .invalidation import MODELS, USER, Broadcast, Invalidator
 from .store import User
 from .tracing import Tracer
@@ -104,14 +105,16 @@ class RedisLink:
             return None, None
 
     async def set_guarded(self, key: str, gen: str, generation: bytes, field: str | None, payload: bytes,
-                          ttl: float) -> None:
+                          ttl: float) -> bool | None:
+        """True: stored; False: a write moved the generation since ``generation`` was read; None: no Redis."""
         if not self.up:
-            return
+            return None
         self.trip()
         try:
-            await self._guarded(keys=[key, gen], args=[field or "", payload, max(1, int(ttl)), generation])
+            return bool(await self._guarded(keys=[key, gen], args=[field or "", payload, max(1, int(ttl)), generation]))
         except self.errors as exc:
             self.mark_down(exc)
+            return None
 
     async def close(self) -> None:
         await self.client.aclose()
@@ -123,11 +126,12 @@ class TieredCache:
 
     enabled = True
 
-    def __init__(self, name: str, l1: CacheLayer, link: RedisLink, *, ttl: float,
+    def __init__(self, name: str, l1: CacheLayer, link: RedisLink, *, ttl: float, jitter: float = 0.0,
                  locate: Callable[[Hashable], tuple[str, str | None, str]],
                  encode: Callable[[Any], Any], decode: Callable[[Any], Any], tracer: Tracer) -> None:
         self.name = name
         self.ttl = ttl
+        self.jitter = jitter
         self.l1 = l1
         self.link = link
         self._locate = locate  # cache key -> (redis key, hash field or None, generation key)
@@ -160,8 +164,13 @@ class TieredCache:
         self._tracer.count("redis_misses")
         value = await call_loader(loader)
         if value is not None and generation is not None:
-            payload = orjson.dumps({"v": self._encode(value), "exp": time.time() + self.ttl})
-            await self.link.set_guarded(rkey, gen, generation, field, payload, self.ttl)
+            ttl = lifetime(self.ttl, self.jitter)
+            payload = orjson.dumps({"v": self._encode(value), "exp": time.time() + ttl})
+            if await self.link.set_guarded(rkey, gen, generation, field, payload, ttl) is False:
+                # A write overtook this load (a miss's or an L1 refresh's): what it read is stale
+                # here too. Dropping the key's L1 slot now, before the write's message arrives,
+                # keeps the L1 from storing it.
+                self.l1.invalidate(key)
         return value
 
     async def load(self, key: Hashable, loader: Loader) -> Any:
@@ -234,11 +243,16 @@ def models_locator(prefix: str) -> Callable[[Hashable], tuple[str, str | None, s
 
 
 def encode_user(user: User) -> dict:
-    return {"id": user.id, "name": user.name, "key_hash": user.key_hash, "key_prefix": user.key_prefix}
+    providers = None if user.providers is None else sorted(user.providers)
+    return {"id": user.id, "name": user.name, "key_hash": user.key_hash, "key_prefix": user.key_prefix,
+            "providers": providers}
 
 
 def decode_user(data: dict) -> User:
-    return User(data["id"], data["name"], data["key_hash"], data["key_prefix"])
+    # An entry without "providers" was written before keys had scopes, when every key had all.
+    providers = data.get("providers")
+    return User(data["id"], data["name"], data["key_hash"], data["key_prefix"],
+                None if providers is None else frozenset(providers))
 
 
 def identity(value: Any) -> Any:

@@ -38,12 +38,20 @@ class Settings:
     models_failure_ttl: float = _opt(30.0, "FORGE_MODELS_FAILURE_TTL", "seconds a failed model-list call is remembered (0 = retry every time)")
     max_body_bytes: int = _opt(4 * 1024 * 1024, "FORGE_MAX_BODY_BYTES", "largest accepted request body (413 above)")
     max_streams_per_key: int = _opt(0, "FORGE_MAX_STREAMS_PER_KEY", "streams (chat completions and messages) open at once per Forge key, per process (429 above; 0 = unlimited)")
+    embeddings_batch_window_ms: float = _opt(0.0, "FORGE_EMBEDDINGS_BATCH_WINDOW_MS", "concurrent embeddings requests of one user to one model (same provider key and parameters) wait up to this long to share one upstream call, per process (0 = no batching)")
+    embeddings_batch_max_inputs: int = _opt(100, "FORGE_EMBEDDINGS_BATCH_MAX_INPUTS", "most inputs in one merged embeddings call: a full batch leaves at once; a request with more goes alone")
     user_ttl: float = _opt(300.0, "FORGE_USER_TTL", "user cache TTL, seconds (0 turns the layer off)")
     user_max: int = _opt(10_000, "FORGE_USER_MAX", "user cache max entries (0 turns the layer off)")
+    user_refresh_ahead: float = _opt(0.0, "FORGE_USER_REFRESH_AHEAD", "reload a user entry in the background when read after this fraction of its TTL (0 = off; e.g. 0.8)")
+    user_ttl_jitter: float = _opt(0.0, "FORGE_USER_TTL_JITTER", "spread each user entry's TTL over +- this fraction of it (0 = off; e.g. 0.1)")
     service_ttl: float = _opt(600.0, "FORGE_SERVICE_TTL", "ProviderService cache TTL, seconds (0 turns the layer off)")
     service_max: int = _opt(10_000, "FORGE_SERVICE_MAX", "ProviderService cache max entries (0 turns the layer off)")
+    service_refresh_ahead: float = _opt(0.0, "FORGE_SERVICE_REFRESH_AHEAD", "reload a ProviderService entry in the background when read after this fraction of its TTL (0 = off; e.g. 0.8)")
+    service_ttl_jitter: float = _opt(0.0, "FORGE_SERVICE_TTL_JITTER", "spread each ProviderService entry's TTL over +- this fraction of it (0 = off; e.g. 0.1)")
     models_ttl: float = _opt(3600.0, "FORGE_MODELS_TTL", "model-list cache TTL, seconds (0 turns the layer off)")
     models_max: int = _opt(10_000, "FORGE_MODELS_MAX", "model-list cache max entries, one per user+provider config (0 turns the layer off)")
+    models_refresh_ahead: float = _opt(0.0, "FORGE_MODELS_REFRESH_AHEAD", "reload a model-list entry in the background when read after this fraction of its TTL (0 = off; e.g. 0.8)")
+    models_ttl_jitter: float = _opt(0.0, "FORGE_MODELS_TTL_JITTER", "spread each model-list entry's TTL over +- this fraction of it (0 = off; e.g. 0.1)")
     coalesce: bool = _opt(True, "FORGE_COALESCE", "concurrent misses of one cache key share one load (single-flight)")
     usage_flush_interval: float = _opt(1.0, "FORGE_USAGE_FLUSH_INTERVAL", "seconds between batched usage-row writes")
     usage_flush_rows: int = _opt(500, "FORGE_USAGE_FLUSH_ROWS", "buffered usage rows that trigger an early flush")
@@ -59,6 +67,12 @@ class Settings:
     log_level: str = _opt("info", "FORGE_LOG_LEVEL", "debug, info, warning or error")
     access_log: bool = _opt(False, "FORGE_ACCESS_LOG", "one JSON line per request (logger forge_ref.access, info level); off: only 5xx are logged")
     server_timing: bool = _opt(False, "FORGE_SERVER_TIMING", "a Server-Timing header on proxied responses: each layer's hit or miss and each phase's time")
+
+    def __post_init__(self) -> None:
+        for f in dataclasses.fields(self):
+            if f.name.endswith(("_refresh_ahead", "_ttl_jitter")) and not 0.0 <= getattr(self, f.name) < 1.0:
+                raise ValueError(f"{f.metadata['env']} is a fraction of the TTL, at least 0 (off) and below 1, "
+                                 f"not {getattr(self, f.name)}")
 
     def layers(self) -> dict[str, bool]:
         """The cache toggles, resolved (the one place ``caches`` is interpreted)."""
@@ -129,6 +143,8 @@ def from_env(environ: Mapping[str, str] | None = None, **overrides: Any) -> Sett
         raise ValueError(f"cache backend must be memory or redis, not {settings.cache_backend!r}")
     if settings.upstream_client not in ("curl", "httpx", "aiohttp"):
         raise ValueError(f"upstream client must be curl, httpx or aiohttp, not {settings.upstream_client!r}")
+    if settings.embeddings_batch_window_ms < 0 or settings.embeddings_batch_max_inputs < 1:
+        raise ValueError("the embeddings batch window must be >= 0 ms and its max inputs >= 1")
     if settings.event_loop not in ("asyncio", "uvloop"):
         raise ValueError(f"event loop must be asyncio or uvloop, not {settings.event_loop!r}")
     return settings

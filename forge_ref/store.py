@@ -22,16 +22,31 @@ import orjson
 import sqlite_utils
 
 from .errors import Conflict, NotFound
-from .sql import DUPLICATE, GONE, SQL, USAGE_COLS, Driver
+from .sql import COPY_USER_KEYS, DUPLICATE, GONE, SQL, USAGE_COLS, USAGE_DIMS, Driver
 from .tracing import Tracer
 
 
 @dataclass(frozen=True, slots=True)
 class User:
+    """A user as one of its Forge keys sees it: the key's hash, prefix and scope come with it."""
+
     id: int
     name: str
     key_hash: str
     key_prefix: str
+    providers: frozenset[str] | None = None  # the provider names the key may use; None: all
+
+
+@dataclass(frozen=True, slots=True)
+class ForgeKey:
+    """A stored Forge key: its hash (never the key itself) and its scope."""
+
+    id: int
+    name: str
+    key_prefix: str
+    providers: tuple[str, ...] | None
+    created_at: float
+    key_hash: str
 
 
 @dataclass(frozen=True, slots=True)
@@ -48,7 +63,18 @@ class ProviderRow:
 
 
 def _user(row: tuple | None) -> User | None:
-    return None if row is None else User(*row)
+    return None if row is None else User(row[0], row[1], row[2], row[3],
+                                         None if row[4] is None else frozenset(orjson.loads(row[4])))
+
+
+def _forge_key(row: tuple | None) -> ForgeKey | None:
+    if row is None:
+        return None
+    return ForgeKey(row[0], row[1], row[2], None if row[3] is None else tuple(orjson.loads(row[3])), row[4], row[5])
+
+
+def _scope(providers: list[str] | None) -> str | None:
+    return None if providers is None else orjson.dumps(sorted(set(providers))).decode()
 
 
 def _provider(row: tuple) -> ProviderRow:
@@ -76,18 +102,41 @@ class Store:
         return _user(await self._one(self.sql.user_by_key_hash, (key_hash,)))
 
     async def create_user(self, name: str, key_hash: str, key_prefix: str) -> User:
+        """Its first Forge key (unscoped, named 'default') is made in the same statement (``COPY_USER_KEYS``)."""
         now = time.time()
         return _user(await self._one(self.sql.create_user, (name, key_hash, key_prefix, now, now)))
 
-    async def update_user(self, user_id: int, name: str) -> User | None:
-        return _user(await self._one(self.sql.update_user, (name, time.time(), user_id)))
-
-    async def reset_user_key(self, user_id: int, key_hash: str, key_prefix: str) -> User | None:
-        return _user(await self._one(self.sql.reset_user_key, (key_hash, key_prefix, time.time(), user_id)))
+    async def update_user(self, user_id: int, name: str) -> bool:
+        return await self._count(self.sql.update_user, (name, time.time(), user_id)) > 0
 
     async def delete_user(self, user_id: int) -> bool:
-        """The user's provider keys go in the same statement (ON DELETE CASCADE, a trigger on SQLite)."""
+        """The user's Forge keys and provider keys go in the same statement (ON DELETE CASCADE, a trigger on SQLite)."""
         return await self._count(self.sql.delete_user, (user_id,)) > 0
+
+    # Forge keys ------------------------------------------------------------------------------
+
+    async def forge_keys(self, user_id: int) -> list[ForgeKey]:
+        return [_forge_key(r) for r in await self._all(self.sql.forge_keys, (user_id,))]
+
+    async def add_forge_key(self, user_id: int, name: str, key_hash: str, key_prefix: str,
+                            providers: list[str] | None) -> ForgeKey:
+        return _forge_key(await self._one(self.sql.add_forge_key, (user_id, name, key_hash, key_prefix,
+                                                                   _scope(providers), time.time())))
+
+    async def update_forge_key(self, user_id: int, key_id: int, changes: dict[str, Any]) -> ForgeKey | None:
+        """``changes`` maps ``name`` and/or ``providers`` to their new values; the others are kept."""
+        values = {col: _scope(v) if col == "providers" else v for col, v in changes.items()}
+        sets = ", ".join(self.sql.set_column.format(col) for col in values)  # column names come from code
+        return _forge_key(await self._one(self.sql.update_forge_key.format(sets), (*values.values(), key_id, user_id)))
+
+    async def reset_forge_key(self, user_id: int, old_hash: str, key_hash: str, key_prefix: str) -> ForgeKey | None:
+        """A new secret for the key whose hash is ``old_hash`` (its name and scope stay)."""
+        return _forge_key(await self._one(self.sql.reset_forge_key, (key_hash, key_prefix, user_id, old_hash)))
+
+    async def delete_forge_key(self, user_id: int, key_id: int) -> str | None:
+        """The revoked key's hash (what caches hold it under), or None if the user has no such key."""
+        row = await self._one(self.sql.delete_forge_key, (key_id, user_id))
+        return None if row is None else row[0]
 
     # provider keys ---------------------------------------------------------------------------
 
@@ -130,6 +179,21 @@ class Store:
         row = await self._one(self.sql.any_encrypted_key, ())
         return None if row is None else row[0]
 
+    async def usage_stats(self, user_id: int | None, since: float, until: float,
+                          dims: Sequence[str]) -> list[dict[str, Any]]:
+        """Usage of ``since <= created_at < until`` (one user's, or everyone's), summed per ``dims``
+        (names of ``USAGE_DIMS``): one statement, over usage(user_id, created_at) or usage(created_at)."""
+        exprs = [USAGE_DIMS[d] or self.driver.usage_day for d in dims]
+        grouped = ", ".join(USAGE_DIMS[d] or d for d in dims)  # the inner query names the day "day"
+        sql = self.sql.usage_stats.format(
+            dims=grouped, p50=self.driver.usage_p50,
+            columns=", ".join(e if USAGE_DIMS[d] else f"{e} AS {d}" for d, e in zip(dims, exprs)),
+            rank=self.driver.usage_rank.format(partition=", ".join(exprs)),
+            who="" if user_id is None else self.sql.usage_of_user)
+        params = (since, until) if user_id is None else (user_id, since, until)
+        names = (*dims, "requests", "errors", "prompt_tokens", "completion_tokens", "latency_p50_ms")
+        return [dict(zip(names, row)) for row in await self._all(sql, params)]
+
     async def insert_usage(self, rows: list[tuple]) -> None:
         """One INSERT per flush (its text is the driver's): a batch costs one statement, not one per request."""
         if rows:
@@ -163,6 +227,15 @@ class SqliteDriver:
     """Runs statements on one sqlite-utils ``Database`` (see ``connect``); never suspends."""
 
     sql = SQL
+    usage_day = "date(created_at, 'unixepoch')"
+    # SQLite has no percentile: rank each group's latencies and average the middle one or two, which
+    # is percentile_cont(0.5) exactly. Both windows are one spec, so one sort of the range's rows (by
+    # group, latency) serves them; the GROUP BY sorts once more. O(n log n) in the rows of the range,
+    # held in a temporary B-tree: fine for a user's usage, heavy for everyone's over a long range.
+    usage_p50 = "AVG(CASE WHEN rn IN ((n + 1) / 2, (n + 2) / 2) THEN latency_ms END)"
+    usage_rank = (", ROW_NUMBER() OVER (PARTITION BY {partition} ORDER BY latency_ms) AS rn,"
+                  " COUNT(*) OVER (PARTITION BY {partition} ORDER BY latency_ms"
+                  " ROWS BETWEEN UNBOUNDED PRECEDING AND UNBOUNDED FOLLOWING) AS n")
 
     def __init__(self, db: sqlite_utils.Database) -> None:
         self.db = db
@@ -217,7 +290,13 @@ def connect(path: str, *, tracer: Tracer | None, background: bool = False) -> sq
     return sqlite_utils.Database(conn, tracer=hook, recursive_triggers=False)
 
 
+FORGE_KEYS = ("CREATE TABLE forge_keys (id INTEGER PRIMARY KEY, user_id INTEGER NOT NULL REFERENCES users(id)"
+              " ON DELETE CASCADE, name TEXT NOT NULL, key_hash TEXT NOT NULL UNIQUE, key_prefix TEXT NOT NULL,"
+              " providers TEXT, created_at REAL NOT NULL)")
+
+
 def create_schema(db: sqlite_utils.Database) -> None:
+    """Idempotent: a database made by an older version gets what it lacks (forge_keys, indexes)."""
     users = db["users"]
     if not users.exists():
         users.create(
@@ -240,6 +319,8 @@ def create_schema(db: sqlite_utils.Database) -> None:
              "completion_tokens": int, "latency_ms": float, "created_at": float},
             pk="id",
         )
+    db.execute("CREATE INDEX IF NOT EXISTS usage_user_time ON usage (user_id, created_at)")
+    db.execute("CREATE INDEX IF NOT EXISTS usage_time ON usage (created_at)")  # the admin's view of all users
     if not db["invalidations"].exists():
         db.execute(
             "CREATE TABLE invalidations (id INTEGER PRIMARY KEY AUTOINCREMENT, kind TEXT NOT NULL,"
@@ -251,3 +332,17 @@ def create_schema(db: sqlite_utils.Database) -> None:
         "CREATE TRIGGER IF NOT EXISTS users_delete_keys AFTER DELETE ON users BEGIN"
         " DELETE FROM provider_keys WHERE user_id = OLD.id; END"
     )
+    # The copy of existing users' keys must run once, with the table's creation: one transaction,
+    # taken for writing at once so that two processes starting together cannot both copy.
+    db.execute("BEGIN IMMEDIATE")
+    try:
+        if not db["forge_keys"].exists():
+            db.execute(FORGE_KEYS)
+            db.execute(COPY_USER_KEYS)
+        db.execute("CREATE INDEX IF NOT EXISTS forge_keys_user ON forge_keys (user_id)")
+        db.execute(f"CREATE TRIGGER IF NOT EXISTS users_first_key AFTER INSERT ON users BEGIN"
+                   f" {COPY_USER_KEYS} WHERE id = NEW.id; END")
+        db.execute("COMMIT")
+    except BaseException:
+        db.execute("ROLLBACK")
+        raise

@@ -6,8 +6,11 @@ Every cost point calls this module exactly once, through the process's ``Tracer`
     ``Crypto.decrypt`` ................ ``decryption``        decryptions
     the upstream client wrapper ....... ``upstream_call``     upstream_requests / upstream_model_list_requests
     the cache lookups and loads ....... ``Layer`` methods     cache.<layer>.hits / misses / ... ; coalesced_waits
+    a cache's background refreshes .... ``Layer`` methods     cache.<layer>.refreshes / refreshes_stored / ...
     the upstream clients' pool ........ ``upstream_pool_wait``  upstream_pool_waits / upstream_pool_wait_ms
     the PostgreSQL pool ............... ``db_pool_wait``      db_pool_waits / db_pool_wait_ms
+    the embeddings batcher ............ ``embeddings_batch``  embeddings_batches / embeddings_batched_requests /
+                                                              embeddings_batch_waits / embeddings_batch_wait_ms
     everything else ................... ``count``             services_built, invalidations, redis_*, ...
 
 Counters live in shared memory (``SharedCounters``), one row per process, so ``--processes N``
@@ -18,13 +21,18 @@ a ``Trace`` and makes it current (a contextvar: each Tornado request runs in its
 the value never leaks between requests). The cost points note on it which layers hit or
 missed and what the request itself cost; the handler marks the phases. With tracing off the
 cost points pay one contextvar read each, nothing else.
+
+Work no request asked for (a cache refresh) runs through ``background_task``: in a context of
+its own, so no request's trace sees it and its DB reads count as ``db_background_queries``.
 """
 
 from __future__ import annotations
 
+import asyncio
 import mmap
 import time
-from contextvars import ContextVar
+from contextvars import Context, ContextVar
+from typing import Coroutine
 
 COUNTERS = (
     "requests",
@@ -45,11 +53,15 @@ COUNTERS = (
     "redis_errors",
     "upstream_pool_waits",
     "db_pool_waits",
+    "embeddings_batches",
+    "embeddings_batched_requests",
+    "embeddings_batch_waits",
 )
 # Total waits, kept in microseconds and shown in /_stats in milliseconds (``<pool>_pool_wait_ms``).
-WAIT_TIMES = ("upstream_pool_wait_us", "db_pool_wait_us")
+WAIT_TIMES = ("upstream_pool_wait_us", "db_pool_wait_us", "embeddings_batch_wait_us")
 CACHE_LAYERS = ("user", "service", "models", "models_failures")
-CACHE_STATS = ("hits", "misses", "evictions", "expirations", "size")
+CACHE_STATS = ("hits", "misses", "evictions", "expirations", "size",
+               "refreshes", "refreshes_stored", "refreshes_discarded", "refresh_failures")
 
 _SLOTS = list(COUNTERS) + list(WAIT_TIMES) + [f"cache.{layer}.{stat}" for layer in CACHE_LAYERS for stat in CACHE_STATS]
 _INDEX = {name: i for i, name in enumerate(_SLOTS)}
@@ -97,6 +109,7 @@ class SharedCounters:
 # --- the per-request trace ---------------------------------------------------------------------
 
 _current: ContextVar["Trace | None"] = ContextVar("forge_ref_trace", default=None)
+_background: ContextVar[bool] = ContextVar("forge_ref_background", default=False)
 
 HIT, MISS = "hit", "miss"
 # Layers a Server-Timing header names even when they have no phase of their own. Cache layers
@@ -216,13 +229,26 @@ def current() -> Trace | None:
     return _current.get()
 
 
+def background_task(coro: Coroutine) -> asyncio.Task:
+    """Run ``coro`` as work no request asked for (a cache refresh), in a fresh context.
+
+    A task inherits its creator's context: started from a request, it would see that request's
+    trace and bill it for costs it does not wait for. Here no trace is current, and DB reads
+    count as ``db_background_queries`` (the ``/_stats`` contract: ``db_queries`` are a request's).
+    """
+    context = Context()
+    context.run(_background.set, True)
+    return asyncio.get_running_loop().create_task(coro, context=context)
+
+
 # --- the meter: every cost point's one call ------------------------------------------------------
 
 
 class Layer:
     """The cost points of one cache layer (hot path: a hit is a slot increment and a contextvar read)."""
 
-    __slots__ = ("name", "_mine", "_hit", "_miss", "_evict", "_expire", "_size", "_waits")
+    __slots__ = ("name", "_mine", "_hit", "_miss", "_evict", "_expire", "_size", "_waits",
+                 "_refreshes", "_refreshed", "_discarded", "_refresh_failed")
 
     def __init__(self, name: str, mine: memoryview) -> None:
         self.name = name
@@ -230,6 +256,9 @@ class Layer:
         self._hit, self._miss = _INDEX[f"cache.{name}.hits"], _INDEX[f"cache.{name}.misses"]
         self._evict, self._expire = _INDEX[f"cache.{name}.evictions"], _INDEX[f"cache.{name}.expirations"]
         self._size, self._waits = _INDEX[f"cache.{name}.size"], _INDEX["coalesced_waits"]
+        self._refreshes, self._refreshed = _INDEX[f"cache.{name}.refreshes"], _INDEX[f"cache.{name}.refreshes_stored"]
+        self._discarded = _INDEX[f"cache.{name}.refreshes_discarded"]
+        self._refresh_failed = _INDEX[f"cache.{name}.refresh_failures"]
 
     def hit(self) -> None:
         self._mine[self._hit] += 1
@@ -261,6 +290,21 @@ class Layer:
     def coalesced(self) -> None:
         self._mine[self._waits] += 1
 
+    # A background refresh (refresh-ahead): started, then stored, discarded or failed.
+
+    def refresh_started(self) -> None:
+        self._mine[self._refreshes] += 1
+
+    def refresh_stored(self) -> None:
+        self._mine[self._refreshed] += 1
+
+    def refresh_discarded(self) -> None:
+        """An invalidation overtook the refresh: its value was not stored."""
+        self._mine[self._discarded] += 1
+
+    def refresh_failed(self) -> None:
+        self._mine[self._refresh_failed] += 1
+
 
 class Tracer:
     """This process's meter over ``SharedCounters``; create it after ``bind`` (after fork)."""
@@ -281,7 +325,7 @@ class Tracer:
 
     def db_statement(self, sql: str, *, background: bool = False) -> None:
         """The DB hook of both stores: reads are ``db_queries``, the rest ``db_writes``."""
-        if background:  # not on behalf of a request (invalidation polling)
+        if background or _background.get():  # not on behalf of a request (invalidation polling, refreshes)
             self._mine[self._background] += 1
             return
         if sql.lstrip()[:6].upper() == "SELECT":
@@ -322,6 +366,20 @@ class Tracer:
         if trace is not None:
             trace.add(f"{pool}_waits")
             trace.lap(phase)
+
+    def embeddings_batch(self, waits: list[float]) -> None:
+        """Embeddings requests went upstream as one call, after each waited ``waits[i]`` seconds for it.
+
+        Every request that waited for a batch counts in ``embeddings_batch_waits``; a call that merged
+        several is one of ``embeddings_batches`` and its requests are ``embeddings_batched_requests``.
+        The call runs for no single request, so no trace gets these costs (the ``batch`` phase shows
+        each request's wait)."""
+        mine = self._mine
+        if len(waits) > 1:
+            mine[_INDEX["embeddings_batches"]] += 1
+            mine[_INDEX["embeddings_batched_requests"]] += len(waits)
+        mine[_INDEX["embeddings_batch_waits"]] += len(waits)
+        mine[_INDEX["embeddings_batch_wait_us"]] += round(sum(waits) * 1e6)
 
     def count(self, name: str, n: int = 1) -> None:
         """Costs off the hot path (services built, invalidations, Redis round trips, ...)."""

@@ -1,7 +1,7 @@
 """Validation of everything a client sends: clear 400s, never a 500.
 
-Each function takes the parsed JSON body and returns clean values or raises ``BadRequest``
-naming the offending field. The SSRF guard lives here too: a provider ``base_url`` that
+Each function takes the parsed JSON body and returns clean values or
+raises ``BadRequest`` naming the offending field. The SSRF guard lives here too: a provider ``base_url`` that
 resolves to a private, loopback, link-local or reserved address is refused unless
 ``FORGE_ALLOW_PRIVATE_UPSTREAMS`` is set.
 """
@@ -228,3 +228,47 @@ async def provider_key_changes(body: dict, allow_private: bool) -> tuple[dict[st
 def provider_json(row: ProviderRow, masked_key: str) -> dict:
     return {"provider": row.provider, "kind": row.kind, "base_url": row.base_url, "api_key": masked_key,
             "model_mapping": row.model_mapping}
+
+
+# --- Forge keys ------------------------------------------------------------------------------------
+
+MAX_SCOPE = 64
+
+
+def _providers(body: dict) -> list[str] | None:
+    """A key's scope: null (every provider) or a list of provider names, kept sorted and unique."""
+    value = body.get("providers")
+    if value is None:
+        return None
+    if not isinstance(value, list) or len(value) > MAX_SCOPE or not all(isinstance(p, str) for p in value):
+        raise BadRequest(f"'providers' must be null (every provider) or a list of at most {MAX_SCOPE} provider names",
+                         param="providers", code="invalid_value")
+    names = sorted({p.strip().lower() for p in value})
+    if not all(PROVIDER_NAME.match(name) for name in names):
+        raise BadRequest("'providers' must hold provider names: a-z, 0-9, '.', '_' and '-' (64 at most)",
+                         param="providers", code="invalid_value")
+    return names
+
+
+def _known_fields(body: dict, known: set[str]) -> None:
+    unknown = set(body) - known
+    if unknown:
+        raise BadRequest(f"unknown field(s): {', '.join(sorted(unknown))[:200]}", code="unknown_field")
+
+
+def new_forge_key(body: dict) -> tuple[str, list[str] | None]:
+    """(name, providers) of a new Forge key; its name follows a user's rules."""
+    _known_fields(body, {"name", "providers"})
+    return user_name(body), _providers(body)
+
+
+def forge_key_changes(body: dict) -> dict[str, Any]:
+    _known_fields(body, {"name", "providers"})
+    changes: dict[str, Any] = {}
+    if "name" in body:
+        changes["name"] = user_name(body)
+    if "providers" in body:
+        changes["providers"] = _providers(body)
+    if not changes:
+        raise BadRequest("nothing to update: give name or providers", code="empty_update")
+    return changes

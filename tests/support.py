@@ -15,6 +15,7 @@ from pathlib import Path
 import httpx
 
 from forge_ref.app import build_gateway, make_app, prepare_storage, start_background
+from forge_ref.cache import MISSING
 from forge_ref.settings import Settings
 
 ADMIN = "test-admin-token"
@@ -152,6 +153,58 @@ class GatewayThread:
     def stop(self) -> None:
         self.loop.call_soon_threadsafe(self._stop.set)
         self._thread.join(10)
+
+
+class FakeClock:
+    """A cache timer that moves only when the test moves it (``now``); it starts at 1000."""
+
+    def __init__(self) -> None:
+        self.now = 1000.0
+
+    def __call__(self) -> float:
+        return self.now
+
+
+class Source:
+    """A loader the test controls: each call is recorded (seconds since the clock's start); after
+    ``hold`` the calls wait for ``release`` before answering ``value`` (or raising ``error``)."""
+
+    def __init__(self, clock: FakeClock, value="v") -> None:
+        self.clock = clock
+        self.value = value
+        self.error: Exception | None = None
+        self.calls: list[float] = []
+        self.called = asyncio.Event()  # set by every call
+        self.gate = asyncio.Event()
+        self.gate.set()
+
+    def hold(self) -> None:
+        self.gate.clear()
+
+    def release(self, value) -> None:
+        self.value = value
+        self.gate.set()
+
+    async def __call__(self):
+        self.calls.append(self.clock.now - 1000.0)
+        self.called.set()
+        await self.gate.wait()
+        if self.error is not None:
+            raise self.error
+        return self.value
+
+
+async def get_or_load(cache, key, loader):
+    """What the request path does: a synchronous look-up, and a load only on a miss."""
+    value = cache.get(key)
+    return await cache.load(key, loader) if value is MISSING else value
+
+
+async def settle_refreshes(*caches) -> None:
+    """Return once no background refresh of these caches (``RefreshAheadCache``) is in flight."""
+    for cache in caches:
+        while getattr(cache, "_tasks", None):
+            await asyncio.wait(set(cache._tasks))
 
 
 def settings_for(tmp_path: Path, **kw) -> Settings:

@@ -213,12 +213,58 @@ def test_a_stream_is_passed_on_byte_for_byte_in_whole_frames_as_soon_as_they_are
     assert out == STREAM
 
 
-@pytest.mark.xfail(strict=True, reason="KNOWN GAP: PassThroughStream never fills StreamResult, so usage rows of "
-                                       "openai-kind streams record no tokens (the other kinds' translators do)")
-def test_usage_is_read_from_the_final_chunk():
+@pytest.mark.parametrize("split", SPLITS)
+def test_usage_is_read_from_the_final_chunk(split):
     translator = ADAPTER.chat_stream(TARGET, {"stream": True, "stream_options": {"include_usage": True}})
-    translator.feed(STREAM)
+    for piece in SPLITS[split](STREAM):
+        translator.feed(piece)
     translator.close()
+    res = translator.result
+    assert (res.prompt_tokens, res.completion_tokens, res.finish_reason) == (9, 2, "stop")
+
+
+def test_only_the_frame_that_carries_usage_is_parsed(monkeypatch):
+    """The hot path: a bytes search decides; ``"usage": null`` (on every chunk once include_usage is
+    asked) and the word in a reply's text are not a reason to parse."""
+    parsed = []
+    real = orjson.loads
+    monkeypatch.setattr(orjson, "loads", lambda data: parsed.append(data) or real(data))
+    talk = chunk({"content": 'he said "usage": {"prompt_tokens": 1}'})
+    data = sse(*(dict(c, usage=None) for c in CHUNKS[:-1]), talk, CHUNKS[-1]) + DONE_FRAME
+    translator = ADAPTER.chat_stream(TARGET, {})
+    assert b"".join(translator.feed(data)) == data
+    assert len(parsed) == 1 and b'"prompt_tokens":9' in parsed[0]
+    assert (translator.result.prompt_tokens, translator.result.completion_tokens) == (9, 2)
+
+
+def test_a_stream_without_usage_records_none_but_its_finish_reason():
+    translator = ADAPTER.chat_stream(TARGET, {})
+    translator.feed(sse(*CHUNKS[:-1]) + DONE_FRAME)
+    translator.close()
+    res = translator.result
+    assert (res.prompt_tokens, res.completion_tokens, res.finish_reason) == (None, None, "stop")
+
+
+def test_usage_of_the_wrong_shape_is_ignored():
+    translator = ADAPTER.chat_stream(TARGET, {})
+    translator.feed(sse(dict(chunk({}), usage={"prompt_tokens": "9", "completion_tokens": None})) + DONE_FRAME)
+    assert (translator.result.prompt_tokens, translator.result.completion_tokens) == (None, None)
+
+
+CRLF_STREAM = STREAM.replace(b"\n", b"\r\n")
+
+
+@pytest.mark.parametrize("split", SPLITS)
+def test_crlf_frames_are_passed_on_as_soon_as_they_are_complete(split):
+    """An OpenAI-compatible server may end its lines with CRLF: frames must not wait for the stream's end."""
+    translator = ADAPTER.chat_stream(TARGET, {"stream": True})
+    fed = out = b""
+    for piece in SPLITS[split](CRLF_STREAM):
+        fed += piece
+        out += b"".join(translator.feed(piece))
+        assert out == (fed[: fed.rfind(b"\r\n\r\n") + 4] if b"\r\n\r\n" in fed else b"")
+    assert translator.close() == []  # its [DONE] was seen: none is added
+    assert out == CRLF_STREAM
     res = translator.result
     assert (res.prompt_tokens, res.completion_tokens, res.finish_reason) == (9, 2, "stop")
 
@@ -276,3 +322,13 @@ def test_adapter_is_stateless():
     ADAPTER.chat_request(TARGET, {"messages": []})
     ADAPTER.chat_response(TARGET, orjson.dumps(COMPLETION))
     assert vars(ADAPTER) == {}
+
+
+@pytest.mark.parametrize("ending", [b"data: [DONE]", b"", b"\n\n"])
+def test_usage_is_read_when_the_stream_ends_without_a_whole_done(ending):
+    translator = ADAPTER.chat_stream(TARGET, {})
+    translator.feed(BODY[:-2])  # the usage frame waits for its blank line
+    translator.feed(b"\n\n" + ending if ending else b"")
+    translator.close()
+    res = translator.result
+    assert (res.prompt_tokens, res.completion_tokens, res.finish_reason) == (9, 2, "stop")

@@ -99,7 +99,7 @@ def test_a_missing_key_says_how_to_send_one_without_a_query(world, key):
 def test_a_reset_key_is_found_only_by_its_new_hash(world):
     world.lookup(world.key)
     fresh = new_key()
-    asyncio.run(world.store.reset_user_key(world.user.id, hash_key(fresh), display_prefix(fresh)))
+    asyncio.run(world.store.reset_forge_key(world.user.id, hash_key(world.key), hash_key(fresh), display_prefix(fresh)))
     world.cache.invalidate(hash_key(world.key))  # what the invalidator does after a reset
     with pytest.raises(Unauthorized):
         world.lookup(world.key)

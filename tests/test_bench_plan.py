@@ -50,6 +50,9 @@ def test_full_plan_is_every_load_profile_by_every_configuration_plus_variants_an
     assert [j.variant for j in jobs if j.profile == "cold-burst" and j.config == "keys"] == [""]
     assert [j.variant for j in jobs if j.profile == "many-tenants" and j.config == "user"] == ["", "bounded"]
     assert [j.variant for j in jobs if j.profile == "many-tenants" and j.config == "keys"] == [""]
+    # embeddings-burst: batching off and on, once, with every layer on
+    assert [j.variant for j in jobs if j.profile == "embeddings-burst" and j.config == "all"] == ["batch=off", "batch=5ms"]
+    assert [j.variant for j in jobs if j.profile == "embeddings-burst" and j.config == "none"] == [""]
     baselines = [(j.target, j.profile, j.config) for j in plan(profiles=[], baselines=True)]
     # forge-ref (aiohttp, the default) against the bare proxy with the same client; the other clients
     assert baselines == [("mock-direct", "steady", "n/a"), ("bare-proxy-aiohttp", "steady", "n/a"),

@@ -5,14 +5,7 @@ import pytest
 from forge_ref.cache import MISSING, Cache, NullCache, make_cache
 from forge_ref.settings import Settings
 from forge_ref.tracing import Tracer
-
-
-class FakeClock:
-    def __init__(self) -> None:
-        self.now = 1000.0
-
-    def __call__(self) -> float:
-        return self.now
+from support import FakeClock, get_or_load
 
 
 def stats(counters, name="user"):
@@ -85,12 +78,6 @@ def test_a_ttl_or_bound_of_zero_turns_the_layer_off_in_one_place():
         layers = Settings(**change).layers()
         assert layers["user"] is False and layers["service"] is True
         assert isinstance(make_cache("user", enabled=layers["user"], maxsize=10, ttl=60, tracer=Tracer()), NullCache)
-
-
-async def get_or_load(cache, key, loader):
-    """What the request path does: a synchronous look-up, and a load only on a miss."""
-    value = cache.get(key)
-    return await cache.load(key, loader) if value is MISSING else value
 
 
 async def _slow(value, calls, delay=0.01):
@@ -167,3 +154,31 @@ def test_bounded_under_many_keys(n):
     for i in range(n):
         cache.set(i, i)
     assert len(cache) == 100
+
+
+def test_without_jitter_every_entry_lives_exactly_its_ttl():
+    c, clock = Tracer(), FakeClock()
+    cache = make_cache("user", enabled=True, maxsize=1000, ttl=100, tracer=c, timer=clock)
+    for i in range(100):
+        cache.set(i, i)
+    clock.now += 99.999
+    assert len(cache) == 100
+    clock.now += 0.001
+    assert len(cache) == 0
+
+
+def test_jitter_spreads_expiries_of_entries_stored_together_over_the_band():
+    c, clock = Tracer(), FakeClock()
+    cache = make_cache("user", enabled=True, maxsize=1000, ttl=100, tracer=c, jitter=0.1, timer=clock)
+    for i in range(1000):
+        cache.set(i, i)  # all at the same instant
+    left = []
+    for t in (89.99, 91, 95, 100, 105, 109, 110):
+        clock.now = 1000.0 + t
+        left.append(len(cache))
+    # None expires before 90 s, all by 110 s, and they leave all along the band: uniform over
+    # [90, 110], each probe would see 0 or 1000 with a probability below 1e-22.
+    assert left[0] == 1000 and left[-1] == 0
+    assert 1000 > left[1] > left[2] > left[3] > left[4] > left[5] > 0
+    assert stats(c)["expirations"] == 1000
+

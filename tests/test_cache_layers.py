@@ -9,8 +9,11 @@ import itertools
 import httpx
 import pytest
 
+from forge_ref.auth import hash_key
+from forge_ref.cache import MISSING
 from forge_ref.settings import LAYERS, layers_label
-from support import ADMIN, GatewayThread, MockProcess, add_provider, create_user, delta, settings_for
+from support import (ADMIN, GatewayThread, MockProcess, add_provider, create_user, delta, settings_for,
+                     settle_refreshes)
 
 COMBOS = [dict(zip(LAYERS, bits)) for bits in itertools.product([False, True], repeat=len(LAYERS))]
 CHAT = {"model": "openai/gpt-4o-mini", "messages": [{"role": "user", "content": "hi"}]}
@@ -39,15 +42,15 @@ def expected_chat(layers: dict[str, bool]) -> dict[str, int]:
     }
 
 
-def expected_models(layers: dict[str, bool]) -> dict[str, int]:
-    """Cost of one warm GET /v1/models (K providers)."""
+def expected_models(layers: dict[str, bool], listed: int = K) -> dict[str, int]:
+    """Cost of one warm GET /v1/models (K providers, ``listed`` of them the key may use)."""
     if layers["service"]:
         decryptions = 0
     elif not layers["keys"]:
         decryptions = K  # eager: every key at every build
     else:
-        decryptions = 0 if layers["models"] else K  # lazy: only keys whose list must be fetched
-    fetches = 0 if layers["models"] else K
+        decryptions = 0 if layers["models"] else listed  # lazy: only keys whose list must be fetched
+    fetches = 0 if layers["models"] else listed
     return {
         "requests": 1,
         "db_queries": (0 if layers["user"] else 1) + (0 if layers["service"] else 1),
@@ -66,38 +69,55 @@ def costs(before, after):
     return {k: v for k, v in delta(before, after).items() if k in COSTS}
 
 
+def scoped_key(gw_url: str, key: str, providers: list[str]) -> str:
+    r = httpx.post(gw_url + "/v1/users/me/keys", json={"name": "scoped", "providers": providers},
+                   headers={"Authorization": f"Bearer {key}"})
+    assert r.status_code == 201, r.text
+    return r.json()["key"]
+
+
 @pytest.mark.parametrize("layers", COMBOS, ids=[layers_label(c) for c in COMBOS])
 def test_exact_costs_for_every_combination(layers, mock, tmp_path):
+    """The user's first key, then a key scoped to one of the K providers: the same formulas (the
+    scope comes with the user look-up), except that /v1/models lists only what the key may use."""
     gw = GatewayThread(settings_for(tmp_path, caches=layers_label(layers)))
     try:
         key = setup_user(gw.url, mock.url)
-        h = {"Authorization": f"Bearer {key}"}
-        with httpx.Client(base_url=gw.url, headers=h) as client:
-            assert client.post("/v1/chat/completions", json=CHAT).status_code == 200  # warm-up
-            for _ in range(3):
-                for path, body in (("/v1/chat/completions", CHAT), ("/v1/messages", MESSAGES)):
+        for key, listed, expected_ids in ((key, K, {"openai/gpt-4o-mini", "groq/gpt-4o-mini"}),
+                                          (scoped_key(gw.url, key, ["openai"]), 1, {"openai/gpt-4o-mini"})):
+            with httpx.Client(base_url=gw.url, headers={"Authorization": f"Bearer {key}"}) as client:
+                assert client.post("/v1/chat/completions", json=CHAT).status_code == 200  # warm-up
+                for _ in range(3):
+                    for path, body in (("/v1/chat/completions", CHAT), ("/v1/messages", MESSAGES)):
+                        before = gw.counters()
+                        r = client.post(path, json=body)
+                        assert r.status_code == 200, r.text
+                        assert costs(before, gw.counters()) == {k: v for k, v in expected_chat(layers).items() if v}
+                assert client.get("/v1/models").status_code == 200  # warm-up
+                for _ in range(3):
                     before = gw.counters()
-                    r = client.post(path, json=body)
-                    assert r.status_code == 200, r.text
-                    assert costs(before, gw.counters()) == {k: v for k, v in expected_chat(layers).items() if v}
-            assert client.get("/v1/models").status_code == 200  # warm-up
-            for _ in range(3):
-                before = gw.counters()
-                r = client.get("/v1/models")
-                assert r.status_code == 200
-                assert {m["id"] for m in r.json()["data"]} >= {"openai/gpt-4o-mini", "groq/gpt-4o-mini"}
-                assert costs(before, gw.counters()) == {k: v for k, v in expected_models(layers).items() if v}
+                    r = client.get("/v1/models")
+                    assert r.status_code == 200
+                    ids = {m["id"] for m in r.json()["data"]}
+                    assert ids >= expected_ids
+                    assert {i.split("/")[0] for i in ids} == {i.split("/")[0] for i in expected_ids}
+                    assert costs(before, gw.counters()) == {k: v for k, v in expected_models(layers, listed).items()
+                                                            if v}
     finally:
         gw.stop()
 
 
+@pytest.mark.parametrize("scope", [None, ["openai"]], ids=["first-key", "scoped-key"])
 @pytest.mark.parametrize("spec, queries, decryptions", [("all", 0, 0), ("none", 2, K)])
-def test_all_on_warm_is_free_and_all_off_costs(spec, queries, decryptions, mock, tmp_path):
+def test_all_on_warm_is_free_and_all_off_costs(spec, queries, decryptions, scope, mock, tmp_path):
     """The design's headline, observed (not derived from the helpers above): warm with every
-    layer on, 0 DB reads and 0 decryptions; with every layer off, 2 reads and one decryption per key."""
+    layer on, 0 DB reads and 0 decryptions; with every layer off, 2 reads and one decryption per key.
+    A scoped key costs the same: its scope comes with the user look-up."""
     gw = GatewayThread(settings_for(tmp_path, caches=spec))
     try:
         key = setup_user(gw.url, mock.url)
+        if scope is not None:
+            key = scoped_key(gw.url, key, scope)
         with httpx.Client(base_url=gw.url, headers={"Authorization": f"Bearer {key}"}) as client:
             assert client.post("/v1/chat/completions", json=CHAT).status_code == 200
             before = gw.counters()
@@ -183,6 +203,44 @@ def test_key_reset_refuses_old_key_at_once(two_users):
     assert r.status_code == 200
     assert costs(before, gw.counters())["db_queries"] == 1  # new key's user entry; service stayed warm
     assert_still_warm(gw, bob)
+
+
+def test_a_scope_change_drops_exactly_that_keys_entry(two_users):
+    gw, alice, bob = two_users
+    first = scoped_key(gw.url, alice, ["openai"])
+    other = scoped_key(gw.url, alice, ["openai", "groq"])
+    ids = {}
+    for key in (first, other):
+        r = httpx.get(gw.url + "/v1/users/me/keys", headers={"Authorization": f"Bearer {alice}"})
+        ids[key] = next(k["id"] for k in r.json()["data"] if k["key_prefix"] == key[:12])
+        assert httpx.post(gw.url + "/v1/chat/completions", json=CHAT,
+                          headers={"Authorization": f"Bearer {key}"}).status_code == 200  # cached
+    keys = (alice, bob, first, other)
+    cache = gw.gw.auth.cache
+
+    def cached():
+        return {k for k in keys if cache.get(hash_key(k)) is not MISSING}
+
+    assert cached() == set(keys)
+    h = {"Authorization": f"Bearer {alice}"}
+    before = gw.counters()
+    assert httpx.patch(gw.url + f"/v1/users/me/keys/{ids[first]}", json={"name": "renamed"}, headers=h).status_code == 200
+    assert cached() == set(keys) and "invalidations" not in delta(before, gw.counters())  # no entry holds a name
+    assert httpx.patch(gw.url + f"/v1/users/me/keys/{ids[first]}", json={"providers": ["groq"]},
+                       headers=h).status_code == 200
+    assert cached() == {alice, bob, other}
+    assert delta(before, gw.counters())["invalidations"] == 1
+    before = gw.counters()
+    r = httpx.post(gw.url + "/v1/chat/completions", json=dict(CHAT, model="groq/gpt-4o-mini"),
+                   headers={"Authorization": f"Bearer {first}"})
+    assert r.status_code == 200
+    assert costs(before, gw.counters())["db_queries"] == 1  # its user entry alone; the service stayed warm
+    assert httpx.post(gw.url + "/v1/chat/completions", json=CHAT,
+                      headers={"Authorization": f"Bearer {first}"}).status_code == 403
+    assert httpx.delete(gw.url + f"/v1/users/me/keys/{ids[other]}", headers=h).status_code == 204
+    assert cached() == {alice, bob, first}
+    for key in (alice, bob):
+        assert_still_warm(gw, key)
 
 
 def test_user_delete(two_users):
@@ -294,6 +352,58 @@ def test_ttl_expiry_with_fake_clock(mock, tmp_path):
         assert chat_cost() == 1  # only the service reloads
         t = gw.counters()
         assert t["cache.user.expirations"] >= 1 and t["cache.service.expirations"] >= 1
+    finally:
+        gw.stop()
+
+
+def test_refresh_ahead_keeps_hot_entries_warm_off_the_requests_bill(mock, tmp_path):
+    """With refresh-ahead, a request that reads an entry late in its life is served from cache
+    (no miss, no DB read); the reload runs in the background and counts as background work."""
+    clock = Clock()
+    gw = GatewayThread(settings_for(tmp_path, caches="all", user_refresh_ahead=0.8, service_refresh_ahead=0.8,
+                                    models_refresh_ahead=0.8), timer=clock)
+    caches = (gw.gw.auth.cache, gw.gw.services.cache, gw.gw.models.cache)
+    try:
+        key = setup_user(gw.url, mock.url)
+        h = {"Authorization": f"Bearer {key}"}
+
+        def call(method: str, path: str, **kw) -> dict:
+            """The counter deltas of one request and the refreshes it started, once they finished."""
+            before = gw.counters()
+            assert httpx.request(method, gw.url + path, headers=h, **kw).status_code == 200
+            asyncio.run_coroutine_threadsafe(settle_refreshes(*caches), gw.loop).result(10)
+            return delta(before, gw.counters())
+
+        assert call("POST", "/v1/chat/completions", json=CHAT)["db_queries"] == 1  # the service (user: warm)
+        assert call("GET", "/v1/models")["upstream_model_list_requests"] == K
+        mock.reset()
+        clock.now += 250  # past 80% of the user TTL (240 s)
+        d = call("POST", "/v1/chat/completions", json=CHAT)
+        assert (d["cache.user.hits"], d["cache.user.refreshes"], d["cache.user.refreshes_stored"]) == (1, 1, 1)
+        assert d["db_background_queries"] == 1 and "db_queries" not in d and "cache.user.misses" not in d
+        clock.now += 250  # 500 s: past the first user entry's TTL (300 s), past 80% of the service's (480 s)
+        d = call("POST", "/v1/chat/completions", json=CHAT)
+        assert "cache.user.misses" not in d and "cache.service.misses" not in d  # no synchronous reload
+        assert d["cache.user.refreshes_stored"] == d["cache.service.refreshes_stored"] == 1
+        assert (d["db_background_queries"], d["services_built"]) == (2, 1) and "db_queries" not in d
+        t = gw.counters()
+        assert t["cache.user.expirations"] == t["cache.service.expirations"] == 0
+        assert t["cache.user.refreshes"] == t["cache.user.refreshes_stored"] == 2
+        clock.now += 2500  # 3000 s: past 80% of the models TTL (2880 s)
+        d = call("GET", "/v1/models")
+        # Nobody read the user and service entries for 2500 s: they expired and reload, as without
+        # refresh-ahead; the model lists, read late in their life, are refreshed instead.
+        assert (d["cache.user.misses"], d["cache.service.misses"], d["db_queries"]) == (1, 1, 2)
+        assert "cache.models.misses" not in d and "cache.models.expirations" not in d
+        assert d["upstream_model_list_requests"] == d["cache.models.refreshes_stored"] == K
+        assert mock.stats()["openai.models"] == K
+        admin = {"Authorization": f"Bearer {ADMIN}"}
+        snap = httpx.get(gw.url + "/_stats", headers=admin).json()["caches"]
+        assert {layer: (snap[layer]["refreshes"], snap[layer]["refreshes_stored"], snap[layer]["refresh_failures"])
+                for layer in ("user", "service", "models")} == {"user": (2, 2, 0), "service": (1, 1, 0),
+                                                                 "models": (K, K, 0)}
+        assert f'forge_cache_refreshes_stored_total{{layer="models"}} {float(K)}' in \
+            httpx.get(gw.url + "/metrics", headers=admin).text
     finally:
         gw.stop()
 

@@ -16,6 +16,7 @@ from __future__ import annotations
 
 import json
 import os
+import re
 import socket
 import time
 from pathlib import Path
@@ -210,6 +211,20 @@ provider_bodies = st.fixed_dictionaries(
                   "unknown": junk})
 name_bodies = st.fixed_dictionaries({}, optional={"name": st.one_of(st.text(max_size=140), junk_scalars),
                                                   "other": junk})
+key_bodies = mostly(st.fixed_dictionaries({}, optional={
+    "name": mostly(st.text(min_size=1, max_size=20), st.one_of(st.text(max_size=140), junk_scalars)),
+    "providers": st.one_of(st.lists(providers, max_size=5), st.lists(st.sampled_from(["openai", "anth", "gem"])),
+                           junk_scalars, junk)}), st.fixed_dictionaries({"other": junk}))
+key_ids = st.one_of(st.integers(0, 30).map(str), st.sampled_from(["9" * 19, "9" * 40, "-1", "1.0", "0x1", quote("١")]))
+instants = st.one_of(st.sampled_from(["2025-01-31", "2025-01-31T12:00:00Z", "2025-01-31T12:00:00+14:00", "1970-01-01",
+                                      "0001-01-01T00:00:00+01:00", "9999-12-31T23:59:59-01:00", "2025-13-01", "yesterday",
+                                      "", "1738281600", "2025-01-31T25:00"]), st.text(max_size=30))
+usage_params = st.lists(st.tuples(
+    st.one_of(st.sampled_from(["since", "until", "group_by", "user"]), st.text(max_size=8)),
+    st.one_of(instants, st.sampled_from(["provider", "model,day", "provider,model,day", "user,day", "day,,model",
+                                         "bogus", "1", "99999999999999999999"]), st.text(max_size=20))), max_size=4)
+usage_paths = usage_params.map(lambda pairs: "?" + "&".join(f"{quote(k, safe='')}={quote(v, safe='')}"
+                                                            for k, v in pairs) if pairs else "")
 
 
 def _encode(value) -> bytes:
@@ -268,6 +283,10 @@ ENDPOINTS = {
     "reset-key": ("/v1/users/me/reset-key", ["POST"], raw_junk, "b"),
     "provider-keys": ("/v1/provider-keys", ["GET", "POST"], bodies_for(provider_bodies), "b"),
     "provider-key": (None, ["PUT", "DELETE"], bodies_for(provider_bodies), "b"),
+    "forge-keys": ("/v1/users/me/keys", ["GET", "POST"], bodies_for(key_bodies), "b"),
+    "forge-key": (None, ["PATCH", "DELETE"], bodies_for(key_bodies), "b"),
+    "usage": (usage_paths.map(lambda q: "/v1/usage" + q), ["GET"], raw_junk, "a"),
+    "admin-usage": (usage_paths.map(lambda q: "/v1/admin/usage" + q), ["GET"], raw_junk, "a"),
     "admin": (st.sampled_from(["/_stats", "/metrics", "/health", "/openapi.json"]), ["GET", "DELETE"], raw_junk, "a"),
     "odd-paths": (None, METHODS, raw_junk, "a"),
 }
@@ -347,6 +366,10 @@ def send(fz: Fuzz, group: str, method: str, path: str, headers: dict, body: byte
         fz.secrets.add(fz.key_b)
     elif r.status_code == 204 and path == "/v1/users/me" and method == "DELETE":
         fz.renew_b()
+    elif r.status_code == 201 and path == "/v1/users/me/keys":
+        fz.secrets.add(r.json()["key"])
+    elif r.status_code in (200, 204) and path.startswith("/v1/users/me/keys/"):
+        fz.renew_b()  # B's own key may be the one revoked or scoped now
     elif r.status_code == 201 and path == "/v1/provider-keys":
         sent = json.loads(body)
         if isinstance(sent.get("api_key"), str) and len(sent["api_key"].strip()) >= 12:
@@ -363,6 +386,8 @@ def test_generated_requests(fz, group):
     def run(data):
         if group == "provider-key":
             path = "/v1/provider-keys/" + data.draw(segments, "provider")
+        elif group == "forge-key":
+            path = "/v1/users/me/keys/" + data.draw(st.one_of(key_ids, segments), "key id")
         elif group == "odd-paths":
             path = data.draw(odd_paths, "path")
         elif isinstance(path_spec, str):
@@ -372,7 +397,7 @@ def test_generated_requests(fz, group):
         method = data.draw(st.one_of(st.sampled_from(documented), st.sampled_from(METHODS))
                            if data.draw(st.integers(0, 9)) == 0 else st.sampled_from(documented), "method")
         auth = data.draw(auth_kinds, "auth")
-        if group == "users" and data.draw(st.booleans()):
+        if group in ("users", "admin-usage") and data.draw(st.booleans()):
             auth = "admin"
         headers = auth_headers(fz, auth, owner)
         ctype = data.draw(content_types, "content-type")
@@ -392,7 +417,7 @@ def test_every_documented_operation_answers_its_shape(fz):
     assert doc["openapi"].startswith("3.")
     documented = {path: set(ops) for path, ops in doc["paths"].items()}
     for pattern, handler, _ in routes(fz.gw.gw):
-        path = pattern.replace("([^/]+)", "{provider}")
+        path = documented_path(pattern)
         implemented = {m.lower() for m in ("get", "post", "put", "patch", "delete")
                        if getattr(handler, m) is not getattr(__import__("tornado.web").web.RequestHandler, m)}
         assert documented.get(path) == implemented, path
@@ -400,13 +425,18 @@ def test_every_documented_operation_answers_its_shape(fz):
         for op in doc["paths"][path].values():
             errors = [s for s in op["responses"] if s.startswith(("4", "5"))]
             assert "405" in errors and all(op["responses"][s] == shape for s in errors)
-    assert set(documented) == {p.replace("([^/]+)", "{provider}") for p, _, _ in routes(fz.gw.gw)}
+    assert set(documented) == {documented_path(p) for p, _, _ in routes(fz.gw.gw)}
+
+
+def documented_path(pattern: str) -> str:
+    """A route's pattern as OpenAPI writes it: ``(?P<key_id>...)`` is ``{key_id}``; the provider's group has no name."""
+    return re.sub(r"\(\?P<(\w+)>[^)]*\)", r"{\1}", pattern).replace("([^/]+)", "{provider}")
 
 
 def test_wrong_methods_are_405_in_the_apis_shape(fz):
     doc = httpx.get(fz.url + "/openapi.json").json()
     for path, ops in doc["paths"].items():
-        path = path.replace("{provider}", "openai")
+        path = path.replace("{provider}", "openai").replace("{key_id}", "1")
         for method in set(METHODS) - {m.upper() for m in ops} - {"HEAD"}:
             r = fz.client.request(method, path, headers={"Authorization": f"Bearer {fz.key_a}"})
             assert r.status_code == 405, (method, path, r.status_code)

@@ -118,7 +118,7 @@ def test_every_error_has_the_openai_shape(env, name, method, path, auth, kw, sta
 
 
 def test_an_unexpected_exception_is_a_bare_500_and_logged(env, monkeypatch, caplog):
-    async def broken(service):
+    async def broken(*_):
         raise RuntimeError("bug holding sk-openai-0123456789")
 
     monkeypatch.setattr(env.g.gw.models, "list", broken)
@@ -317,3 +317,30 @@ def test_each_proxied_request_records_one_usage_row(env):
         ("openai", "fail-429", 429, None, None),
         ("claude", "claude-haiku-4-5", 200, streamed["prompt_tokens"], streamed["completion_tokens"]),
     ]  # nothing for requests refused before any upstream call
+
+
+def test_an_upstream_call_that_raises_still_records_a_row_with_the_status_the_client_got(env):
+    """Timeouts (504), refused connections (502), streams that never open and unusable answers (502)
+    reached the upstream: each is one usage row, as a failure status from the upstream is."""
+    from support import free_port
+
+    assert add_provider(env.g.url, env.key, provider="dead", api_key="sk-dead-0123456789",
+                        base_url=f"http://127.0.0.1:{free_port()}/v1").status_code == 201
+    start = max([0] + [row[0] for row in usage_rows(env, 0)])
+    calls = [
+        ("/v1/chat/completions", dict(CHAT, model="openai/hang"), 504),
+        ("/v1/chat/completions", dict(CHAT, model="openai/hang", stream=True), 504),
+        ("/v1/embeddings", {"model": "openai/hang", "input": "x"}, 504),
+        ("/v1/chat/completions", dict(CHAT, model="dead/gpt-4o"), 502),
+        ("/v1/chat/completions", dict(CHAT, model="dead/gpt-4o", stream=True), 502),
+        ("/v1/embeddings", {"model": "dead/emb", "input": "x"}, 502),
+        ("/v1/chat/completions", dict(CHAT, model="openai/bad-json"), 502),
+        ("/v1/embeddings", {"model": "openai/bad-json", "input": "x"}, 502),
+    ]
+    for path, body, status in calls:
+        r = env.call("POST", path, json=body)
+        assert r.status_code == status, (body, r.text)
+    rows = [row[1:] for row in usage_rows(env, start)]
+    assert rows == [(body["model"].split("/")[0], body["model"].split("/")[1], status, None, None)
+                    for _, body, status in calls]
+    assert env.call("DELETE", "/v1/provider-keys/dead").status_code == 204

@@ -78,7 +78,7 @@ def cached(gw: Gateway, *users: Seeded) -> dict[str, set[int]]:
 WRITES = {
     "user_updated": (lambda inv, u: inv.user_updated(u.id, u.key_hash),
                      lambda u: [(USER, u.key_hash), (SERVICE, str(u.id))]),
-    "user_key_reset": (lambda inv, u: inv.user_key_reset(u.key_hash),
+    "forge_key_changed": (lambda inv, u: inv.forge_key_changed(u.key_hash),
                        lambda u: [(USER, u.key_hash)]),
     "user_deleted": (lambda inv, u: inv.user_deleted(u.id, u.key_hash),
                      lambda u: [(USER, u.key_hash), (SERVICE, str(u.id)), (MODELS, str(u.id))]),
@@ -170,7 +170,7 @@ def test_a_failed_poll_is_logged_and_the_next_one_catches_up(tmp_path, caplog):
         async with gateways(tmp_path, {}, {}) as (writer, other):
             alice = await seed(writer, "alice")
             await warm(other, alice)
-            await writer.invalidator.user_key_reset(alice.key_hash)
+            await writer.invalidator.forge_key_changed(alice.key_hash)
             writer.store.driver.db.execute("ALTER TABLE invalidations RENAME TO invalidations_away")
             with caplog.at_level(logging.ERROR, logger="forge_ref.invalidation"):
                 await other.poller.tick()  # must not raise: the timer would stop
@@ -186,10 +186,10 @@ def test_a_failed_poll_is_logged_and_the_next_one_catches_up(tmp_path, caplog):
 def test_old_log_rows_are_pruned_at_most_every_ten_minutes(tmp_path):
     async def body():
         async with gateways(tmp_path, {}) as (gw,):
-            await gw.invalidator.user_key_reset("old-hash")
+            await gw.invalidator.forge_key_changed("old-hash")
             gw.store.driver.db.execute("UPDATE invalidations SET created_at = created_at - ?",
                                 (InvalidationPoller.PRUNE_AFTER + 1,))
-            await gw.invalidator.user_key_reset("new-hash")
+            await gw.invalidator.forge_key_changed("new-hash")
             await gw.poller.tick()
             assert len(await gw.store.invalidations_after(0)) == 2  # pruned less than 600 s ago (at start)
             gw.poller._last_prune -= 601  # the poller reads time.monotonic itself: move its mark instead

@@ -232,3 +232,21 @@ def test_each_request_records_one_usage_row(env):
         ("claude", "claude-haiku-4-5", 200, None, None),  # count_tokens
         ("claude", "fail-429", 429, None, None),
     ]  # nothing for requests refused before any upstream call
+
+
+def test_a_timeout_records_its_row_and_a_scope_holds_on_both_endpoints(env):
+    start = max([0] + [row[0] for row in usage_rows(env, 0)])
+    hung = dict(MESSAGE, model="claude/hang")
+    assert env.post("/v1/messages", json=hung).status_code == 504
+    assert env.post("/v1/messages/count_tokens", json={"model": hung["model"], "messages": hung["messages"]}
+                    ).status_code == 504
+    assert [row[1:] for row in usage_rows(env, start)] == [("claude", "hang", 504, None, None)] * 2
+    r = httpx.post(env.g.url + "/v1/users/me/keys", json={"name": "claude only", "providers": ["claude"]},
+                   headers={"Authorization": f"Bearer {env.key}"})
+    scoped = Env(env.g, r.json()["key"], env.mock_url)
+    assert scoped.post("/v1/messages", json=MESSAGE).status_code == 200
+    for path in ("/v1/messages", "/v1/messages/count_tokens"):
+        r = scoped.post(path, json=dict(MESSAGE, model="openai/gpt-4o-mini"))
+        assert r.status_code == 403
+        assert r.json() == {"type": "error", "error": {"type": "permission_error",
+                                                       "message": "this key may not use provider 'openai'"}}

@@ -21,6 +21,7 @@ from forge_ref.services import ProviderService
 from forge_ref.store import ProviderRow
 from forge_ref.tracing import Tracer
 from forge_ref.upstream import CountedUpstream, UpstreamRequest, UpstreamResponse
+from support import FakeClock
 
 TIMEOUT = 4.5
 
@@ -62,14 +63,6 @@ class TableUpstream:
 
     def urls(self) -> list[str]:
         return [url for url, _, _ in self.calls]
-
-
-class FakeClock:
-    def __init__(self) -> None:
-        self.now = 1000.0
-
-    def __call__(self) -> float:
-        return self.now
 
 
 class World:

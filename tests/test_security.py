@@ -252,6 +252,22 @@ def test_revocation_under_load(tmp_path, mock, args, env, bound, request):
         r = httpx.post(server.url + "/v1/chat/completions", headers={"Authorization": f"Bearer {new_key[0]}"},
                        json={"model": "openai/gpt-4o-mini", **CHAT})
         assert r.status_code == 200  # the other provider key is untouched
+
+        r = httpx.post(server.url + "/v1/users/me/keys", headers={"Authorization": f"Bearer {new_key[0]}"},
+                       json={"name": "ci", "providers": ["openai"]})
+        scoped, scoped_id = r.json()["key"], r.json()["id"]
+
+        async def revoke() -> None:
+            async with httpx.AsyncClient(base_url=server.url) as c:
+                r = await c.delete(f"/v1/users/me/keys/{scoped_id}", headers={"Authorization": f"Bearer {new_key[0]}"})
+                assert r.status_code == 204
+
+        results, t_ack = asyncio.run(_load(server.url, scoped, "openai/gpt-4o-mini", write=revoke, bound=bound))
+        before = [s for t, s in results if t < t_ack]
+        late = [s for t, s in results if t > t_ack + bound]
+        assert before.count(200) > 100 and len(late) > 100
+        assert late.count(200) == 0, f"{late.count(200)} requests with a revoked scoped key succeeded after the bound"
+        assert set(late) == {401}
     finally:
         stop_with_workers(server)
 
@@ -311,6 +327,16 @@ def test_no_secret_in_any_log_line(tmp_path, mock):
             s.sendall(b"GET /v1/users/me HTTP/1.1\r\nHost: x\r\nAuthorization: Bearer " + key.encode()
                       + b"\x01\r\n\r\n")
             s.recv(1024)
+        r = httpx.post(server.url + "/v1/users/me/keys", headers=h, json={"name": "ci", "providers": ["openai"]})
+        scoped = r.json()["key"]
+        secrets.add(scoped)
+        with httpx.Client(base_url=server.url, headers={"Authorization": f"Bearer {scoped}"}, timeout=10) as c:
+            c.post("/v1/chat/completions", json={"model": "openai/gpt-4o-mini", "stream": True, **CHAT})
+            c.post("/v1/chat/completions", json={"model": "anthropic/claude-haiku-4-5", **CHAT})  # 403
+            c.post("/v1/users/me/keys", json={"name": "wider"})  # 403: a scoped key
+            secrets.add(c.post("/v1/users/me/reset-key").json()["api_key"])  # its scope kept
+        httpx.get(server.url + "/v1/users/me/keys", headers=h)
+        httpx.get(server.url + "/v1/usage?group_by=provider,model,day", headers=h)
         r = httpx.post(server.url + "/v1/users/me/reset-key", headers=h)
         secrets.add(r.json()["api_key"])
         httpx.get(server.url + "/v1/users/me", headers=h)  # the old key, refused

@@ -154,7 +154,9 @@ def test_a_request_waiting_for_the_upstream_pool_shows_a_pool_phase(tmp_path, cl
         after = gw.counters()
         assert after["upstream_pool_waits"] - before["upstream_pool_waits"] == 2
         waited_ms = (after["upstream_pool_wait_us"] - before["upstream_pool_wait_us"]) / 1000
-        assert 0 <= sum(t["pool"]["dur"] for t in timings) - waited_ms < 5.0  # the phase begins at the send
+        # The phase begins at the send, a little before the wait is timed: at least the wait, and about it
+        # (the bound is relative: on a loaded machine the event loop may take milliseconds to get there).
+        assert 0 <= sum(t["pool"]["dur"] for t in timings) - waited_ms < max(5.0, 0.1 * waited_ms)
     finally:
         gw.stop()
         slow.stop()

@@ -37,3 +37,15 @@ def test_ttl_zero_turns_layer_off():
 def test_label_round_trip():
     for spec in ("all", "none", "user,service", "keys,models,adapters"):
         assert s.layers_label(s.parse_layers(spec)) == spec
+
+
+def test_refresh_ahead_and_jitter_from_the_environment():
+    got = s.from_env({"FORGE_USER_REFRESH_AHEAD": "0.8", "FORGE_MODELS_TTL_JITTER": "0.1"})
+    assert (got.user_refresh_ahead, got.models_ttl_jitter, got.service_refresh_ahead) == (0.8, 0.1, 0.0)
+
+
+@pytest.mark.parametrize("env, value", [("FORGE_USER_TTL_JITTER", "-0.1"), ("FORGE_SERVICE_TTL_JITTER", "1"),
+                                        ("FORGE_MODELS_REFRESH_AHEAD", "1.5")])
+def test_refresh_ahead_and_jitter_are_fractions_below_one(env, value):
+    with pytest.raises(ValueError, match=f"{env} is a fraction of the TTL, at least 0 \\(off\\) and below 1"):
+        s.from_env({env: value})

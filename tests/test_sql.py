@@ -10,7 +10,8 @@ from forge_ref.store import SqliteDriver
 def test_each_driver_holds_the_statements_in_its_parameter_style():
     assert SqliteDriver.sql is SQL
     pg = PgDriver.sql
-    assert pg.user_by_key_hash == "SELECT id, name, key_hash, key_prefix FROM users WHERE key_hash = %s"
+    assert pg.user_by_key_hash == ("SELECT u.id, u.name, k.key_hash, k.key_prefix, k.providers FROM forge_keys AS k"
+                                   " JOIN users AS u ON u.id = k.user_id WHERE k.key_hash = %s")
     for f in fields(Statements):
         sqlite_text, pg_text = getattr(SQL, f.name), getattr(pg, f.name)
         assert "?" not in pg_text and "%s" not in sqlite_text

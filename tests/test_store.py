@@ -11,7 +11,7 @@ from forge_ref.errors import Conflict, NotFound
 from forge_ref.pg_store import create_schema as pg_create_schema
 from forge_ref.settings import Settings
 from forge_ref.sql import DUPLICATE, Statements
-from forge_ref.store import SqliteDriver, connect, create_schema
+from forge_ref.store import SqliteDriver, User, connect, create_schema
 
 
 @pytest.fixture(params=["sqlite", "postgres"])
@@ -59,11 +59,14 @@ def test_each_method_is_one_statement(db):
         assert (updated.base_url, updated.encrypted_key) == ("http://y", "enc")  # other fields kept
         assert await s.update_provider_key(u.id, "ghost", {"base_url": "http://y"}) is None
         assert counts(c) == (3, 4)
-        assert (await s.update_user(u.id, "alice2")).name == "alice2"
-        assert (await s.reset_user_key(u.id, "h2", "forge-def")).key_hash == "h2"
+        assert await s.update_user(u.id, "alice2") is True
+        assert (await s.reset_forge_key(u.id, "h1", "h2", "forge-def")).key_hash == "h2"
         assert counts(c) == (3, 6)
         await s.insert_usage([(u.id, "openai", "m", 200, 1, 2, 3.0, 0.0)] * 3)
         assert counts(c) == (3, 7)  # a batch is one statement
+        assert (await s.user_by_key_hash("h2")).name == "alice2"
+        assert await s.user_by_key_hash("h1") is None
+        assert counts(c) == (5, 7)
 
     run(db, body)
 
@@ -191,6 +194,141 @@ def test_sqlite_sends_every_usage_batch_as_one_text():
     """Its reason (``SqliteDriver.usage_insert``): one compiled statement whatever the batch size."""
     one, many = SqliteDriver.usage_insert([(1,) * 8]), SqliteDriver.usage_insert([(1,) * 8] * 50)
     assert one[0] == many[0] and len(one[1]) == len(many[1]) == 1
+
+
+# --- Forge keys ----------------------------------------------------------------------------------
+
+
+def test_forge_keys_each_method_one_statement(db):
+    async def body(s, c):
+        u = await s.create_user("alice", "h1", "forge-first")
+        first, = await s.forge_keys(u.id)  # made with the user, by the same statement
+        assert (first.name, first.key_hash, first.key_prefix, first.providers) == ("default", "h1", "forge-first", None)
+        assert counts(c) == (1, 1)
+        k = await s.add_forge_key(u.id, "ci", "h2", "forge-ci", ["openai", "groq", "openai"])
+        assert (k.name, k.providers, k.key_hash) == ("ci", ("groq", "openai"), "h2")  # sorted, once each
+        assert await s.user_by_key_hash("h2") == User(u.id, "alice", "h2", "forge-ci", frozenset({"groq", "openai"}))
+        assert counts(c) == (2, 2)
+        changed = await s.update_forge_key(u.id, k.id, {"providers": None})
+        assert (changed.name, changed.providers) == ("ci", None)
+        assert (await s.update_forge_key(u.id, k.id, {"name": "ci-2", "providers": []})).providers == ()
+        assert await s.update_forge_key(u.id + 1, k.id, {"name": "x"}) is None  # another user's key: none
+        assert counts(c) == (2, 5)
+        assert (await s.user_by_key_hash("h2")).providers == frozenset()
+        reset = await s.reset_forge_key(u.id, "h2", "h3", "forge-new")
+        assert (reset.id, reset.name, reset.key_prefix, reset.providers) == (k.id, "ci-2", "forge-new", ())
+        assert await s.reset_forge_key(u.id, "h2", "h4", "forge-x") is None  # the old hash names nothing now
+        assert await s.delete_forge_key(u.id, k.id) == "h3"
+        assert await s.delete_forge_key(u.id, k.id) is None
+        assert counts(c) == (3, 9)
+        assert [key.key_hash for key in await s.forge_keys(u.id)] == ["h1"]
+
+    run(db, body)
+
+
+def test_a_users_forge_keys_go_with_it(db):
+    async def body(s, c):
+        u = await s.create_user("a", "h", "p")
+        await s.add_forge_key(u.id, "k", "h-k", "p", None)
+        assert await s.delete_user(u.id) is True
+        assert await s.forge_keys(u.id) == []
+        assert await s.user_by_key_hash("h-k") is None
+        with pytest.raises(NotFound):  # a key for a user who is gone
+            await s.add_forge_key(u.id, "k", "h-k2", "p", None)
+
+    run(db, body)
+
+
+def _old_schema(db) -> None:
+    """A database made before forge_keys existed, holding two users."""
+    if db.startswith("postgresql"):
+        import psycopg
+
+        with psycopg.connect(db, autocommit=True) as conn:
+            conn.execute("CREATE TABLE users (id BIGSERIAL PRIMARY KEY, name TEXT NOT NULL, key_hash TEXT NOT NULL"
+                         " UNIQUE, key_prefix TEXT NOT NULL, created_at DOUBLE PRECISION, updated_at DOUBLE PRECISION)")
+            conn.execute("INSERT INTO users (name, key_hash, key_prefix, created_at) VALUES"
+                         " ('old-a', 'ha', 'pa', 5), ('old-b', 'hb', 'pb', 6)")
+        return
+    import sqlite3
+
+    with sqlite3.connect(db) as conn:
+        conn.execute("CREATE TABLE users (id INTEGER PRIMARY KEY, name TEXT NOT NULL, key_hash TEXT NOT NULL,"
+                     " key_prefix TEXT NOT NULL, created_at FLOAT, updated_at FLOAT)")
+        conn.execute("CREATE UNIQUE INDEX idx_users_key_hash ON users (key_hash)")
+        conn.execute("INSERT INTO users (name, key_hash, key_prefix, created_at) VALUES"
+                     " ('old-a', 'ha', 'pa', 5), ('old-b', 'hb', 'pb', 6)")
+
+
+@pytest.mark.parametrize("kind", ["sqlite", "postgres"])
+def test_an_old_database_upgrades_once_and_its_keys_keep_working(kind, tmp_path, request):
+    """Existing users' keys move into forge_keys when the table is made, and only then: made again
+    (every start), the copy would bring a reset key back."""
+    db = str(tmp_path / "old.db") if kind == "sqlite" else request.getfixturevalue("pg_db")
+    make = (lambda: create_schema(connect(db, tracer=None))) if kind == "sqlite" else (lambda: pg_create_schema(db))
+    _old_schema(db)
+    make()
+
+    async def body(s, c):
+        a = await s.user_by_key_hash("ha")
+        assert (a.name, a.key_prefix, a.providers) == ("old-a", "pa", None)
+        assert [(k.name, k.created_at) for k in await s.forge_keys(a.id)] == [("default", 5.0)]
+        assert await s.reset_forge_key(a.id, "ha", "ha-2", "pa-2") is not None
+
+    run(db, body)
+    make()  # the next start
+
+    async def after(s, c):
+        assert await s.user_by_key_hash("ha") is None  # the reset key stays dead
+        assert (await s.user_by_key_hash("ha-2")).name == "old-a"
+        assert (await s.user_by_key_hash("hb")).name == "old-b"
+        new = await s.create_user("new", "hn", "pn")  # the trigger made on upgrade gives it its key
+        assert (await s.user_by_key_hash("hn")).id == new.id
+
+    run(db, after)
+
+
+# --- usage statistics ------------------------------------------------------------------------------
+
+DAY = 86400.0
+
+
+def test_usage_stats_in_one_statement(db):
+    """Exact sums and medians (odd and even counts, as percentile_cont(0.5)), per group and per day, in a
+    half-open range, of one user or all; one read each."""
+    rows = [  # user, provider, model, status, prompt, completion, latency_ms, created_at
+        (1, "openai", "gpt", 200, 10, 5, 30.0, 10 * DAY + 1),
+        (1, "openai", "gpt", 200, 20, 7, 10.0, 10 * DAY + 2),
+        (1, "openai", "gpt", 502, None, None, 20.0, 11 * DAY),
+        (1, "openai", "mini", 429, None, None, 4.0, 11 * DAY + 5),
+        (1, "claude", "haiku", 200, 3, None, 8.0, 11 * DAY + 6),
+        (1, "claude", "haiku", 200, 4, 9, 2.0, 12 * DAY),  # outside [10 days, 12 days)
+        (2, "openai", "gpt", 200, 100, 50, 1.0, 10 * DAY + 3),
+    ]
+
+    async def body(s, c):
+        await s.insert_usage(rows)
+        before = counts(c)
+        got = await s.usage_stats(1, 10 * DAY, 12 * DAY, ["provider", "model"])
+        assert got == [
+            {"provider": "claude", "model": "haiku", "requests": 1, "errors": 0, "prompt_tokens": 3,
+             "completion_tokens": 0, "latency_p50_ms": 8.0},
+            {"provider": "openai", "model": "gpt", "requests": 3, "errors": 1, "prompt_tokens": 30,
+             "completion_tokens": 12, "latency_p50_ms": 20.0},
+            {"provider": "openai", "model": "mini", "requests": 1, "errors": 1, "prompt_tokens": 0,
+             "completion_tokens": 0, "latency_p50_ms": 4.0},
+        ]
+        assert counts(c) == (before[0] + 1, before[1])
+        by_day = await s.usage_stats(1, 0.0, float("inf"), ["day"])
+        assert [(r["day"], r["requests"], r["latency_p50_ms"]) for r in by_day] == [
+            ("1970-01-11", 2, 20.0), ("1970-01-12", 3, 8.0), ("1970-01-13", 1, 2.0)]  # even: (10 + 30) / 2
+        everyone = await s.usage_stats(None, 10 * DAY, 11 * DAY, ["user", "provider"])
+        assert [(r["user"], r["provider"], r["requests"], r["prompt_tokens"], r["latency_p50_ms"])
+                for r in everyone] == [(1, "openai", 2, 30, 20.0), (2, "openai", 1, 100, 1.0)]
+        assert await s.usage_stats(3, 0.0, float("inf"), ["provider"]) == []
+        assert counts(c) == (before[0] + 4, before[1])
+
+    run(db, body)
 
 
 # --- waiting for a pooled PostgreSQL connection ----------------------------------------------------

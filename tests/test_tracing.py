@@ -18,7 +18,8 @@ def test_cost_points_and_snapshot_shape():
     t.upstream_call("models")
     t.count("services_built", 2)
     snap = t.snapshot({"user": True})
-    assert snap["counters"] == dict.fromkeys(COUNTERS, 0) | {"upstream_pool_wait_ms": 0.0, "db_pool_wait_ms": 0.0} | {
+    waits = {"upstream_pool_wait_ms": 0.0, "db_pool_wait_ms": 0.0, "embeddings_batch_wait_ms": 0.0}
+    assert snap["counters"] == dict.fromkeys(COUNTERS, 0) | waits | {
         "requests": 1, "db_queries": 2, "db_writes": 1, "db_background_queries": 1, "decryptions": 1,
         "upstream_requests": 1, "upstream_model_list_requests": 1, "services_built": 2}
     assert set(snap["caches"]["user"]) >= {"hits", "misses", "evictions", "size", "hit_ratio"}
@@ -45,14 +46,32 @@ def test_pool_waits_are_counted_in_microseconds_shown_in_ms_and_are_phases():
     assert t.snapshot({})["counters"]["upstream_pool_wait_ms"] == 0.0
 
 
+def test_embeddings_batches_count_merged_calls_and_every_wait_but_charge_no_trace():
+    t = Tracer()
+    trace = tracing.Trace()
+    token = tracing._current.set(trace)
+    try:
+        t.embeddings_batch([0.004, 0.0025, 0.001])  # three requests, one call
+        t.embeddings_batch([0.005])  # a batch of one: it waited, but shared nothing
+    finally:
+        tracing._current.reset(token)
+    counters = t.snapshot({})["counters"]
+    assert (counters["embeddings_batches"], counters["embeddings_batched_requests"]) == (1, 3)
+    assert (counters["embeddings_batch_waits"], counters["embeddings_batch_wait_ms"]) == (4, 12.5)
+    assert trace.costs == {} and trace.phases == {}
+
+
 def test_layer_meter_counts_hits_misses_and_ratio():
     t = Tracer()
     layer = t.layer("user")
     assert t.layer("user") is layer  # one meter per layer
     layer.hit(), layer.hit(), layer.hit(), layer.miss()
     layer.evicted(), layer.expired(2), layer.size(7), layer.coalesced()
+    layer.refresh_started(), layer.refresh_started(), layer.refresh_started()
+    layer.refresh_stored(), layer.refresh_discarded(), layer.refresh_failed()
     user = t.snapshot({})["caches"]["user"]
-    assert user == {"hits": 3, "misses": 1, "evictions": 1, "expirations": 2, "size": 7, "hit_ratio": 0.75}
+    assert user == {"hits": 3, "misses": 1, "evictions": 1, "expirations": 2, "size": 7, "hit_ratio": 0.75,
+                    "refreshes": 3, "refreshes_stored": 1, "refreshes_discarded": 1, "refresh_failures": 1}
     assert t.total("coalesced_waits") == 1
 
 
@@ -101,6 +120,30 @@ def test_the_current_trace_collects_the_costs_of_its_request_only():
     assert b.costs == {"db_queries": 2, "decryptions": 1} and b.layers == {"user": "miss"}
     assert tracing.current() is None  # nothing leaked into this (the test's) context
     assert t.total("db_queries") == 3
+
+
+def test_background_work_is_no_requests_cost():
+    """A task a request starts (a cache refresh) does not bill that request: its reads are
+    ``db_background_queries``, and the request's trace sees none of its costs."""
+    t = Tracer()
+
+    async def refresh():
+        t.db_statement("SELECT 1")
+        t.layer("user").hit()
+        t.count("services_built")
+        return tracing.current()
+
+    async def request():
+        trace = tracing.begin()
+        seen_by_refresh = await tracing.background_task(refresh())
+        t.db_statement("SELECT 2")
+        return trace, seen_by_refresh
+
+    trace, seen_by_refresh = asyncio.run(request())
+    assert seen_by_refresh is None
+    assert trace.costs == {"db_queries": 1} and trace.layers == {}
+    totals = t.totals()
+    assert (totals["db_queries"], totals["db_background_queries"], totals["services_built"]) == (1, 1, 1)
 
 
 def test_a_layer_looked_up_twice_hit_only_if_both_hit():

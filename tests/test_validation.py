@@ -267,6 +267,45 @@ def test_update_rules(body, expected):
     assert refused(changes, body) == expected
 
 
+# --- Forge keys -----------------------------------------------------------------------------------
+
+
+def test_a_scope_is_kept_lower_case_sorted_and_once():
+    assert validation.new_forge_key({"name": " ci ", "providers": ["OpenAI", "groq ", "openai"]}) == (
+        "ci", ["groq", "openai"])
+    assert validation.new_forge_key({"name": "all", "providers": None}) == ("all", None)
+    assert validation.new_forge_key({"name": "all"}) == ("all", None)
+    assert validation.new_forge_key({"name": "none", "providers": []}) == ("none", [])
+
+
+def test_forge_key_changes_only_the_fields_given():
+    assert validation.forge_key_changes({"providers": None}) == {"providers": None}
+    assert validation.forge_key_changes({"name": "x"}) == {"name": "x"}
+
+
+SCOPE_ERROR = ("invalid_value", "providers")
+
+
+@pytest.mark.parametrize(("fn", "body", "expected"), [
+    (validation.new_forge_key, {"providers": ["openai"]}, ("missing_field", "name", "'name' is required")),
+    (validation.new_forge_key, {"name": "x", "providers": "openai"},
+     (*SCOPE_ERROR, "'providers' must be null (every provider) or a list of at most 64 provider names")),
+    (validation.new_forge_key, {"name": "x", "providers": [5]},
+     (*SCOPE_ERROR, "'providers' must be null (every provider) or a list of at most 64 provider names")),
+    (validation.new_forge_key, {"name": "x", "providers": [f"p{i}" for i in range(65)]},
+     (*SCOPE_ERROR, "'providers' must be null (every provider) or a list of at most 64 provider names")),
+    (validation.new_forge_key, {"name": "x", "providers": ["my groq"]},
+     (*SCOPE_ERROR, "'providers' must hold provider names: a-z, 0-9, '.', '_' and '-' (64 at most)")),
+    (validation.new_forge_key, {"name": "x", "providers": [""]},
+     (*SCOPE_ERROR, "'providers' must hold provider names: a-z, 0-9, '.', '_' and '-' (64 at most)")),
+    (validation.new_forge_key, {"name": "x", "key": "forge-mine"}, ("unknown_field", None, "unknown field(s): key")),
+    (validation.forge_key_changes, {}, ("empty_update", None, "nothing to update: give name or providers")),
+    (validation.forge_key_changes, {"name": None}, ("missing_field", "name", "'name' is required")),
+])
+def test_forge_key_rules(fn, body, expected):
+    assert refused(fn, body) == expected
+
+
 # --- no wrong type escapes as anything but a 400 -------------------------------------------------
 
 VALIDATORS = {
@@ -278,6 +317,8 @@ VALIDATORS = {
     "new_provider_key": (new_key, dict(VALID_KEY, kind="openai", model_mapping={"fast": "x"})),
     "provider_key_changes": (changes, {k: v for k, v in VALID_KEY.items() if k != "provider"}
                              | {"kind": "openai", "model_mapping": {"fast": "x"}}),
+    "new_forge_key": (validation.new_forge_key, {"name": "ci", "providers": ["openai"]}),
+    "forge_key_changes": (validation.forge_key_changes, {"name": "ci", "providers": ["openai"]}),
 }
 SWEEP = [(name, field, junk) for name, (_, body) in VALIDATORS.items() for field in body for junk in JUNK]
 

@@ -289,6 +289,7 @@ class AnthropicStream(JsonEventStream):
 
 class AnthropicAdapter:
     kind = "anthropic"
+    embeddings_merge: frozenset[str] = frozenset()  # no embeddings API: never batched
 
     def chat_request(self, target: Target, body: dict) -> UpstreamRequest:
         messages = body.get("messages")

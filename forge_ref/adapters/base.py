@@ -51,6 +51,7 @@ class StreamTranslator(Protocol):
 
 class Adapter(Protocol):
     kind: str
+    embeddings_merge: frozenset[str]  # input forms ("text", "tokens") one merged embeddings call can carry
 
     def chat_request(self, target: Target, body: dict) -> UpstreamRequest: ...
     def chat_response(self, target: Target, data: bytes) -> dict: ...

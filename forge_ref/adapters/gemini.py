@@ -321,6 +321,7 @@ class GeminiStream(JsonEventStream):
 
 class GeminiAdapter:
     kind = "gemini"
+    embeddings_merge = frozenset({"text"})  # batching (``forge_ref.batching``): strings merge, as batchEmbedContents
 
     def chat_request(self, target: Target, body: dict) -> UpstreamRequest:
         messages = body.get("messages")
