@@ -199,6 +199,21 @@ def test_errors_are_openai_shaped(env, path, body, status, code):
         assert r.headers["retry-after"] == "7"
 
 
+def test_a_scoped_key_may_use_only_its_providers(env):
+    server, mock, key, _, _ = env
+    r = post(server, key, "/v1/users/me/keys", json={"name": "gemini only", "providers": ["gemini"]})
+    assert r.status_code == 201, r.text
+    scoped = openai.OpenAI(base_url=server.url + "/v1", api_key=r.json()["key"], max_retries=0, timeout=10)
+    mock.reset()
+    for call in (lambda: scoped.completions.create(model=INSTRUCT, prompt="x"),
+                 lambda: scoped.images.generate(model="openai/gpt-image-1", prompt="x"),
+                 lambda: scoped.images.edit(model="openai/gpt-image-1", prompt="x", image=("a.png", PNG))):
+        with pytest.raises(openai.PermissionDeniedError) as info:
+            call()
+        assert info.value.response.json()["error"]["code"] == "provider_not_allowed"
+    assert sum(mock.stats().values()) == 0
+
+
 MULTIPART = "multipart/form-data; boundary=b"
 MODEL_PART = b'--b\r\nContent-Disposition: form-data; name="model"\r\n\r\nopenai/gpt-image-1\r\n'
 PROMPT_PART = b'--b\r\nContent-Disposition: form-data; name="prompt"\r\n\r\nblue\r\n'
