@@ -3,7 +3,8 @@
 One Tornado app, one port, one prefix per API, so that each provider's
 official SDK can use the prefix as its ``base_url``:
 
-    openai     http://HOST:PORT/openai/v1   chat/completions, embeddings, models
+    openai     http://HOST:PORT/openai/v1   chat/completions, completions, embeddings, models,
+                                            images/generations, images/edits
     anthropic  http://HOST:PORT/anthropic   /v1/messages, /v1/models
     gemini     http://HOST:PORT/gemini      /v1beta/models[/{m}:{method}]
 
@@ -47,9 +48,9 @@ Token ``i`` (from 0) is ready at ``TTFT + i / rate``: a stream chunk leaves with
 a whole answer with the last of all, and usage counts exactly the tokens sent.
 
 Modules: ``base`` (what the APIs share), ``openai``, ``anthropic``, ``gemini`` (one wire format
-each, like ``forge_ref/adapters``), ``replies`` (request text in, reply text and pieces out),
-``timing`` (the draws and the pace), ``ratelimit`` (the model-list limit), ``config`` (the
-options), ``app`` (routes and serving).
+each, like ``forge_ref/adapters``), ``images`` (OpenAI's image API), ``replies`` (request text in,
+reply text and pieces out), ``timing`` (the draws and the pace), ``ratelimit`` (the model-list
+limit), ``config`` (the options), ``app`` (routes and serving).
 The gateway (``forge_ref``) never imports this package except to run ``forge-ref mock-provider``.
 
 The hot path is kept lean on purpose (benchmarks push thousands of req/s

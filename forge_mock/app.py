@@ -12,7 +12,7 @@ import tornado.httpserver
 import tornado.netutil
 import tornado.web
 
-from . import anthropic, gemini, openai
+from . import anthropic, gemini, images, openai
 from .base import JSON_CT, MockApp
 from .config import ConfigError, MockConfig, add_arguments, options
 
@@ -49,7 +49,8 @@ class Config(tornado.web.RequestHandler):
 def make_app(config: MockConfig | None = None, **seams: Any) -> MockApp:
     """Build the mock application. ``seams`` (``rng``, ``clock``, ``sleep``) go to ``MockApp``."""
     config = config or MockConfig()
-    routes = [*openai.ROUTES, *anthropic.ROUTES, *gemini.ROUTES, (r"/_mock/stats", Stats),
+    routes = [*images.ROUTES, *openai.ROUTES,  # images before openai's catch-all
+              *anthropic.ROUTES, *gemini.ROUTES, (r"/_mock/stats", Stats),
               (r"/_mock/config", Config, {"body": orjson.dumps(config.document())})]
     return MockApp(routes, config, **seams)
 

@@ -22,7 +22,8 @@ from .ratelimit import SlidingWindow
 from .timing import Timing
 
 STAT_KEYS = (
-    "openai.chat", "openai.embeddings", "openai.models",
+    "openai.chat", "openai.completions", "openai.embeddings", "openai.models",
+    "openai.images.generations", "openai.images.edits",
     "anthropic.messages", "anthropic.count_tokens", "anthropic.models",
     "gemini.generateContent", "gemini.streamGenerateContent",
     "gemini.embedContent", "gemini.batchEmbedContents", "gemini.models",

@@ -1,4 +1,5 @@
-"""OpenAI's API under ``/openai/v1``: chat completions (SSE with ``stream``), embeddings, models."""
+"""OpenAI's API under ``/openai/v1``: chat completions and legacy text completions (SSE with ``stream``),
+embeddings, models. The image API is ``images.py``."""
 
 from __future__ import annotations
 
@@ -131,6 +132,70 @@ class Chat(OpenAIApi):
             await self.send_sse(frames, due=due)
 
 
+class Completions(OpenAIApi):
+    """The legacy text completions API: one choice per prompt, each a ``text``."""
+
+    DEFER_SHAPE_FAULTS = True
+
+    async def post(self) -> None:
+        if not await self.begin():
+            return
+        body = self.body_json()
+        if body is None or not self.require(body, "model", "prompt"):
+            return
+        prompts = texts(body["prompt"])
+        if prompts is None:
+            self.error(400, "Invalid type for 'prompt': expected a string, an array of strings or token arrays.",
+                       "prompt", "invalid_type")
+            return
+        model = str(body["model"])
+        stream = bool(body.get("stream"))
+        timing = self.application.timing
+        replies = [make_reply(timing, p, None, self.application.chunks if stream else 1) for p in prompts]
+        prompt_tokens, completion = sum(map(words, prompts)), sum(r.tokens for r in replies)
+        usage = {"prompt_tokens": prompt_tokens, "completion_tokens": completion,
+                 "total_tokens": prompt_tokens + completion}
+        cid, created = f"cmpl-mock-{self.next_id()}", int(time.time())
+
+        def answer(choices: list, **extra) -> dict:
+            return {"id": cid, "object": "text_completion", "created": created, "model": model,
+                    "choices": choices, "system_fingerprint": "fp_mock", **extra}
+
+        def choice(i: int, text: str, finish: str | None) -> dict:
+            return {"text": text, "index": i, "logprobs": None, "finish_reason": finish}
+
+        if not stream:
+            if await self.model_fault(model):
+                return
+            await self.pause(max(r.latency for r in replies))
+            self.send_json(orjson.dumps(answer([choice(i, r.text, "stop") for i, r in enumerate(replies)],
+                                               usage=usage)))
+            return
+        # Each prompt's pieces, then a finish chunk per prompt, [a usage chunk], [DONE].
+        include_usage = bool((body.get("stream_options") or {}).get("include_usage"))
+        frames = [sse(answer([choice(i, p, None)])) for i, r in enumerate(replies) for p in r.pieces]
+        frames += [sse(answer([choice(i, "", "stop")])) for i in range(len(replies))]
+        if include_usage:
+            frames.append(sse(answer([], usage=usage)))
+        frames.append(b"data: [DONE]\n\n")
+        # The timing model paces one answer; a batch of prompts streams as fast as it can.
+        due = replies[0].schedule(0, len(frames) - len(replies[0].pieces)) if len(replies) == 1 else None
+        if not await self.model_fault(model, frames, drop_at=2, due=due):
+            await self.send_sse(frames, due=due)
+
+
+def texts(value: Any) -> list[str] | None:
+    """The texts of an ``input`` or ``prompt``: a string, strings, one token array or token arrays
+    (tokens read as their numbers); None when it is none of those."""
+    if isinstance(value, str):
+        return [value]
+    if isinstance(value, list) and value and all(isinstance(t, int) for t in value):
+        return [" ".join(map(str, value))]
+    if isinstance(value, list) and value:
+        return [t if isinstance(t, str) else " ".join(map(str, t)) for t in value]
+    return None
+
+
 class Embeddings(OpenAIApi):
     DEFER_SHAPE_FAULTS = True
 
@@ -145,22 +210,15 @@ class Embeddings(OpenAIApi):
         if not isinstance(dim, int) or dim < 1 or dim > 8192:
             self.error(400, "Invalid value for 'dimensions'.", "dimensions")
             return
-        inp = body["input"]
-        # input: str | list[str] | list[int] (one token array) | list[list[int]]
-        if isinstance(inp, str):
-            texts = [inp]
-        elif isinstance(inp, list) and inp and all(isinstance(t, int) for t in inp):
-            texts = [" ".join(map(str, inp))]
-        elif isinstance(inp, list) and inp:
-            texts = [t if isinstance(t, str) else " ".join(map(str, t)) for t in inp]
-        else:
+        inputs = texts(body["input"])
+        if inputs is None:
             self.error(400, "'input' must be a non-empty string or array.", "input")
             return
         if await self.model_fault(model):
             return
         b64 = body.get("encoding_format") == "base64"  # the Python SDK's default!
         data, tokens = [], 0
-        for i, text in enumerate(texts):
+        for i, text in enumerate(inputs):
             vec = embedding(text, dim)
             tokens += words(text)
             emb: Any = (base64.b64encode(struct.pack(f"<{dim}f", *vec)).decode()
@@ -176,6 +234,7 @@ class Unknown(NotFound, OpenAIApi):
 
 ROUTES = [
     (r"/openai/v1/chat/completions", Chat, {"stat": "openai.chat"}),
+    (r"/openai/v1/completions", Completions, {"stat": "openai.completions"}),
     (r"/openai/v1/embeddings", Embeddings, {"stat": "openai.embeddings"}),
     (r"/openai/v1/models", Models, {"stat": "openai.models"}),
     (r"/openai/.*", Unknown),

@@ -429,13 +429,14 @@ class ChatHandler(CachedChat, ProxyHandler):
 
     validate = staticmethod(validation.chat_body)
     codec = replay.CHAT  # the API's shape for the response cache: assembling and replaying answers
+    response_cache = True  # False: a path that shares this one but whose answers the codecs cannot replay
 
     async def post(self) -> None:
         started = time.perf_counter()
         body = self._body(self.validate)
         spec = responses.take_spec(body)
         user, row, target = await self._target(body)
-        layer = self.gw.responses
+        layer = self.gw.responses if self.response_cache else None
         policy = layer.policy(self.request.headers.get("Cache-Control"), spec, row) if layer is not None else None
         if policy is not None:
             await self._through_cache(layer, policy, body, user, row, target, started)
@@ -577,8 +578,9 @@ class EmbeddingsHandler(ProxyHandler):
 
 def routes(gw: "Gateway") -> list:
     from .keys_api import KeyHandler, KeysHandler
-    from .usage_api import AdminUsageHandler, UsageHandler
+    from .legacy import CompletionsHandler, ImageEditsHandler, ImagesHandler  # they build on ChatHandler
     from .messages import CountTokensHandler, MessagesHandler  # it builds on ChatHandler
+    from .usage_api import AdminUsageHandler, UsageHandler
 
     kw = {"gw": gw}
     return [
@@ -586,6 +588,9 @@ def routes(gw: "Gateway") -> list:
         (r"/v1/messages", MessagesHandler, kw),
         (r"/v1/messages/count_tokens", CountTokensHandler, kw),
         (r"/v1/embeddings", EmbeddingsHandler, kw),
+        (r"/v1/completions", CompletionsHandler, kw),
+        (r"/v1/images/generations", ImagesHandler, kw),
+        (r"/v1/images/edits", ImageEditsHandler, kw),
         (r"/v1/models", ModelsHandler, kw),
         (r"/v1/users", UsersHandler, kw),
         (r"/v1/users/me", MeHandler, kw),

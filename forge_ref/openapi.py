@@ -53,6 +53,12 @@ def _ok(schema: str | None, status: int = 200, description: str = "success", str
     return {str(status): ok}
 
 
+def _multipart(op: dict, schema: str) -> dict:
+    """``op`` also taking a ``multipart/form-data`` body."""
+    op["requestBody"]["content"]["multipart/form-data"] = {"schema": _ref(schema)}
+    return op
+
+
 _USER_ERRORS = (400, 401, 404, 405, 413)
 _OWNER_ERRORS = (400, 401, 403, 404, 405, 413)  # 403: a scoped key does not manage the account
 _PROXY_ERRORS = (400, 401, 403, 404, 405, 413, 422, 429, 502, 503, 504)  # 403: outside the key's scope
@@ -172,6 +178,37 @@ SCHEMAS = {
                                            {"type": "array", "minItems": 1, "items": {"type": "integer"}},
                                            {"type": "array", "minItems": 1, "items": {"type": "array"}}]}},
     },
+    "CompletionRequest": {
+        "type": "object", "required": ["model", "prompt"], "additionalProperties": True,
+        "properties": {"model": {"type": "string", "minLength": 1, "description": "provider/model or an alias "
+                                 "(openai kinds only)"},
+                       "prompt": {"oneOf": [{"type": "string", "minLength": 1},
+                                            {"type": "array", "minItems": 1, "items": {"type": "string"}},
+                                            {"type": "array", "minItems": 1, "items": {"type": "integer"}},
+                                            {"type": "array", "minItems": 1, "items": {"type": "array"}},
+                                            {"type": "null"}]},
+                       "stream": {"type": "boolean"}, "max_tokens": {"type": "integer"}},
+    },
+    "Completion": {"type": "object", "additionalProperties": True, "description": "the provider's answer, as it came",
+                   "properties": {"id": {"type": "string"}, "object": {"const": "text_completion"},
+                                  "choices": {"type": "array"}, "usage": {"type": "object"}}},
+    "ImagesRequest": {
+        "type": "object", "required": ["model", "prompt"], "additionalProperties": True,
+        "properties": {"model": {"type": "string", "minLength": 1, "description": "provider/model or an alias "
+                                 "(openai kinds only)"},
+                       "prompt": {"type": "string", "minLength": 1}, "n": {"type": "integer"},
+                       "response_format": {"enum": ["url", "b64_json"]}, "stream": {"type": "boolean"}},
+    },
+    "ImageEditForm": {
+        "type": "object", "required": ["model", "prompt", "image"], "additionalProperties": True,
+        "description": "passed through byte for byte but for the model part",
+        "properties": {"model": {"type": "string", "minLength": 1}, "prompt": {"type": "string", "minLength": 1},
+                       "image": {"type": "string", "format": "binary"}, "stream": {"enum": ["true", "false"]}},
+    },
+    "Images": {"type": "object", "additionalProperties": True, "description": "the provider's answer, as it came",
+               "properties": {"created": {"type": "integer"}, "data": {"type": "array", "items": {
+                   "type": "object", "properties": {"b64_json": {"type": "string"}, "url": {"type": "string"}}}},
+                   "usage": {"type": "object"}}},
     "AnthropicError": {
         "type": "object", "required": ["type", "error"],
         "properties": {"type": {"const": "error"}, "error": {
@@ -261,6 +298,16 @@ PATHS = {
                                               _ok("TokenCount"), errors=_MESSAGES_ERRORS, body="CountTokensRequest",
                                               error=ANTHROPIC_ERROR)},
     "/v1/embeddings": {"post": _op("proxy embeddings", _ok("Embeddings"), errors=_PROXY_ERRORS, body="EmbeddingsRequest")},
+    "/v1/completions": {"post": _op("legacy text completions, passed through to openai kinds (a 400 for the "
+                                    "others); stream: true answers the provider's SSE as it comes",
+                                    _ok("Completion", stream=True), errors=_PROXY_ERRORS, body="CompletionRequest")},
+    "/v1/images/generations": {"post": _op("image generation, passed through to openai kinds (a 400 for the others);"
+                                           " stream: true answers the provider's SSE events as they come",
+                                           _ok("Images", stream=True), errors=_PROXY_ERRORS, body="ImagesRequest")},
+    "/v1/images/edits": {"post": _multipart(_op("image edits, passed through to openai kinds (a 400 for the others): "
+                                                "JSON as generations, or a multipart form whose model part alone is "
+                                                "rewritten", _ok("Images", stream=True), errors=_PROXY_ERRORS,
+                                                body="ImagesRequest"), "ImageEditForm")},
     "/v1/models": {"get": _op("every model of every provider the key may use, as provider/model, plus aliases",
                               _ok("ModelList"), errors=(401, 405))},
     "/health": {"get": _op("liveness", _ok("Health"), errors=(405,), security=None)},

@@ -89,17 +89,36 @@ def messages_body(body: dict) -> dict:
     return body
 
 
-def embeddings_body(body: dict) -> dict:
-    value = body.get("input")
+def _texts_or_tokens(value) -> bool:
+    """A non-empty string, or a non-empty array of strings, of tokens or of token arrays."""
     if isinstance(value, str):
-        ok = bool(value)
-    elif isinstance(value, list):
-        ok = bool(value) and (all(isinstance(v, str) for v in value) or all(isinstance(v, int) for v in value)
-                              or all(isinstance(v, list) for v in value))
-    else:
-        ok = False
-    if not ok:
+        return bool(value)
+    if isinstance(value, list):
+        return bool(value) and (all(isinstance(v, str) for v in value) or all(isinstance(v, int) for v in value)
+                                or all(isinstance(v, list) for v in value))
+    return False
+
+
+def embeddings_body(body: dict) -> dict:
+    if not _texts_or_tokens(body.get("input")):
         raise BadRequest("'input' must be a non-empty string or array", param="input", code="invalid_input")
+    return body
+
+
+def completions_body(body: dict) -> dict:
+    """OpenAI's legacy completions: ``prompt`` is required; null asks for the provider's default."""
+    if "prompt" not in body or not (body["prompt"] is None or _texts_or_tokens(body["prompt"])):
+        raise BadRequest("'prompt' is required: a non-empty string, or an array of strings, of tokens or of "
+                         "token arrays", param="prompt", code="invalid_prompt")
+    _stream(body)
+    return body
+
+
+def images_body(body: dict) -> dict:
+    """OpenAI's image generations and edits (a multipart edit's text fields included)."""
+    if not isinstance(body.get("prompt"), str) or not body["prompt"]:
+        raise BadRequest("'prompt' is required: a non-empty string", param="prompt", code="invalid_prompt")
+    _stream(body)
     return body
 
 

@@ -8,15 +8,16 @@ into a shape the real clients would not accept.
 from __future__ import annotations
 
 import anthropic.types as at
+import openai_schema
 import orjson
 import pydantic
 import pytest
 from openai.types.chat import ChatCompletion, ChatCompletionChunk
+from sdk_shapes import assert_known_fields, drain
 
 from forge_ref.adapters.anthropic import AnthropicAdapter
 from forge_ref.adapters.base import DONE_FRAME, Target
 from forge_ref.errors import BadRequest, ForgeError, UpstreamError
-from sdk_shapes import assert_known_fields, drain
 
 ADAPTER = AnthropicAdapter()
 LABEL = "claude/sonnet"
@@ -226,7 +227,8 @@ def message(content, stop_reason="end_turn", usage=None, **extra) -> dict:
 
 def completion(message_, finish, usage=(12, 5)) -> dict:
     return {"id": "msg_01XYZ", "object": "chat.completion", "model": LABEL,
-            "choices": [{"index": 0, "message": message_, "finish_reason": finish}],
+            "choices": [{"index": 0, "message": {**message_, "refusal": None}, "logprobs": None,
+                         "finish_reason": finish}],
             "usage": {"prompt_tokens": usage[0], "completion_tokens": usage[1], "total_tokens": usage[0] + usage[1]}}
 
 
@@ -270,6 +272,7 @@ def test_chat_response_translation(name, provider, expected):
     assert_known_fields(at.Message.model_validate(provider))
     out = ADAPTER.chat_response(TARGET, orjson.dumps(provider))
     assert_known_fields(ChatCompletion.model_validate(out))
+    openai_schema.validate(openai_schema.CHAT_COMPLETION, out)
     assert isinstance(out.pop("created"), int)
     assert out == expected
 
@@ -403,6 +406,7 @@ def parse(frames: list[bytes]) -> list[dict]:
     for block in raw[: -len(DONE_FRAME)].split(b"\n\n")[:-1]:
         assert block.startswith(b"data: ")
         obj = orjson.loads(block[6:])
+        openai_schema.validate(openai_schema.ERROR if "error" in obj else openai_schema.CHAT_CHUNK, obj)
         if "error" not in obj:
             assert_known_fields(ChatCompletionChunk.model_validate(obj))
             ids.add(obj.pop("id"))
@@ -510,6 +514,7 @@ ERROR_CASES = [
 def test_error_mapping(name, status, data, headers, expected):
     err = ADAPTER.error(status, data, headers)
     assert isinstance(err, ForgeError)
+    openai_schema.validate(openai_schema.ERROR, orjson.loads(err.body()))
     assert (err.status, err.type, err.code, err.message, err.headers) == expected
 
 

@@ -10,8 +10,10 @@ from __future__ import annotations
 import base64
 import struct
 
+import openai_schema
 import orjson
 import pytest
+import sdk_shapes
 from google.genai import types as gt
 from openai.types import CreateEmbeddingResponse
 from openai.types.chat import ChatCompletion, ChatCompletionChunk
@@ -19,7 +21,6 @@ from openai.types.chat import ChatCompletion, ChatCompletionChunk
 from forge_ref.adapters.base import DONE_FRAME, Target
 from forge_ref.adapters.gemini import GeminiAdapter
 from forge_ref.errors import BadRequest, ForgeError, UpstreamError
-import sdk_shapes
 
 ADAPTER = GeminiAdapter()
 LABEL = "google/flash"
@@ -265,10 +266,10 @@ def completion(*choices, usage=(10, 5)) -> dict:
 
 
 def choice(content, finish="stop", index=0, tool_calls=None) -> dict:
-    message = {"role": "assistant", "content": content}
+    message = {"role": "assistant", "content": content, "refusal": None}
     if tool_calls:
         message["tool_calls"] = tool_calls
-    return {"index": index, "message": message, "finish_reason": finish}
+    return {"index": index, "message": message, "logprobs": None, "finish_reason": finish}
 
 
 SIGNED = {"google": {"thought_signature": "c2lnLTE="}}
@@ -315,6 +316,7 @@ def test_chat_response_translation(name, provider, expected):
     gt.GenerateContentResponse.model_validate(provider)
     out = ADAPTER.chat_response(TARGET, orjson.dumps(provider))
     assert_known_fields(ChatCompletion.model_validate(out))
+    openai_schema.validate(openai_schema.CHAT_COMPLETION, out)
     assert isinstance(out.pop("created"), int)
     assert out == expected
 
@@ -441,6 +443,7 @@ def parse(frames: list[bytes]) -> list[dict]:
     for block in raw[: -len(DONE_FRAME)].split(b"\n\n")[:-1]:
         assert block.startswith(b"data: ")
         obj = orjson.loads(block[6:])
+        openai_schema.validate(openai_schema.ERROR if "error" in obj else openai_schema.CHAT_CHUNK, obj)
         if "error" not in obj:
             assert_known_fields(ChatCompletionChunk.model_validate(obj))
             ids.add(obj.pop("id"))
@@ -558,7 +561,10 @@ def test_embeddings_response(name, provider, body, vectors):
     out = ADAPTER.embeddings_response(TARGET, orjson.dumps(provider), {"input": "x", **body})
     assert out == {"object": "list", "model": LABEL, "usage": {"prompt_tokens": 0, "total_tokens": 0},
                    "data": [{"object": "embedding", "index": i, "embedding": v} for i, v in enumerate(vectors)]}
-    if body.get("encoding_format") != "base64":
+    base64_items = body.get("encoding_format") == "base64"
+    openai_schema.validate(openai_schema.embeddings(openai_schema.EMBEDDING_BASE64 if base64_items
+                                                    else openai_schema.EMBEDDING), out)
+    if not base64_items:
         assert_known_fields(CreateEmbeddingResponse.model_validate(out))
 
 
@@ -596,6 +602,7 @@ ERROR_CASES = [
 def test_error_mapping(name, status, data, headers, expected):
     err = ADAPTER.error(status, data, headers)
     assert isinstance(err, ForgeError)
+    openai_schema.validate(openai_schema.ERROR, orjson.loads(err.body()))
     assert (err.status, err.type, err.code, err.message, err.headers) == expected
 
 

@@ -35,7 +35,9 @@ from forge_ref.handlers import routes
 TOTAL = int(os.environ.get("FORGE_FUZZ_EXAMPLES", "2400"))
 PROVIDER_SECRETS = {"openai": "sk-fuzz-openai-7f3a9c1e5b2d4f60", "anth": "sk-fuzz-anth-0b8e2d4c6a1f3e57",
                     "gem": "AIzaFuzzGem-5c7e9a1b3d2f4e6a8c"}
-PROXY_PATHS = {"/v1/chat/completions", "/v1/embeddings", "/v1/messages", "/v1/messages/count_tokens"}
+IMAGE_PATHS = {"/v1/images/generations", "/v1/images/edits"}  # their streams end with a completed event
+PROXY_PATHS = {"/v1/chat/completions", "/v1/embeddings", "/v1/messages", "/v1/messages/count_tokens",
+               "/v1/completions", *IMAGE_PATHS}
 ANTHROPIC_PATHS = {"/v1/messages", "/v1/messages/count_tokens"}  # Anthropic's shapes, errors and streams
 METHODS = ["GET", "POST", "PUT", "PATCH", "DELETE", "OPTIONS", "HEAD"]
 
@@ -164,6 +166,44 @@ embedding_bodies = st.fixed_dictionaries(
                         st.lists(st.integers(), max_size=3), st.lists(st.lists(st.integers(), max_size=3), max_size=2),
                         junk)},
     optional={"encoding_format": junk_scalars, "dimensions": junk_scalars})
+completion_bodies = st.fixed_dictionaries(
+    {"model": mostly(st.sampled_from(["openai/gpt-3.5-turbo-instruct", "anth/claude-haiku-4-5"]), models),
+     "prompt": st.one_of(st.text(max_size=30), st.lists(st.text(max_size=10), max_size=3),
+                         st.lists(st.integers(), max_size=3), junk)},
+    optional={"stream": mostly(st.booleans(), junk_scalars), "stream_options": junk, "max_tokens": junk_scalars,
+              "echo": junk_scalars, "logprobs": junk_scalars, "suffix": junk_scalars, "n": junk_scalars})
+image_models = mostly(st.sampled_from(["openai/gpt-image-1", "openai/dall-e-2", "openai/dall-e-3", "gem/imagen-4",
+                                       "anth/claude-haiku-4-5", "openai/fail-429"]), models)
+image_bodies = st.fixed_dictionaries(
+    {"model": image_models, "prompt": mostly(st.text(min_size=1, max_size=30), junk)},
+    optional={"stream": mostly(st.booleans(), junk_scalars), "n": junk_scalars, "partial_images": junk_scalars,
+              "response_format": st.one_of(st.sampled_from(["url", "b64_json"]), junk_scalars),
+              "quality": junk_scalars, "size": junk_scalars,
+              "images": st.one_of(st.lists(st.fixed_dictionaries({"image_url": st.sampled_from([
+                  "data:image/png;base64,iVBORw0KGgo=", "data:,", "https://x.invalid/a.png"])}), max_size=2), junk)})
+
+
+def _part(name: bytes, value: bytes, filename: bytes | None = None) -> bytes:
+    disposition = b'form-data; name="' + name + b'"' + (b'; filename="' + filename + b'"' if filename else b"")
+    return b"--x\r\nContent-Disposition: " + disposition + b"\r\n\r\n" + value + b"\r\n"
+
+
+form_extra = {"stream": st.sampled_from(["true", "false", "TRUE", "1", ""]), "n": st.sampled_from(["1", "2", "x"]),
+              "partial_images": st.sampled_from(["0", "2", "-1"]), "model ": st.text(max_size=5)}
+form_fields = mostly(st.fixed_dictionaries({"model": image_models.map(str), "prompt": st.text(min_size=1, max_size=20)},
+                                           optional=form_extra),
+                     st.fixed_dictionaries({}, optional={"model": image_models.map(str), "prompt": st.text(max_size=20),
+                                                         **form_extra}), odds=2)
+form_files = st.lists(st.tuples(st.sampled_from([b"image", b"image", b"image[]", b"mask", b"model"]),
+                                st.binary(max_size=64).map(lambda b: b + b"\r\n--y\r\n\r\n-x--")), max_size=2)
+multipart_bodies = st.builds(
+    lambda fields, files, extra, cut: (b"".join(_part(k.encode(), v.encode()) for k, v in fields.items())
+                                       + b"".join(_part(name, data, b"i.png") for name, data in files)
+                                       + extra + b"--x--\r\n")[:cut],
+    form_fields, form_files,
+    st.sampled_from([b"", b"", b"--x\r\nNo-Disposition: 1\r\n\r\nv\r\n", b"--x\r\n\r\n",
+                     _part(b"model", b"openai/gpt-image-1"), b"--x\r\nContent-Disposition: form-data\r\n\r\nv\r\n"]),
+    st.one_of(st.none(), st.none(), st.none(), st.integers(0, 300)))
 providers = st.one_of(st.sampled_from(["openai", "x", "my-groq", "anthropic", "gemini", "A", "a" * 65, "-x"]),
                       st.text(max_size=20), junk_scalars)
 urls = st.one_of(st.sampled_from([
@@ -215,6 +255,8 @@ def bodies_for(schema: st.SearchStrategy) -> st.SearchStrategy:
     return mostly(schema.map(_encode), st.one_of(junk.map(_encode), raw_junk))
 
 
+edit_bodies = mostly(multipart_bodies, bodies_for(image_bodies), odds=2)
+
 auth_kinds = st.sampled_from(["none", *["user"] * 12, "admin", "wrong", "basic", "empty-bearer",
                               "spaces", "x-api-key", "x-api-key-wrong", "long", "latin1", "both"])
 
@@ -240,6 +282,9 @@ ENDPOINTS = {
     "embeddings": ("/v1/embeddings", ["POST"], bodies_for(embedding_bodies), "a"),
     "messages": ("/v1/messages", ["POST"], bodies_for(messages_bodies), "a"),
     "count-tokens": ("/v1/messages/count_tokens", ["POST"], bodies_for(messages_bodies), "a"),
+    "completions": ("/v1/completions", ["POST"], bodies_for(completion_bodies), "a"),
+    "images": ("/v1/images/generations", ["POST"], bodies_for(image_bodies), "a"),
+    "image-edits": ("/v1/images/edits", ["POST"], edit_bodies, "a"),
     "models": ("/v1/models", ["GET"], raw_junk, "a"),
     "users": ("/v1/users", ["POST"], bodies_for(name_bodies), "a"),
     "me": ("/v1/users/me", ["GET", "PATCH", "DELETE"], bodies_for(name_bodies), "b"),
@@ -301,6 +346,9 @@ def check(fz: Fuzz, group: str, method: str, path: str, r: httpx.Response, valid
                 assert json.loads(data[6:])["type"] == head[7:], where
     elif ctype.startswith("text/event-stream"):
         frames = [line for line in r.text.split("\n") if line.startswith("data: ")]
+        if path in IMAGE_PATHS and frames and frames[-1] != "data: [DONE]":
+            assert json.loads(frames[-1][6:])["type"].endswith(".completed"), where
+            frames.append("data: [DONE]")
         assert frames and frames[-1] == "data: [DONE]", where
         for frame in frames[:-1]:
             json.loads(frame[6:])
@@ -361,6 +409,8 @@ def test_generated_requests(fz, group):
             auth = "admin"
         headers = auth_headers(fz, auth, owner)
         ctype = data.draw(content_types, "content-type")
+        if group == "image-edits" and data.draw(st.integers(0, 3)):
+            ctype = "multipart/form-data; boundary=x"  # mostly what its multipart bodies are
         if ctype:
             headers["Content-Type"] = ctype
         if group in ("chat", "messages") and data.draw(st.booleans(), "opt in"):

@@ -35,6 +35,9 @@ def test_stats_count_every_call(mock_url):
         o.chat.completions.create(model="fail-500", messages=msgs)
     o.embeddings.create(model="text-embedding-3-small", input="x")
     o.models.list()
+    o.completions.create(model="gpt-3.5-turbo-instruct", prompt="x")
+    o.images.generate(model="dall-e-2", prompt="x")
+    o.images.edit(model="gpt-image-1", prompt="x", image=("a.png", b"png"))
     a.messages.create(model="claude-haiku-4-5", max_tokens=5, messages=msgs)
     a.messages.count_tokens(model="claude-haiku-4-5", messages=msgs)
     with pytest.raises(anthropic.AuthenticationError):
@@ -47,11 +50,12 @@ def test_stats_count_every_call(mock_url):
     list(g.models.list())
     stats = httpx.get(f"{mock_url}/_mock/stats").json()
     assert stats == {"calls": {
-        "openai.chat": 3, "openai.embeddings": 1, "openai.models": 1,
+        "openai.chat": 3, "openai.completions": 1, "openai.embeddings": 1, "openai.models": 1,
+        "openai.images.generations": 1, "openai.images.edits": 1,
         "anthropic.messages": 1, "anthropic.count_tokens": 1, "anthropic.models": 1,
         "gemini.generateContent": 1, "gemini.streamGenerateContent": 1,
         "gemini.embedContent": 1, "gemini.batchEmbedContents": 1, "gemini.models": 1,
-    }, "total": 13}
+    }, "total": 16}
     httpx.delete(f"{mock_url}/_mock/stats")
     assert set(httpx.get(f"{mock_url}/_mock/stats").json()["calls"].values()) == {0}
 

@@ -105,6 +105,32 @@ def test_openai_embeddings(mock_url):
     assert r2.data[0].embedding != r2.data[1].embedding
 
 
+def test_openai_completions(mock_url):
+    c = oai(mock_url)
+    r = c.completions.create(model="gpt-3.5-turbo-instruct", prompt=PROMPT)
+    assert (r.object, r.model, r.id[:10]) == ("text_completion", "gpt-3.5-turbo-instruct", "cmpl-mock-")
+    assert [(ch.index, ch.text, ch.logprobs, ch.finish_reason) for ch in r.choices] == [(0, REPLY, None, "stop")]
+    assert (r.usage.prompt_tokens, r.usage.completion_tokens, r.usage.total_tokens) == (3, 6, 9)
+    r = c.completions.create(model="gpt-3.5-turbo-instruct", prompt=["a b", [5, 6, 7]])
+    assert [ch.text for ch in r.choices] == ["Mock reply to: a b", "Mock reply to: 5 6 7"]
+    assert r.usage.prompt_tokens == 5
+    with pytest.raises(openai.BadRequestError) as e:
+        c.completions.create(model="gpt-3.5-turbo-instruct", prompt=[])
+    assert e.value.body["param"] == "prompt"
+
+
+def test_openai_completions_stream(mock_url):
+    chunks = list(oai(mock_url).completions.create(model="gpt-3.5-turbo-instruct", prompt=["a b", "c"],
+                                                   stream=True, stream_options={"include_usage": True}))
+    for i, text in enumerate(["Mock reply to: a b", "Mock reply to: c"]):
+        mine = [ch.choices[0] for ch in chunks if ch.choices and ch.choices[0].index == i]
+        assert "".join(ch.text for ch in mine) == text and [ch.finish_reason for ch in mine][-1] == "stop"
+    assert chunks[-1].choices == [] and chunks[-1].usage.completion_tokens == 9
+    assert all(ch.usage is None for ch in chunks[:-1])
+    with pytest.raises(openai.InternalServerError):
+        list(oai(mock_url).completions.create(model="fail-500", prompt="x", stream=True))
+
+
 def test_openai_models(mock_url):
     ids = [m.id for m in oai(mock_url).models.list()]
     assert {"gpt-4o", "gpt-4o-mini", "text-embedding-3-small"} <= set(ids)

@@ -326,7 +326,9 @@ class AnthropicAdapter:
                 args = orjson.dumps(block.get("input") or {}).decode()
                 calls.append({"id": block.get("id"), "type": "function",
                               "function": {"name": block.get("name"), "arguments": args}})
-        message: dict = {"role": "assistant", "content": "".join(texts) if texts or not calls else None}
+        # OpenAI's schema requires refusal and logprobs, null when there is none: typed clients insist.
+        message: dict = {"role": "assistant", "content": "".join(texts) if texts or not calls else None,
+                         "refusal": None}
         if calls:
             message["tool_calls"] = calls
         finish = FINISH.get(msg.get("stop_reason"), "stop")
@@ -335,7 +337,7 @@ class AnthropicAdapter:
             "object": "chat.completion",
             "created": int(time.time()),
             "model": target.label,
-            "choices": [{"index": 0, "message": message, "finish_reason": finish}],
+            "choices": [{"index": 0, "message": message, "logprobs": None, "finish_reason": finish}],
             "usage": openai_usage(msg.get("usage")),
         }
 

@@ -346,11 +346,13 @@ class GeminiAdapter:
             text, tool_calls = _split(cand, ids, 0)
             for call in tool_calls:
                 del call["index"]  # only stream deltas carry an index
-            message: dict = {"role": "assistant", "content": text if text or not tool_calls else None}
+            # OpenAI's schema requires refusal and logprobs, null when there is none: typed clients insist.
+            message: dict = {"role": "assistant", "content": text if text or not tool_calls else None, "refusal": None}
             if tool_calls:
                 message["tool_calls"] = tool_calls
             finish = _finish(cand.get("finishReason"), bool(tool_calls))
-            choices.append({"index": cand.get("index", i), "message": message, "finish_reason": finish})
+            choices.append({"index": cand.get("index", i), "message": message, "logprobs": None,
+                            "finish_reason": finish})
         return {
             "id": "chatcmpl-" + (resp.get("responseId") or uuid.uuid4().hex),
             "object": "chat.completion",
