@@ -29,8 +29,8 @@ from forge_ref.settings import LAYERS, parse_layers
 
 from . import results
 from .plots import config_name
-from .report import BACKENDS_COMMAND, COMBOS, TARGET_ORDER, _config_key, _noise_line
 from .repeats import job_key, repetition
+from .report import BACKENDS_COMMAND, COMBOS, TARGET_ORDER, _config_key, _noise_line
 from .results import METRICS, is_load_run, load_results, result_files, summary
 
 REPO = Path(__file__).resolve().parent.parent

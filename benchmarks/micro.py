@@ -23,15 +23,15 @@ from typing import Callable
 
 from cryptography.fernet import Fernet
 
+from forge_ref import tracing
 from forge_ref.app import open_store
 from forge_ref.auth import hash_key, new_key
 from forge_ref.cache import Cache
-from forge_ref import tracing
-from forge_ref.tracing import Tracer
 from forge_ref.crypto import Crypto
 from forge_ref.services import ProviderService
 from forge_ref.settings import Settings
 from forge_ref.store import connect, create_schema
+from forge_ref.tracing import Tracer
 
 from .results import SCHEMA_VERSION, git_commit, machine, utc, write_result
 
@@ -194,8 +194,9 @@ def measure(*, n: int, redis_url: str | None, postgres_url: str | None) -> dict:
         create_schema(connect(db, tracer=None))
         ops["sqlite_user_lookup"] = asyncio.run(_store_lookup(db, n))
     if postgres_url:
-        from forge_ref.pg_store import create_schema as pg_schema
         import psycopg
+
+        from forge_ref.pg_store import create_schema as pg_schema
 
         schema = "forge_micro_" + uuid.uuid4().hex[:8]
         with psycopg.connect(postgres_url, autocommit=True) as conn:

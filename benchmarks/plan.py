@@ -18,10 +18,10 @@ from pathlib import Path
 from forge_ref.settings import Settings, parse_layers
 from forge_ref.upstream import CLIENTS
 
+from .profiles import FULL_CONFIGS, LOAD_PROFILES, PROFILES, QUICK_BACKEND_JOBS, QUICK_PLAN, QUICK_TIMING_JOB, variants
+
 DEFAULT_CLIENT = Settings.upstream_client
 OTHER_CLIENTS = [c for c in CLIENTS if c != DEFAULT_CLIENT]
-
-from .profiles import FULL_CONFIGS, LOAD_PROFILES, PROFILES, QUICK_BACKEND_JOBS, QUICK_PLAN, QUICK_TIMING_JOB, variants
 
 STORES = ("sqlite", "postgres")
 BACKENDS = ("memory", "redis")

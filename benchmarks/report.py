@@ -248,13 +248,13 @@ def _targets(docs: list[dict]) -> list[list[str]]:
     else:
         rows += [["RPS, forge-ref `all` / bare proxy", "≥ 0.85", "not measured in these results", "-"],
                  ["CPU per request, forge-ref `all` / bare proxy", "≤ 1.15×", "not measured in these results", "-"]]
-    f, l = _pair(docs, {"target": "forge-ref", "profile": "steady", "config": "all"},
-                 {"target": "litellm", "profile": "steady"})
+    f, lite = _pair(docs, {"target": "forge-ref", "profile": "steady", "config": "all"},
+                    {"target": "litellm", "profile": "steady"})
     if f:
-        r = _ratio(f["locust"]["rps"], l["locust"]["rps"])
-        c = _ratio(l["server"]["cpu_ms_per_request"], f["server"]["cpu_ms_per_request"])
+        r = _ratio(f["locust"]["rps"], lite["locust"]["rps"])
+        c = _ratio(lite["server"]["cpu_ms_per_request"], f["server"]["cpu_ms_per_request"])
         rows.append(["RPS, forge-ref `all` / LiteLLM proxy", "≥ 10×",
-                     f"{_num(f['locust']['rps'], 0)} / {_num(l['locust']['rps'], 0)} = {r:.1f}×"
+                     f"{_num(f['locust']['rps'], 0)} / {_num(lite['locust']['rps'], 0)} = {r:.1f}×"
                      + (f" (CPU/request {c:.1f}× lower)" if c else "") if r else "n/a",
                      _meets(r, lambda x: x and x >= 10)])
     else:
@@ -308,7 +308,7 @@ def _layers(docs: list[dict]) -> list[list[str]]:
             if not a:
                 continue
 
-            def delta(key: str) -> str:
+            def delta(key: str, a: dict = a, b: dict = b) -> str:
                 x, y = _pr(a, key), _pr(b, key)
                 return "n/a" if x is None or y is None else f"{y - x:+.3f}"
 

@@ -28,9 +28,9 @@ from pathlib import Path
 from forge_ref import crypto as crypto_mod
 from forge_ref import store as store_mod
 from forge_ref.auth import display_prefix, hash_key, new_key
-from forge_ref.tracing import Tracer
 from forge_ref.pg_store import create_schema as create_pg_schema
 from forge_ref.pg_store import is_postgres
+from forge_ref.tracing import Tracer
 
 KINDS = ("openai", "anthropic", "gemini")
 BASE_PATHS = {"openai": "/openai/v1", "anthropic": "/anthropic", "gemini": "/gemini"}

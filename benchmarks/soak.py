@@ -33,8 +33,8 @@ import psutil
 
 from forge_ref import store as store_mod
 from forge_ref.auth import display_prefix, hash_key, new_key
-from forge_ref.tracing import Tracer
 from forge_ref.crypto import Crypto
+from forge_ref.tracing import Tracer
 
 from .procs import free_port
 from .results import git_commit, utc, write_result

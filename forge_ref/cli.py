@@ -15,8 +15,8 @@ from . import settings as settings_mod
 from .app import StartupError, open_store, prepare_storage, serve
 from .auth import display_prefix, hash_key, new_key
 from .crypto import Crypto
-from .tracing import Tracer
 from .errors import ForgeError
+from .tracing import Tracer
 
 
 def _add_setting_flags(parser: argparse.ArgumentParser, names: list[str] | None = None) -> None:

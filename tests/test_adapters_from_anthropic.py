@@ -13,12 +13,12 @@ import orjson
 import pydantic
 import pytest
 from openai.types.chat import completion_create_params
+from sdk_shapes import assert_params, drain
 
 from forge_ref.adapters.anthropic import AnthropicAdapter
 from forge_ref.adapters.base import Target
 from forge_ref.adapters.from_anthropic import to_openai
 from forge_ref.errors import BadRequest
-from sdk_shapes import assert_params, drain
 
 ANTHROPIC_PARAMS = pydantic.TypeAdapter(at.MessageCreateParams)
 OPENAI_PARAMS = pydantic.TypeAdapter(completion_create_params.CompletionCreateParams)

@@ -12,6 +12,7 @@ import orjson
 import pydantic
 import pytest
 from openai.types.chat import ChatCompletion, ChatCompletionChunk
+from sdk_shapes import assert_known_fields
 
 from forge_ref.adapters.anthropic import FINISH, AnthropicAdapter, openai_usage
 from forge_ref.adapters.base import Target
@@ -25,7 +26,6 @@ from forge_ref.adapters.to_anthropic import (
     to_anthropic,
 )
 from forge_ref.errors import ForgeError, UpstreamError
-from sdk_shapes import assert_known_fields
 
 STREAM_EVENT = pydantic.TypeAdapter(at.RawMessageStreamEvent)
 LABEL = "openai/gpt-4o"

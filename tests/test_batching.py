@@ -14,11 +14,11 @@ from dataclasses import dataclass
 import httpx
 import openai
 import pytest
+from support import GatewayThread, add_provider, create_user, delta, settings_for
 
 from forge_ref import settings as settings_mod
 from forge_ref.batching import apportion, split_answer, split_inputs
 from forge_ref.errors import UpstreamError
-from support import GatewayThread, add_provider, create_user, delta, settings_for
 
 MODEL = "openai/text-embedding-3-small"
 LONG = 60_000  # ms: a window no test waits for; batches in those tests leave because they are full

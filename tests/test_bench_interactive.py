@@ -12,7 +12,6 @@ from pathlib import Path
 
 import httpx
 import psutil
-
 from support import GatewayThread, add_provider, create_user, free_port, settings_for
 
 REPO = Path(__file__).resolve().parents[1]

@@ -21,9 +21,9 @@ from statistics import median
 import pytest
 
 from benchmarks import network, procs
+from benchmarks.netdelay import DelayProxy, new_loop
 from benchmarks.plan import Job, Options
 from benchmarks.runner import check_addresses
-from benchmarks.netdelay import DelayProxy, new_loop
 
 REPO = Path(__file__).resolve().parents[1]
 

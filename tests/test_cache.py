@@ -1,11 +1,11 @@
 import asyncio
 
 import pytest
+from support import FakeClock, get_or_load
 
 from forge_ref.cache import MISSING, Cache, NullCache, make_cache
 from forge_ref.settings import Settings
 from forge_ref.tracing import Tracer
-from support import FakeClock, get_or_load
 
 
 def stats(counters, name="user"):

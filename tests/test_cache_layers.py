@@ -8,12 +8,11 @@ import itertools
 
 import httpx
 import pytest
+from support import ADMIN, GatewayThread, MockProcess, add_provider, create_user, delta, settings_for, settle_refreshes
 
 from forge_ref.auth import hash_key
 from forge_ref.cache import MISSING
 from forge_ref.settings import LAYERS, layers_label
-from support import (ADMIN, GatewayThread, MockProcess, add_provider, create_user, delta, settings_for,
-                     settle_refreshes)
 
 COMBOS = [dict(zip(LAYERS, bits)) for bits in itertools.product([False, True], repeat=len(LAYERS))]
 CHAT = {"model": "openai/gpt-4o-mini", "messages": [{"role": "user", "content": "hi"}]}
@@ -94,9 +93,9 @@ def test_exact_costs_for_every_combination(layers, mock, tmp_path):
     does is a hit with the layer on."""
     gw = GatewayThread(settings_for(tmp_path, caches=layers_label(layers)))
     try:
-        key = setup_user(gw.url, mock.url)
-        for key, listed, expected_ids in ((key, K, {"openai/gpt-4o-mini", "groq/gpt-4o-mini"}),
-                                          (scoped_key(gw.url, key, ["openai"]), 1, {"openai/gpt-4o-mini"})):
+        owner = setup_user(gw.url, mock.url)
+        for key, listed, expected_ids in ((owner, K, {"openai/gpt-4o-mini", "groq/gpt-4o-mini"}),
+                                          (scoped_key(gw.url, owner, ["openai"]), 1, {"openai/gpt-4o-mini"})):
             with httpx.Client(base_url=gw.url, headers={"Authorization": f"Bearer {key}"}) as client:
                 assert client.post("/v1/chat/completions", json=CHAT).status_code == 200  # warm-up
                 for _ in range(3):

@@ -22,12 +22,12 @@ import openai
 import pytest
 import yaml
 from dockerfile_parse import DockerfileParser
+from support import ADMIN, add_provider, create_user, free_port, wait_http
 
 from benchmarks.profiles import LOAD_PROFILES
 from forge_mock.config import MockConfig, options
 from forge_ref import settings as settings_mod
 from forge_ref.cli import parser as cli_parser
-from support import ADMIN, add_provider, create_user, free_port, wait_http
 
 ROOT = Path(__file__).resolve().parent.parent
 SETTING_ENVS = {f.metadata["env"] for f in settings_mod.options()}

@@ -6,10 +6,10 @@ import pytest
 from cryptography.fernet import Fernet
 
 from forge_ref.app import StartupError, prepare_storage
-from forge_ref.tracing import Tracer
 from forge_ref.crypto import Crypto, Secret, key_file_for, load_keys, mask
 from forge_ref.settings import Settings
 from forge_ref.store import SqliteDriver, Store, connect
+from forge_ref.tracing import Tracer
 
 
 def test_secret_is_masked():

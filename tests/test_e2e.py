@@ -9,7 +9,6 @@ import time
 import httpx
 import openai
 import pytest
-
 from support import ADMIN, MockProcess, ServerProcess, add_provider, create_user
 
 

@@ -13,7 +13,6 @@ import anthropic
 import httpx
 import pytest
 from mock_sdk import ANTHROPIC_TOOLS, PROMPT, REPLY, TOOL_ARGS, TOOL_PROMPT
-
 from support import ServerProcess, add_provider, create_user
 
 pytestmark = [pytest.mark.timeout(60), pytest.mark.filterwarnings("ignore::DeprecationWarning")]

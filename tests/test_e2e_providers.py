@@ -9,7 +9,6 @@ import time
 import httpx
 import openai
 import pytest
-
 from support import ADMIN, GatewayThread, MockProcess, add_provider, create_user, settings_for
 
 TOOLS = [{"type": "function", "function": {

@@ -17,7 +17,6 @@ from dataclasses import dataclass
 
 import httpx
 import pytest
-
 from support import ADMIN, GatewayThread, add_provider, create_user, settings_for
 
 LIMIT = 4096

@@ -12,6 +12,7 @@ import logging
 from dataclasses import dataclass
 
 import pytest
+from support import settings_for
 
 from forge_ref.app import build_gateway, prepare_storage
 from forge_ref.auth import display_prefix, hash_key, new_key
@@ -19,7 +20,6 @@ from forge_ref.cache import MISSING
 from forge_ref.gateway import Gateway
 from forge_ref.invalidation import MODELS, RESPONSES, SERVICE, USER, Broadcast, InvalidationPoller, SqliteLogBroadcast
 from forge_ref.models import cache_key
-from support import settings_for
 
 FAILURES = "models_failures"
 ANSWER = b"k" * 32  # a kept answer's digest (the response cache's entries are per user)

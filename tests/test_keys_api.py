@@ -11,7 +11,6 @@ from __future__ import annotations
 
 import httpx
 import pytest
-
 from support import GatewayThread, add_provider, create_user, delta, settings_for
 
 CHAT = {"messages": [{"role": "user", "content": "hello keys"}]}

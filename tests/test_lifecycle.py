@@ -14,9 +14,18 @@ import uuid
 
 import httpx
 import pytest
-
-from support import (FakeClock, GatewayThread, MockProcess, RedisServer, ServerProcess, add_provider, create_user,
-                     delta, refused, settings_for)
+from support import (
+    FakeClock,
+    GatewayThread,
+    MockProcess,
+    RedisServer,
+    ServerProcess,
+    add_provider,
+    create_user,
+    delta,
+    refused,
+    settings_for,
+)
 
 CHAT = {"model": "openai/gpt-4o-mini", "messages": [{"role": "user", "content": "hi"}]}
 STREAM = {"model": "openai/gpt-4o-mini", "stream": True, "messages": [{"role": "user", "content": "a long story"}]}

@@ -15,12 +15,12 @@ import httpx
 import orjson
 import pytest
 from mock_sdk import ANTHROPIC_TOOLS, TOOL_PROMPT
+from support import GatewayThread, add_provider, create_user, settings_for
 from tornado.httputil import HTTPHeaders
 
 from forge_ref.adapters.anthropic import AnthropicAdapter
 from forge_ref.adapters.base import Target
 from forge_ref.messages import Native, NativeStream, Translated
-from support import GatewayThread, add_provider, create_user, settings_for
 
 LIMIT = 4096
 MESSAGE = {"model": "claude/claude-haiku-4-5", "max_tokens": 32, "messages": [{"role": "user", "content": "hello"}]}

@@ -11,6 +11,7 @@ import re
 import orjson
 import pytest
 from cryptography.fernet import Fernet
+from support import FakeClock
 
 from forge_ref.adapters import AdapterRegistry
 from forge_ref.cache import make_cache
@@ -21,7 +22,6 @@ from forge_ref.services import ProviderService
 from forge_ref.store import ProviderRow
 from forge_ref.tracing import Tracer
 from forge_ref.upstream import CountedUpstream, UpstreamRequest, UpstreamResponse
-from support import FakeClock
 
 TIMEOUT = 4.5
 

@@ -14,7 +14,6 @@ import uuid
 import httpx
 import psycopg
 import redis
-
 from support import Load, ServerProcess, add_provider, create_user
 
 CHAT = {"model": "openai/gpt-4o-mini", "messages": [{"role": "user", "content": "hi"}]}

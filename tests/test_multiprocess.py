@@ -10,7 +10,6 @@ import time
 
 import httpx
 import pytest
-
 from support import ADMIN, Load, MockProcess, ServerProcess, add_provider, create_user, refused
 
 CHAT = {"model": "openai/gpt-4o-mini", "messages": [{"role": "user", "content": "hi"}]}

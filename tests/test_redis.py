@@ -13,6 +13,19 @@ import httpx
 import orjson
 import pytest
 import redis
+from support import (
+    ADMIN,
+    FakeClock,
+    GatewayThread,
+    RedisServer,
+    ServerProcess,
+    Source,
+    add_provider,
+    create_user,
+    delta,
+    settings_for,
+    settle_refreshes,
+)
 
 from forge_ref import redis_backend as rb
 from forge_ref.auth import hash_key
@@ -22,8 +35,6 @@ from forge_ref.redis_backend import decode_user, encode_user
 from forge_ref.refresh import RefreshAheadCache
 from forge_ref.store import User
 from forge_ref.tracing import Tracer
-from support import (ADMIN, FakeClock, GatewayThread, RedisServer, ServerProcess, Source, add_provider, create_user,
-                     delta, settings_for, settle_refreshes)
 
 CHAT = {"model": "openai/gpt-4o-mini", "messages": [{"role": "user", "content": "hi"}]}
 

@@ -7,11 +7,11 @@ import logging
 from types import SimpleNamespace
 
 import pytest
+from support import FakeClock, Source, get_or_load, settle_refreshes
 
 from forge_ref.cache import MISSING, Cache, make_cache
 from forge_ref.refresh import RefreshAheadCache
 from forge_ref.tracing import Tracer
-from support import FakeClock, Source, get_or_load, settle_refreshes
 
 TTL = 100.0
 

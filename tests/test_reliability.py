@@ -21,9 +21,9 @@ import time
 import httpx
 import pytest
 from cryptography.fernet import Fernet
+from support import ADMIN, GatewayThread, ServerProcess, add_provider, create_user, delta, free_port, settings_for
 
 from forge_ref.auth import hash_key
-from support import ADMIN, GatewayThread, ServerProcess, add_provider, create_user, delta, free_port, settings_for
 
 # Every request of the module shares it: long enough that a healthy answer on a loaded machine (load 7 on 2
 # CPUs, seen) never reaches it, short enough that the hanging cases stay quick.

@@ -11,12 +11,12 @@ import threading
 
 import httpx
 from cryptography.fernet import Fernet
+from support import ServerProcess, add_provider, create_user
 
-from forge_ref.tracing import Tracer
 from forge_ref.crypto import Crypto
 from forge_ref.rotation import rotate_all
 from forge_ref.store import SqliteDriver, Store, connect, create_schema
-from support import ServerProcess, add_provider, create_user
+from forge_ref.tracing import Tracer
 
 
 def forge(*args: str, env: dict | None = None) -> subprocess.CompletedProcess:

@@ -17,7 +17,6 @@ import time
 
 import httpx
 import pytest
-
 from support import ADMIN, GatewayThread, ServerProcess, add_provider, create_user, settings_for
 
 CHAT = {"messages": [{"role": "user", "content": "hi"}]}

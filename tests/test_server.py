@@ -12,10 +12,10 @@ import time
 
 import httpx
 import pytest
+from support import GatewayThread, ServerProcess, delta, settings_for
 
 from forge_ref.server import FD_HEADROOM, connection_cap
 from forge_ref.settings import Settings
-from support import GatewayThread, ServerProcess, delta, settings_for
 
 HEAD = b"POST /v1/chat/completions HTTP/1.1\r\nHost: x\r\nContent-Type: application/json\r\nContent-Length: 1000\r\n\r\n"
 

@@ -9,9 +9,9 @@ import re
 
 import httpx
 import pytest
+from support import GatewayThread, MockProcess, add_provider, create_user, settings_for
 
 from forge_ref.settings import LAYERS, layers_label
-from support import GatewayThread, MockProcess, add_provider, create_user, settings_for
 
 COMBOS = [dict(zip(LAYERS, bits)) for bits in itertools.product([False, True], repeat=len(LAYERS))]
 CHAT = {"model": "openai/gpt-4o-mini", "messages": [{"role": "user", "content": "hi"}]}

@@ -1,11 +1,11 @@
 import pytest
 from cryptography.fernet import Fernet
 
-from forge_ref.tracing import Tracer
 from forge_ref.crypto import Crypto
 from forge_ref.errors import NotFound
 from forge_ref.services import ProviderService
 from forge_ref.store import ProviderRow
+from forge_ref.tracing import Tracer
 
 
 def rows(cr):

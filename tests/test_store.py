@@ -6,12 +6,12 @@ import asyncio
 import pytest
 
 from forge_ref.app import open_store
-from forge_ref.tracing import Tracer
 from forge_ref.errors import Conflict, NotFound
 from forge_ref.pg_store import create_schema as pg_create_schema
 from forge_ref.settings import Settings
 from forge_ref.sql import DUPLICATE, Statements
 from forge_ref.store import SqliteDriver, User, connect, create_schema
+from forge_ref.tracing import Tracer
 
 
 @pytest.fixture(params=["sqlite", "postgres"])

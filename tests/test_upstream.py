@@ -7,11 +7,10 @@ import time
 
 import orjson
 import pytest
-
-from forge_ref.upstream import UpstreamRequest
-from forge_ref.errors import UpstreamError, UpstreamTimeout
-from forge_ref.upstream import make_upstream
 from support import MockProcess, free_port
+
+from forge_ref.errors import UpstreamError, UpstreamTimeout
+from forge_ref.upstream import UpstreamRequest, make_upstream
 
 CLIENTS = ["curl", "httpx", "aiohttp"]
 

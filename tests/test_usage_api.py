@@ -13,7 +13,6 @@ from datetime import datetime, timezone
 
 import httpx
 import pytest
-
 from support import ADMIN, GatewayThread, add_provider, create_user, delta, settings_for
 
 CHAT = {"messages": [{"role": "user", "content": "count these words"}]}
