@@ -60,11 +60,15 @@ class BadRequest(ForgeError):
 
 
 class Unauthorized(ForgeError):
-    """No key, or a key that matches no user."""
+    """No key, or a key that matches no user. RFC 9110 (11.6.1): every 401 carries a challenge."""
 
     status = 401
     type = "authentication_error"
     code = "invalid_api_key"
+
+    def __init__(self, message: str, **kw) -> None:
+        super().__init__(message, **kw)
+        self.headers.setdefault("WWW-Authenticate", "Bearer")
 
 
 class Forbidden(ForgeError):

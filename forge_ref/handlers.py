@@ -30,7 +30,16 @@ from .auth import display_prefix, hash_key, new_key
 from .batching import Refused
 from .cached_chat import CachedChat
 from .crypto import mask
-from .errors import BadRequest, Forbidden, ForgeError, NotFound, PayloadTooLarge, UpstreamError, error_body
+from .errors import (
+    BadRequest,
+    Forbidden,
+    ForgeError,
+    NotFound,
+    PayloadTooLarge,
+    Unauthorized,
+    UpstreamError,
+    error_body,
+)
 from .lifecycle import NotReady, ShuttingDown
 from .store import User
 
@@ -112,12 +121,22 @@ class BaseHandler(RequestHandler):
         return user
 
     def require_admin(self) -> None:
+        """RFC 9110: no credential is a 401 with a challenge; a credential that is not the token, a
+        403. A disabled admin API is a 403 even without one: no credential could open it."""
         token = self.gw.settings.admin_token
         if not token:
             raise Forbidden("admin endpoints are disabled: set FORGE_ADMIN_TOKEN", code="admin_disabled")
-        given = self.api_key() or ""
+        given = self.api_key()
+        if given is None:
+            raise Unauthorized("admin token required: send 'Authorization: Bearer <FORGE_ADMIN_TOKEN>'",
+                               code="missing_admin_token")
         if not hmac.compare_digest(given.encode(), token.encode()):
             raise Forbidden("admin token required", code="admin_required")
+
+    @classmethod
+    def allowed_methods(cls) -> list[str]:
+        """The methods this handler implements: Tornado answers 405 for the others (its defaults)."""
+        return [m for m in cls.SUPPORTED_METHODS if getattr(cls, m.lower()) is not getattr(RequestHandler, m.lower())]
 
     def send_json(self, obj: Any, status: int = 200) -> None:
         self.set_status(status)
@@ -144,6 +163,8 @@ class BaseHandler(RequestHandler):
         else:
             body = error_body("internal error", "server_error", "internal_error")  # never a traceback
         self.set_header("Content-Type", "application/json")
+        if status_code == 405:  # RFC 9110 (15.5.6): a 405 lists what the resource does allow
+            self.set_header("Allow", ", ".join(self.allowed_methods()))
         unread = getattr(self.request, "_body_future", None)
         if unread is not None and not unread.done():
             # Refused before the body was read (404, 405, 413): Tornado closes the connection after

@@ -159,7 +159,8 @@ def test_x_api_key_header_works(env):
 
 def test_admin_endpoints(env):
     server, _, key, _ = env
-    assert raw(server, "POST", "/v1/users", json={"name": "x"}).status_code == 403
+    r = raw(server, "POST", "/v1/users", json={"name": "x"})
+    assert (r.status_code, r.headers["www-authenticate"]) == (401, "Bearer")
     assert raw(server, "POST", "/v1/users", key, json={"name": "x"}).status_code == 403
     assert raw(server, "POST", "/v1/users", ADMIN, json={"name": ""}).status_code == 400
     assert raw(server, "POST", "/v1/users", ADMIN, json={"name": 7}).status_code == 400

@@ -25,6 +25,7 @@ from urllib.parse import quote
 
 import httpx
 import pytest
+import tornado.web
 from hypothesis import HealthCheck, given, settings
 from hypothesis import strategies as st
 from support import ADMIN, GatewayThread, add_provider, create_user, free_port, settings_for
@@ -323,6 +324,10 @@ def check(fz: Fuzz, group: str, method: str, path: str, r: httpx.Response, valid
     assert b"Traceback" not in body and b'File "' not in body, where
     upstream_fault = r.status_code in (502, 504) and path in PROXY_PATHS and valid_auth
     assert r.status_code < 500 or upstream_fault, where
+    if r.status_code == 401:
+        assert r.headers.get("www-authenticate") == "Bearer", where
+    if r.status_code == 405:
+        assert re.fullmatch(r"[A-Z]+(, [A-Z]+)*", r.headers.get("allow", "")), where
     if method == "HEAD" or r.status_code == 204:
         return
     ctype = r.headers.get("content-type", "")
@@ -434,7 +439,9 @@ def test_every_documented_operation_answers_its_shape(fz):
         shape = openapi.ANTHROPIC_ERROR if path in ANTHROPIC_PATHS else openapi.ERROR
         for op in doc["paths"][path].values():
             errors = [s for s in op["responses"] if s.startswith(("4", "5"))]
-            assert "405" in errors and all(op["responses"][s] == shape for s in errors)
+            # 401 and 405 declare their headers (WWW-Authenticate, Allow) beside the shape
+            assert "405" in errors and all(op["responses"][s] == openapi._error(int(s), shape) for s in errors)
+            assert op["responses"]["405"]["$ref"].endswith("MethodNotAllowed")
     assert set(documented) == {documented_path(p) for p, _, _ in routes(fz.gw.gw)}
 
 
@@ -444,19 +451,31 @@ def documented_path(pattern: str) -> str:
 
 
 def test_wrong_methods_are_405_in_the_apis_shape(fz):
-    doc = httpx.get(fz.url + "/openapi.json").json()
-    for path, ops in doc["paths"].items():
-        path = path.replace("{provider}", "openai").replace("{key_id}", "1")
-        for method in set(METHODS) - {m.upper() for m in ops} - {"HEAD"}:
+    """Every route of the app, every method its handler does not implement: 405 in the API's shape,
+    with ``Allow`` naming exactly the methods the handler implements (RFC 9110), in the order
+    Tornado lists them."""
+    checked = 0
+    for pattern, handler, _ in routes(fz.gw.gw):
+        implemented = [m for m in handler.SUPPORTED_METHODS
+                       if getattr(handler, m.lower()) is not getattr(tornado.web.RequestHandler, m.lower())]
+        assert implemented and "HEAD" not in implemented, (pattern, implemented)
+        path = documented_path(pattern).replace("{provider}", "openai").replace("{key_id}", "1")
+        for method in set(METHODS) - set(implemented):
             r = fz.client.request(method, path, headers={"Authorization": f"Bearer {fz.key_a}"})
             assert r.status_code == 405, (method, path, r.status_code)
+            assert r.headers["allow"] == ", ".join(implemented), (method, path)
+            checked += 1
+            if method == "HEAD":
+                continue
             if path in ANTHROPIC_PATHS:
                 assert r.json() == {"type": "error", "error": {"type": "invalid_request_error",
                                                                "message": "Method Not Allowed"}}
             else:
                 assert r.json()["error"]["code"] == "method_not_allowed" and r.json()["error"]["type"]
-    r = fz.client.request("BREW", "/v1/models")
+    r = fz.client.request("BREW", "/v1/models")  # not even an HTTP method Tornado knows
     assert r.status_code == 405 and r.json()["error"]["code"] == "method_not_allowed"
+    assert r.headers["allow"] == "GET"
+    assert checked == sum(len(METHODS) - len(ops) for ops in openapi.PATHS.values())
 
 
 # --- malformed HTTP on the wire ----------------------------------------------------------------

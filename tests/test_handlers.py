@@ -75,6 +75,9 @@ ERRORS = [
      401, "authentication_error", "invalid_api_key", None, "invalid API key"),
     ("403 admin only", "GET", "/_stats", "user", {},
      403, "permission_error", "admin_required", None, "admin token required"),
+    ("401 admin endpoint, no credential", "GET", "/_stats", None, {},
+     401, "authentication_error", "missing_admin_token", None,
+     "admin token required: send 'Authorization: Bearer <FORGE_ADMIN_TOKEN>'"),
     ("404 no route", "GET", "/v2/models", None, {},
      404, "not_found_error", "unknown_route", None, "no route for GET /v2/models"),
     ("404 no such provider", "POST", "/v1/chat/completions", "user", {"json": dict(CHAT, model="ghost/gpt-4o")},
@@ -110,6 +113,7 @@ def test_every_error_has_the_openai_shape(env, name, method, path, auth, kw, sta
     r = env.call(method, path, auth, **kw)
     assert r.status_code == status, r.text
     assert r.headers["content-type"] == "application/json"
+    assert r.headers.get("www-authenticate") == ("Bearer" if status == 401 else None)  # RFC 9110: 401s challenge
     assert r.json() == {"error": {"message": message, "type": type_, "param": param, "code": code}}
     assert ("retry-after" in r.headers) == (status == 429)
     if status == 429:
@@ -130,9 +134,17 @@ def test_an_unexpected_exception_is_a_bare_500_and_logged(env, monkeypatch, capl
 
 
 def test_admin_endpoints_need_the_token_and_answer_403_while_it_is_unset(env, tmp_path):
+    """No credential: 401 and a Bearer challenge (RFC 9110); a wrong one, or the admin API off: 403."""
     assert env.call("GET", "/_stats", "admin").status_code == 200
     r = env.call("GET", "/metrics", None, headers={"Authorization": f"Bearer {ADMIN}x"})
     assert (r.status_code, r.json()["error"]["code"]) == (403, "admin_required")
+    assert "www-authenticate" not in r.headers
+    for method, path in (("POST", "/v1/users"), ("GET", "/_stats"), ("DELETE", "/_stats"), ("GET", "/metrics"),
+                         ("GET", "/v1/admin/usage")):
+        for headers in ({}, {"Authorization": "Bearer"}, {"Authorization": "Basic dXNlcjpwYXNz"}):
+            r = env.call(method, path, None, headers=headers, json={"name": "x"})
+            assert (r.status_code, r.headers.get("www-authenticate")) == (401, "Bearer"), (method, path, headers)
+            assert r.json()["error"]["code"] == "missing_admin_token"
     off = GatewayThread(settings_for(tmp_path, admin_token=""))
     try:
         for method, path in (("POST", "/v1/users"), ("GET", "/_stats"), ("DELETE", "/_stats"), ("GET", "/metrics")):
