@@ -28,11 +28,22 @@ def _ref(name: str) -> dict:
     return {"$ref": f"#/components/schemas/{name}"}
 
 
+# Errors whose headers RFC 9110 requires: a 401's challenge, a 405's list of allowed methods.
+_WITH_HEADERS = {401: "Unauthorized", 405: "MethodNotAllowed"}
+
+
+def _error(status: int, error: dict) -> dict:
+    if status not in _WITH_HEADERS:
+        return error
+    name = _WITH_HEADERS[status]
+    return {"$ref": f"#/components/responses/{'Anthropic' if error is ANTHROPIC_ERROR else ''}{name}"}
+
+
 def _op(summary: str, ok: dict, *, errors: tuple[int, ...], security: list | None = FORGE_KEY,
         body: str | None = None, params: list | None = None, error: dict = ERROR) -> dict:
     op: dict = {"summary": summary, "responses": dict(ok)}
     for status in errors:
-        op["responses"][str(status)] = error
+        op["responses"][str(status)] = _error(status, error)
     op["security"] = security if security is not None else []
     if body is not None:
         op["requestBody"] = {"required": True, "content": _json(_ref(body))}
@@ -254,7 +265,7 @@ SCHEMAS = {
 
 PATHS = {
     "/v1/users": {"post": _op("create a user; returns its Forge key once", _ok("UserWithKey", 201),
-                              errors=(400, 403, 405, 413), security=ADMIN, body="UserName")},
+                              errors=(400, 401, 403, 405, 413), security=ADMIN, body="UserName")},
     "/v1/users/me": {
         "get": _op("read the user of this key", _ok("User"), errors=_USER_ERRORS),
         "patch": _op("rename the user", _ok("User"), errors=_OWNER_ERRORS, body="UserName"),
@@ -276,7 +287,7 @@ PATHS = {
     "/v1/usage": {"get": _op("the caller's usage, summed per group", _ok("UsageList"), errors=(400, 401, 405),
                              params=_USAGE_QUERY)},
     "/v1/admin/usage": {"get": _op("every user's usage (or one's), summed per group", _ok("UsageList"),
-                                   errors=(400, 403, 405), security=ADMIN, params=_ADMIN_USAGE_QUERY)},
+                                   errors=(400, 401, 403, 405), security=ADMIN, params=_ADMIN_USAGE_QUERY)},
     "/v1/provider-keys": {
         "get": _op("the user's provider keys, secrets masked", _ok("ProviderKeyList"), errors=_USER_ERRORS),
         "post": _op("add a provider key (a private base_url is refused)", _ok("ProviderKey", 201),
@@ -314,15 +325,46 @@ PATHS = {
     "/ready": {"get": _op("readiness: 503 while draining or while the database (or Redis) does not answer",
                           _ok("Ready"), errors=(405, 503), security=None)},
     "/_stats": {
-        "get": _op("cost counters, summed over processes", _ok("Stats"), errors=(403, 405), security=ADMIN),
-        "delete": _op("reset the counters", _ok("Stats"), errors=(403, 405), security=ADMIN),
+        "get": _op("cost counters, summed over processes", _ok("Stats"), errors=(401, 403, 405), security=ADMIN),
+        "delete": _op("reset the counters", _ok("Stats"), errors=(401, 403, 405), security=ADMIN),
     },
     "/metrics": {"get": _op("the counters in Prometheus text format",
                             {"200": {"description": "Prometheus text", "content": {"text/plain": {"schema": {"type": "string"}}}}},
-                            errors=(403, 405), security=ADMIN)},
+                            errors=(401, 403, 405), security=ADMIN)},
     "/openapi.json": {"get": _op("this document", {"200": {"description": "OpenAPI 3 document",
                                                            "content": _json({"type": "object"})}},
                                  errors=(405,), security=None)},
+}
+
+
+def _link(path: str, method: str, **parameters: str) -> dict:
+    """An OpenAPI link: what a response gives the next call (schemathesis' stateful phase follows them)."""
+    ref = "#/paths/" + path.replace("~", "~0").replace("/", "~1") + "/" + method
+    return {"operationRef": ref, "parameters": parameters}
+
+
+# Created resources, followed to the calls that change and delete them.
+_LINKS = {
+    ("/v1/provider-keys", "post", "201"): {
+        "UpdateProviderKey": _link("/v1/provider-keys/{provider}", "put", provider="$response.body#/provider"),
+        "DeleteProviderKey": _link("/v1/provider-keys/{provider}", "delete", provider="$response.body#/provider")},
+    ("/v1/provider-keys/{provider}", "put", "200"): {
+        "DeleteProviderKey": _link("/v1/provider-keys/{provider}", "delete", provider="$response.body#/provider")},
+    ("/v1/users/me/keys", "post", "201"): {
+        "UpdateForgeKey": _link("/v1/users/me/keys/{key_id}", "patch", key_id="$response.body#/id"),
+        "DeleteForgeKey": _link("/v1/users/me/keys/{key_id}", "delete", key_id="$response.body#/id")},
+    ("/v1/users/me/keys/{key_id}", "patch", "200"): {
+        "DeleteForgeKey": _link("/v1/users/me/keys/{key_id}", "delete", key_id="$response.body#/id")},
+}
+for (_path, _method, _status), _links in _LINKS.items():
+    PATHS[_path][_method]["responses"][_status]["links"] = _links
+
+
+_ERROR_HEADERS = {
+    "Unauthorized": {"WWW-Authenticate": {"required": True, "description": "the challenge (RFC 9110)",
+                                          "schema": {"const": "Bearer"}}},
+    "MethodNotAllowed": {"Allow": {"required": True, "description": "the methods this path implements (RFC 9110)",
+                                   "schema": {"type": "string", "pattern": "^[A-Z]+(, [A-Z]+)*$"}}},
 }
 
 
@@ -339,7 +381,12 @@ def document() -> dict:
             "schemas": SCHEMAS,
             "responses": {"Error": {"description": "an error, OpenAI-shaped", "content": _json(_ref("Error"))},
                           "AnthropicError": {"description": "an error, Anthropic-shaped",
-                                             "content": _json(_ref("AnthropicError"))}},
+                                             "content": _json(_ref("AnthropicError"))},
+                          **{f"{prefix}{name}": {"description": f"an error, {shape}-shaped, with its header",
+                                                 "content": _json(_ref(f"{prefix}Error")),
+                                                 "headers": _ERROR_HEADERS[name]}
+                             for prefix, shape in (("", "OpenAI"), ("Anthropic", "Anthropic"))
+                             for name in _WITH_HEADERS.values()}},
             "securitySchemes": {
                 "forgeKey": {"type": "http", "scheme": "bearer", "description": "Authorization: Bearer forge-..."},
                 "forgeKeyHeader": {"type": "apiKey", "in": "header", "name": "X-API-Key"},
