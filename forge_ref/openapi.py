@@ -3,9 +3,13 @@
 Written by hand, as data: every route of ``handlers.routes`` (a test checks none is missing),
 its auth, its request body schema, and its error responses, which all share the OpenAI
 error shape except on Anthropic's Messages API (``/v1/messages``), which answers in Anthropic's.
-``tests/test_fuzz.py`` drives generated requests at every operation listed here.
+``tests/test_fuzz.py`` drives generated requests at every operation listed here, and
+``tests/test_schemathesis.py`` holds every answer to what this document declares (statuses,
+headers, bodies, stream events), so declare the real statuses and shapes, never looser ones.
 Proxy bodies are deliberately open (``additionalProperties``): forge-ref forwards fields it
-does not know, as OpenAI's API would accept them.
+does not know, as OpenAI's API would accept them. A field it forwards unchecked has no type
+here (``_passed``): the provider checks it, and stating a type would claim a check forge-ref
+does not make.
 """
 
 from __future__ import annotations
@@ -52,13 +56,21 @@ def _op(summary: str, ok: dict, *, errors: tuple[int, ...], security: list | Non
     return op
 
 
+# One server-sent event (the schema applies per event, as OpenAPI 3.2 reads text/event-stream):
+# ``data`` is a JSON chunk in the operation's own streaming shape, or ``[DONE]`` to end an
+# OpenAI-style stream; Anthropic's events name their type in ``event``.
+_SSE_EVENT = {"type": "object", "required": ["data"],
+              "properties": {"event": {"type": "string"}, "data": {"type": "string", "minLength": 1},
+                             "id": {"type": "string"}, "retry": {"type": "integer"}}}
+
+
 def _ok(schema: str | None, status: int = 200, description: str = "success", stream: bool = False) -> dict:
     if schema is None:
         return {str(status): {"description": description}}
     content = _json(_ref(schema))
     ok = {"description": description, "content": content}
     if stream:  # the chat paths: streams, and the response cache
-        content["text/event-stream"] = {"schema": {"type": "string"}}
+        content["text/event-stream"] = {"schema": _SSE_EVENT}
         ok["headers"] = {"X-Forge-Cache": {"description": "the response cache: hit, miss or bypass",
                                            "schema": {"enum": ["hit", "miss", "bypass"]}}}
     return {str(status): ok}
@@ -91,9 +103,19 @@ _SCOPE = {"type": ["array", "null"], "maxItems": 64, "items": {"type": "string",
 _CACHE_CONTROL = [{"name": "Cache-Control", "in": "header", "required": False, "schema": {"type": "string"},
                    "description": "max-age=SECONDS: answer from (and keep in) the response cache; no-cache: do not "
                                   "look up; no-store: do not keep"}]
-_CACHE_SPEC = {"type": "object", "additionalProperties": False, "description": "the response cache, per request",
+_CACHE_SPEC = {"type": ["object", "null"], "additionalProperties": False,
+               "description": "the response cache, per request (null: as if absent)",
                "properties": {"ttl": {"type": "number", "minimum": 0}, "s-maxage": {"type": "number", "minimum": 0},
                               "no-cache": {"type": "boolean"}, "no-store": {"type": "boolean"}}}
+
+# A field forge-ref passes on unchecked: the provider checks it, and its 400 passes through. Its
+# type is the provider's to state; declaring one here would claim a check forge-ref does not make.
+_PASSED = "passed to the provider, which checks it (its 400 passes through)"
+
+
+def _passed(what: str) -> dict:
+    return {"description": f"{what}; {_PASSED}"}
+
 
 _CACHE_TTL = {"type": ["number", "null"], "minimum": 0, "maximum": 31536000,
               "description": "default response-cache TTL of this key's chat requests, seconds (null: none)"}
@@ -169,14 +191,13 @@ SCHEMAS = {
                            "prompt_tokens": {"type": "integer"}, "completion_tokens": {"type": "integer"},
                            "latency_p50_ms": {"type": "number"}}}}}},
     "Message": {"type": "object", "required": ["role"], "additionalProperties": True,
-                "properties": {"role": {"type": "string"},
-                               "content": {"oneOf": [{"type": "string"}, {"type": "array"}, {"type": "null"}]}}},
+                "properties": {"role": {"type": "string"}, "content": _passed("a string or an array of parts")}},
     "ChatCompletionRequest": {
         "type": "object", "required": ["model", "messages"], "additionalProperties": True,
         "properties": {"model": {"type": "string", "minLength": 1, "description": "provider/model or an alias"},
                        "messages": {"type": "array", "minItems": 1, "items": _ref("Message")},
-                       "stream": {"type": "boolean"}, "max_tokens": {"type": "integer"},
-                       "temperature": {"type": "number"}, "cache": _CACHE_SPEC},
+                       "stream": {"type": "boolean"}, "max_tokens": _passed("an integer"),
+                       "temperature": _passed("a number"), "cache": _CACHE_SPEC},
     },
     "ChatCompletion": {"type": "object", "additionalProperties": True,
                        "properties": {"id": {"type": "string"}, "object": {"type": "string"},
@@ -198,7 +219,7 @@ SCHEMAS = {
                                             {"type": "array", "minItems": 1, "items": {"type": "integer"}},
                                             {"type": "array", "minItems": 1, "items": {"type": "array"}},
                                             {"type": "null"}]},
-                       "stream": {"type": "boolean"}, "max_tokens": {"type": "integer"}},
+                       "stream": {"type": "boolean"}, "max_tokens": _passed("an integer")},
     },
     "Completion": {"type": "object", "additionalProperties": True, "description": "the provider's answer, as it came",
                    "properties": {"id": {"type": "string"}, "object": {"const": "text_completion"},
@@ -207,8 +228,8 @@ SCHEMAS = {
         "type": "object", "required": ["model", "prompt"], "additionalProperties": True,
         "properties": {"model": {"type": "string", "minLength": 1, "description": "provider/model or an alias "
                                  "(openai kinds only)"},
-                       "prompt": {"type": "string", "minLength": 1}, "n": {"type": "integer"},
-                       "response_format": {"enum": ["url", "b64_json"]}, "stream": {"type": "boolean"}},
+                       "prompt": {"type": "string", "minLength": 1}, "n": _passed("an integer"),
+                       "response_format": _passed("url or b64_json"), "stream": {"type": "boolean"}},
     },
     "ImageEditForm": {
         "type": "object", "required": ["model", "prompt", "image"], "additionalProperties": True,
@@ -231,20 +252,20 @@ SCHEMAS = {
     },
     "MessagesTurn": {"type": "object", "required": ["role"], "additionalProperties": True,
                      "properties": {"role": {"enum": ["user", "assistant"]},
-                                    "content": {"oneOf": [{"type": "string"}, {"type": "array"}]}}},
+                                    "content": _passed("a string or an array of content blocks")}},
     "MessagesRequest": {
         "type": "object", "required": ["model", "max_tokens", "messages"], "additionalProperties": True,
         "properties": {"model": {"type": "string", "minLength": 1, "description": "provider/model or an alias"},
                        "max_tokens": {"type": "integer", "minimum": 1},
                        "messages": {"type": "array", "minItems": 1, "items": _ref("MessagesTurn")},
-                       "system": {"oneOf": [{"type": "string"}, {"type": "array"}]},
+                       "system": {"type": ["string", "array", "null"], "description": "null: none"},
                        "stream": {"type": "boolean"}, "cache": _CACHE_SPEC},
     },
     "CountTokensRequest": {
         "type": "object", "required": ["model", "messages"], "additionalProperties": True,
         "properties": {"model": {"type": "string", "minLength": 1},
                        "messages": {"type": "array", "minItems": 1, "items": _ref("MessagesTurn")},
-                       "system": {"oneOf": [{"type": "string"}, {"type": "array"}]}},
+                       "system": {"type": ["string", "array", "null"], "description": "null: none"}},
     },
     "MessagesResponse": {"type": "object", "additionalProperties": True,
                          "properties": {"id": {"type": "string"}, "type": {"const": "message"},
@@ -366,6 +387,21 @@ _ERROR_HEADERS = {
     "MethodNotAllowed": {"Allow": {"required": True, "description": "the methods this path implements (RFC 9110)",
                                    "schema": {"type": "string", "pattern": "^[A-Z]+(, [A-Z]+)*$"}}},
 }
+
+
+# One working request per proxy operation, for readers and for schemathesis' explicit phase (so
+# its cases reach a provider, and the answers' shapes are checked, not only the errors').
+_EXAMPLES = {
+    "ChatCompletionRequest": {"model": "openai/gpt-4o-mini", "messages": [{"role": "user", "content": "Hello"}]},
+    "EmbeddingsRequest": {"model": "openai/text-embedding-3-small", "input": "Hello"},
+    "CompletionRequest": {"model": "openai/gpt-3.5-turbo-instruct", "prompt": "Say hello", "max_tokens": 16},
+    "ImagesRequest": {"model": "openai/gpt-image-1", "prompt": "a red circle"},
+    "MessagesRequest": {"model": "anthropic/claude-haiku-4-5", "max_tokens": 64,
+                        "messages": [{"role": "user", "content": "Hello"}]},
+    "CountTokensRequest": {"model": "anthropic/claude-haiku-4-5", "messages": [{"role": "user", "content": "Hello"}]},
+}
+for _name, _example in _EXAMPLES.items():
+    SCHEMAS[_name]["examples"] = [_example]
 
 
 def document() -> dict:

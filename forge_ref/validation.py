@@ -94,7 +94,9 @@ def _texts_or_tokens(value) -> bool:
     if isinstance(value, str):
         return bool(value)
     if isinstance(value, list):
-        return bool(value) and (all(isinstance(v, str) for v in value) or all(isinstance(v, int) for v in value)
+        # A bool is an int to Python, not a token to JSON ([false] is no token array).
+        return bool(value) and (all(isinstance(v, str) for v in value)
+                                or all(isinstance(v, int) and not isinstance(v, bool) for v in value)
                                 or all(isinstance(v, list) for v in value))
     return False
 

@@ -74,9 +74,10 @@ class Api:
 
     def renew(self) -> None:
         self.key = create_user(self.url, "schemathesis")
-        r = add_provider(self.url, self.key, provider="openai", kind="openai", api_key="sk-st-openai-0123456789",
-                         base_url=self.mock_url + "/openai/v1", model_mapping={"fast": "gpt-4o-mini"})
-        assert r.status_code == 201, r.text
+        for provider, path in (("openai", "/openai/v1"), ("anthropic", "/anthropic")):  # the document's examples
+            r = add_provider(self.url, self.key, provider=provider, kind=provider,
+                             api_key=f"sk-st-{provider}-0123456789", base_url=self.mock_url + path)
+            assert r.status_code == 201, r.text
         self.renewals += 1
 
     def headers(self, case) -> dict[str, str]:

@@ -126,9 +126,9 @@ def test_embeddings_inputs_accepted(value):
     assert validation.embeddings_body(body) is body
 
 
-@pytest.mark.parametrize("value", [None, "", [], ["a", 1], [1, [2]], {"text": "a"}, 5, True],
+@pytest.mark.parametrize("value", [None, "", [], ["a", 1], [1, [2]], {"text": "a"}, 5, True, [False], [1, True]],
                          ids=["absent", "empty string", "empty array", "mixed", "tokens and arrays", "object",
-                              "int", "bool"])
+                              "int", "bool", "bools, once taken for tokens", "a bool among tokens"])
 def test_embeddings_inputs_refused(value):
     body = {"model": "openai/x"} if value is None else {"model": "openai/x", "input": value}
     assert refused(validation.embeddings_body, body) == (
