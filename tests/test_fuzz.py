@@ -10,6 +10,11 @@ over a socket. Whatever comes in, forge-ref answers:
 
 ``FORGE_FUZZ_EXAMPLES`` sets the total number of generated HTTP cases (split over the
 endpoints; default 2400, which keeps the default run short; CI sets 12000).
+
+``tests/test_schemathesis.py`` holds the answers to the document (statuses, headers, schemas,
+stateful sequences); this file keeps what a tool reading the document cannot: secrets in
+bodies, junk no schema describes, every mock fault, raw malformed HTTP, and the document
+against the app's routes.
 """
 
 from __future__ import annotations
