@@ -71,7 +71,8 @@ def _errors() -> Iterator[None]:
 class Experiment:
     """One run of the benchmark matrix; every field is the ``python -m benchmarks run`` option of that name
     (``None``: the command's default). Each forge-ref job runs once per profile x configuration x store x
-    cache backend (x round trip, for jobs on PostgreSQL / Redis)."""
+    cache backend (x round trip, for jobs on PostgreSQL / Redis). Where the command runs its whole matrix
+    by default, an experiment is small: ``steady``, ``none`` and ``all``, no baselines."""
 
     profiles: str | Sequence[str] = "steady"  # benchmarks.profiles.PROFILES
     configs: str | Sequence[str] = ("none", "all")  # cache layers: all, none, or a layer list like "user,service"
