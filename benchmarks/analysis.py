@@ -590,3 +590,27 @@ def lookup_cost_model(frame: pd.DataFrame, costs: pd.DataFrame) -> pd.DataFrame 
                                             + t["decryptions"] * costs.loc["fernet_decrypt", "us_per_op"])
     return out
 
+
+
+def round_trips(frame: pd.DataFrame) -> pd.DataFrame:
+    """Load results along ``run --db-rtt-ms``: the tidy metrics (:func:`summary`) indexed by ``series``, the
+    label without its round trip (``none [postgres+db-rtt=2]`` → ``none [postgres]``; the profile first when
+    there are several), and ``db_rtt_ms`` (0: direct); the median of repetitions. Plus ``added_p50_ms``, the
+    p50 above the direct one of its series, and ``db_wait_ms``, DB queries per request × the round trip:
+    what the hop adds to a request whose queries run one after another, which ``added_p50_ms`` is read against."""
+    rows = frame[frame["kind"] == "load"] if "kind" in frame else frame
+    if rows.empty:
+        return pd.DataFrame(columns=[*METRICS, "added_p50_ms", "db_wait_ms"])
+    series = rows["label"].str.replace(r"\+db-rtt=[^+\]]+", "", regex=True)
+    if rows["profile"].nunique() > 1:
+        series = rows["profile"] + ": " + series
+    rtt = rows["settings.db_rtt_ms"].fillna(0.0) if "settings.db_rtt_ms" in rows else pd.Series(0.0, rows.index)
+    t = summary(rows.assign(series=series.values, db_rtt_ms=rtt.astype(float).values), by=["series", "db_rtt_ms"])
+    t = t.groupby(level=["series", "db_rtt_ms"], sort=False).median()
+    order = {s: i for i, s in enumerate(dict.fromkeys(series))}  # series as the frame gives them (none first)
+    t = t.sort_index(key=lambda idx: idx.map(order) if idx.name == "series" else idx)
+    direct = t["p50_ms"].xs(0.0, level="db_rtt_ms") if 0.0 in t.index.get_level_values("db_rtt_ms") else None
+    t["added_p50_ms"] = (t["p50_ms"] - t.index.get_level_values("series").map(direct).values
+                         if direct is not None else float("nan"))
+    t["db_wait_ms"] = t["db_queries"] * t.index.get_level_values("db_rtt_ms")
+    return t

@@ -182,6 +182,41 @@ def targets(table: pd.DataFrame, title: str) -> Figure:
                    Panel(table[["p50_ms", "p99_ms"]], "ms", "Latency")], title)
 
 
+def sweep(table: pd.DataFrame, metrics: dict[str, str], title: str, xlabel: str,
+          expected: dict[str, str] | None = None, expected_label: str = "expected") -> Figure:
+    """A setting swept (such as the DB round trip): one chart per metric (``metrics``: column -> chart title),
+    the values of ``table``'s second index level across, one line per value of its first (a configuration).
+    ``expected``: metric -> a column drawn dashed in the same colour, what the metric is read against
+    (``expected_label`` in the legend)."""
+    import matplotlib.pyplot as plt
+
+    fig, axes = plt.subplots(1, len(metrics), figsize=(3.4 * len(metrics) + 1.0, 3.4), squeeze=False,
+                             layout="constrained")
+    series = list(dict.fromkeys(table.index.get_level_values(0)))
+    for ax, (column, name) in zip(axes[0], metrics.items()):
+        wide = table[column].unstack(level=0)[series]
+        low = float(wide.min().min())
+        for i, label in enumerate(series):
+            color = f"C{i}"
+            ax.plot(wide.index, wide[label], marker="o", color=color, label=config_name(str(label)))
+            if expected and column in expected:
+                guide = table[expected[column]].unstack(level=0)[label]
+                ax.plot(guide.index, guide, ls="--", color=color, alpha=0.7)
+                low = min(low, float(guide.min()))
+        ax.set(xlabel=xlabel, title=name)
+        ax.set_xticks(wide.index)
+        ax.set_ylim(bottom=min(0.0, low))  # from 0: how much, not only which way
+    handles, labels = axes[0][0].get_legend_handles_labels()
+    if expected:
+        from matplotlib.lines import Line2D
+
+        handles.append(Line2D([], [], ls="--", color="gray"))
+        labels.append(expected_label)
+    fig.legend(handles, labels, loc="outside lower center", ncols=min(4, len(labels)), frameon=False)
+    fig.suptitle(title, fontsize=11)
+    return fig
+
+
 def ladder(ax, table: pd.DataFrame, title: str) -> None:
     """Latency percentiles (columns ``p50_ms`` … ``max_ms``) as one line per row, on a log scale."""
     shown = table.rename(columns=lambda c: NAMES.get(c, c), index=lambda i: config_name(str(i))).T

@@ -16,7 +16,8 @@ servers on one PostgreSQL and one Redis, every node pinned to CPU 0 (Locust and 
 Locust spreading its users over the nodes (``FORGE_HOSTS``); CPU and RSS are summed over the nodes.
 
 From Python, ``with Session(Options(...)) as s: s.run(job)`` runs one ``plan.Job`` and returns its
-result file; ``run(...)`` is the whole command.
+result file; ``execute(opts, jobs)`` checks and runs a plan (the one path of the command and of
+``benchmarks.api``); ``run(...)`` is the whole command.
 """
 
 from __future__ import annotations
@@ -26,6 +27,7 @@ import sys
 import tempfile
 import time
 import traceback
+from dataclasses import dataclass
 from pathlib import Path
 from typing import Callable
 
@@ -195,6 +197,7 @@ def check_addresses(jobs: list[Job], opts: Options) -> None:
 
 
 Progress = Callable[[int, int, Job, str], None]
+STARTING = "..."  # the note ``progress`` gets when a job starts (any other note: the job ended)
 
 
 def run_jobs(session: Session, jobs: list[Job],
@@ -204,7 +207,7 @@ def run_jobs(session: Session, jobs: list[Job],
     written, results, failed = [], [], []
     for i, job in enumerate(jobs):
         if progress:
-            progress(i, len(jobs), job, "...")
+            progress(i, len(jobs), job, STARTING)
         t0 = time.time()
         try:
             result = session.job_result(job, i, t0)
@@ -221,6 +224,34 @@ def run_jobs(session: Session, jobs: list[Job],
             loc = result["locust"]
             progress(i + 1, len(jobs), job, f"{loc['rps']} rps, p50 {loc['p50_ms']} ms, {time.time() - t0:.1f}s")
     return written, results, failed
+
+
+@dataclass(frozen=True)
+class Outcome:
+    """What :func:`execute` did: the result files written, their documents, the jobs that failed, where the
+    logs are (``out/raw/<run id>/``) and when the run started (epoch seconds)."""
+
+    files: list[Path]
+    results: list[dict]
+    failed: list[Job]
+    raw: Path
+    started: float
+
+
+def execute(opts: Options, jobs: list[Job], progress: Progress | None = None, *, optional: bool = False,
+            verbose: bool = True) -> Outcome:
+    """Check that the services ``jobs`` need answer (``optional``: leave out, with a warning, the jobs whose
+    service does not, else stop), then run them in one :class:`Session`. Raises ``SystemExit`` with the
+    reason before anything starts."""
+    check_addresses(jobs, opts)
+    jobs = check_services(jobs, opts.postgres_url, opts.redis_url, optional=optional)
+    with Session(opts) as session:
+        if any(j.target == "litellm" for j in jobs):
+            from . import peer as peer_mod
+
+            peer_mod.ensure_litellm(verbose=verbose)
+        written, results, failed = run_jobs(session, jobs, progress)
+    return Outcome(written, results, failed, session.raw, session.started)
 
 
 def run(*, profiles: list[str] | None = None, configs: list[str] | None = None, out: str | os.PathLike = "results",
@@ -245,22 +276,15 @@ def run(*, profiles: list[str] | None = None, configs: list[str] | None = None, 
     jobs = plan(quick=quick, profiles=profiles, configs=configs, baselines=True if baselines is None else baselines,
                 peer=peer, tenants_of=opts.tenants_for, stores=stores, backends=backends, multi_node=multi_node,
                 db_rtt_ms=db_rtt_ms, redis_rtt_ms=redis_rtt_ms, repeat=repeat)
-    check_addresses(jobs, opts)
-    jobs = check_services(jobs, opts.postgres_url, opts.redis_url,
-                          optional=stores is None and backends is None and not multi_node)
-    with Session(opts) as session:
-        if any(j.target == "litellm" for j in jobs):
-            from . import peer as peer_mod
-
-            peer_mod.ensure_litellm(verbose=verbose)
-        written, results, failed = run_jobs(session, jobs, progress_line if verbose else None)
+    done = execute(opts, jobs, progress_line if verbose else None, verbose=verbose,
+                   optional=stores is None and backends is None and not multi_node)
     if verbose:
-        print(summary_table(results))
-        for line in verdicts(results):
+        print(summary_table(done.results))
+        for line in verdicts(done.results):
             print(line)
-        for job in failed:
-            print(f"FAILED {job.target} {job.profile} {job.config} {job.variant}: see logs in {session.raw}/",
+        for job in done.failed:
+            print(f"FAILED {job.target} {job.profile} {job.config} {job.variant}: see logs in {done.raw}/",
                   file=sys.stderr)
-        print(f"\n{len(written)} result files in {opts.out}/ ({time.time() - session.started:.0f}s); "
-              f"logs in {session.raw}/")
-    return written
+        print(f"\n{len(done.files)} result files in {opts.out}/ ({time.time() - done.started:.0f}s); "
+              f"logs in {done.raw}/")
+    return done.files

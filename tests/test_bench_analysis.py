@@ -69,3 +69,26 @@ def test_layer_pairs_isolate_each_layer_both_ways(tmp_path):
     assert pairs.loc["user", ("Δ db_queries", "added to none")] == 0.0  # a copy of `none`: nothing changes
     assert pairs["Δ db_queries"].loc["user"].isna().tolist() == [False, True]
     assert an.layer_pairs(effects[effects["n_added"] > 1]).empty
+
+
+def test_round_trips_line_up_each_configuration_along_the_db_round_trip(tmp_path):
+    def rtt_doc(config: str, rtt: float, p50: float, repeat: int = 1) -> dict:
+        doc = _doc(config, variant="postgres" + (f"+db-rtt={rtt:g}" if rtt else ""))
+        doc["settings"] = {**doc["settings"], "store": "postgres", "db_rtt_ms": rtt, "repeat": repeat, "repeats": 2}
+        doc["locust"] = {**doc["locust"], "p50_ms": p50}
+        return doc
+
+    docs = {f"20991231T00000{i}Z_{c}_{r:g}_{k}.json": rtt_doc(c, r, p50, k)
+            for i, (c, r, p50, k) in enumerate([("none", 0, 10.0, 1), ("none", 2, 14.0, 1), ("all", 0, 6.0, 1),
+                                                 ("all", 2, 6.0, 1), ("none", 2, 16.0, 2)])}
+    for name, doc in docs.items():
+        (tmp_path / name).write_text(json.dumps(doc))
+    t = an.round_trips(an.load(tmp_path))
+    assert list(t.index) == [("none [postgres]", 0.0), ("none [postgres]", 2.0), ("all [postgres]", 0.0),
+                             ("all [postgres]", 2.0)]
+    none_queries = _doc("none")["per_request"]["db_queries"]
+    assert none_queries == 2.0  # steady, every layer off: the user, then the provider keys
+    assert list(t["p50_ms"]) == [10.0, 15.0, 6.0, 6.0]  # two repetitions of none, 2 ms: their median
+    assert list(t["added_p50_ms"]) == [0.0, 5.0, 0.0, 0.0]
+    assert list(t["db_wait_ms"]) == [0.0, 4.0, 0.0, 0.0]
+    assert an.round_trips(an.load(tmp_path / "missing")).empty

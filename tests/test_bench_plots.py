@@ -40,3 +40,19 @@ def test_panels_draw_rows_top_down_with_one_shared_legend():
     assert all(a.get_legend() is None for a in fig.axes)
     single = plots.panels([plots.Panel(table["cpu_ms"], "ms", "CPU")], "t")
     assert [t.get_text() for t in single.axes[0].texts] == ["0.7", "0.4"]  # a single series is labelled
+
+
+def test_sweep_draws_a_line_per_configuration_and_its_expectation_dashed():
+    index = pd.MultiIndex.from_tuples([("none", 0.0), ("none", 2.0), ("all", 0.0), ("all", 2.0)],
+                                      names=["series", "db_rtt_ms"])
+    table = pd.DataFrame({"p50_ms": [10.0, 15.0, 6.0, 6.0], "added_p50_ms": [0.0, 5.0, 0.0, 0.0],
+                          "db_wait_ms": [0.0, 4.0, 0.0, 0.0]}, index=index)
+    fig = plots.sweep(table, {"p50_ms": "p50", "added_p50_ms": "added"}, "t", "DB round trip (ms)",
+                      expected={"added_p50_ms": "db_wait_ms"}, expected_label="queries × round trip")
+    plain, guided = fig.axes
+    assert [line.get_label() for line in plain.get_lines()] == ["none", "all"]  # the table's order, not sorted
+    assert [list(line.get_ydata()) for line in plain.get_lines()] == [[10.0, 15.0], [6.0, 6.0]]
+    dashed = [line for line in guided.get_lines() if line.get_linestyle() == "--"]
+    assert [list(line.get_ydata()) for line in dashed] == [[0.0, 4.0], [0.0, 0.0]]
+    assert [t.get_text() for t in fig.legends[0].get_texts()] == ["none", "all", "queries × round trip"]
+    assert plain.get_ylim()[0] == 0.0

@@ -2,8 +2,9 @@
 
 No container runtime is needed. The Dockerfile and compose.yaml are read; the image's
 ENTRYPOINT + CMD is started here with the image's ENV (moved to loopback, a temp database and
-this virtualenv's bin directory), checked with the image's own HEALTHCHECK command, sent a chat
-through the mock with the official openai SDK, and stopped the way a container runtime stops it.
+this virtualenv's bin directory), checked with the image's own HEALTHCHECK command (liveness) and
+compose's health check of the gateways (readiness), sent a chat through the mock with the official
+openai SDK, and stopped the way a container runtime stops it: draining, it is alive but not ready.
 """
 
 from __future__ import annotations
@@ -68,6 +69,12 @@ def health_command(image: dict) -> list[str]:
     return json.loads(re.split(r"\s+CMD\s+", image["HEALTHCHECK"], maxsplit=1)[1])
 
 
+def compose_health_command(service: dict) -> list[str]:
+    test = service["healthcheck"]["test"]
+    assert test[0] == "CMD"  # exec form: argv as given, no shell
+    return test[1:]
+
+
 def resolve(node, env: dict[str, str]):
     """Compose's interpolation of ${...} in every string of the parsed file."""
     if isinstance(node, dict):
@@ -117,17 +124,24 @@ def test_the_image_runs_what_the_e2e_tests_run(tmp_path, mock):
     run_env = {**env, "PATH": env["PATH"].replace("/opt/forge/bin", str(Path(sys.executable).parent))
                .replace("$PATH", "/usr/bin:/bin"),
                "FORGE_HOST": "127.0.0.1", "FORGE_PORT": str(port), "FORGE_DB": str(tmp_path / "forge.db"),
-               "FORGE_ADMIN_TOKEN": ADMIN, "FORGE_ALLOW_PRIVATE_UPSTREAMS": "1"}
+               "FORGE_ADMIN_TOKEN": ADMIN, "FORGE_ALLOW_PRIVATE_UPSTREAMS": "1",
+               "FORGE_SHUTDOWN_DELAY": "5"}  # a drain window in which liveness and readiness differ
     url = f"http://127.0.0.1:{port}"
 
-    def healthy() -> bool:  # the image's HEALTHCHECK, run as the runtime would, inside the "container"
-        return subprocess.run(health_command(image), env=run_env, capture_output=True, timeout=10).returncode == 0
+    def check(argv: list[str]) -> bool:  # a health check, run as the runtime would, inside the "container"
+        return subprocess.run(argv, env=run_env, capture_output=True, timeout=10).returncode == 0
+
+    def healthy() -> bool:  # the image's HEALTHCHECK: liveness
+        return check(health_command(image))
+
+    def ready() -> bool:  # compose's health check of the gateways: readiness
+        return check(compose_health_command(compose()["gateway-1"]))
 
     with open(tmp_path / "serve.log", "w") as log:
         proc = subprocess.Popen(argv, env=run_env, stdout=log, stderr=subprocess.STDOUT)  # found on run_env's PATH
     try:
         wait_http(url + "/health")
-        assert healthy()
+        assert healthy() and ready()
         key = create_user(url)
         r = add_provider(url, key, provider="openai", api_key="sk-test-container", base_url=mock.url + "/openai/v1")
         assert r.status_code == 201, r.text
@@ -136,8 +150,15 @@ def test_the_image_runs_what_the_e2e_tests_run(tmp_path, mock):
                                                messages=[{"role": "user", "content": "hello from the image"}])
         assert "hello from the image" in reply.choices[0].message.content
         proc.send_signal(signal.SIGTERM)
-        assert proc.wait(10) == 0
-        assert not healthy()
+        # Draining: not ready (compose stops counting the node as healthy), still alive (no restart).
+        for _ in range(20):
+            if not ready():
+                break
+        else:
+            pytest.fail("still ready after SIGTERM")
+        assert healthy() and proc.poll() is None
+        assert proc.wait(30) == 0
+        assert not healthy() and not ready()
     finally:
         proc.kill()
         proc.wait()
@@ -184,6 +205,19 @@ def test_compose_runs_a_load_profile_that_exists():
     env = compose()["locust-master"]["environment"]
     assert env["FORGE_PROFILE"] == "realistic-chat"
     assert env["FORGE_PROFILE"] in LOAD_PROFILES
+
+
+def test_image_checks_liveness_and_compose_checks_readiness():
+    """The image's HEALTHCHECK asks /health (the process answers: restart it if not); compose's check of the
+    gateways, which Locust waits on, asks /ready (its database and Redis answer, and it is not draining)."""
+    port = gateway_image()["ENV"]["FORGE_PORT"]
+    assert re.search(r"127\.0\.0\.1:%s/health'", health_command(gateway_image())[-1])
+    services = compose()
+    for name in ("gateway-1", "gateway-2"):
+        argv = compose_health_command(services[name])
+        assert argv[:2] == ["python", "-c"] and re.search(r"127\.0\.0\.1:%s/ready'", argv[2])
+        assert f"os.environ.get('FORGE_PORT', '{port}')" in argv[2]  # the port the image serves on
+    assert services["gateway-1"]["healthcheck"] == services["gateway-2"]["healthcheck"]
 
 
 def test_compose_start_order_waits_on_health_checks():

@@ -2,16 +2,21 @@
 lint-clean and in the form jupytext writes back, and each one, built into a notebook, runs top to
 bottom (nbclient, a real kernel) and draws at least one figure.
 
-They run twice: against the committed sample (``tests/data/sample_results``, the default a fresh
-checkout sees) and against a directory that adds, to copies of the sample, the result kinds the sample
-lacks (many-tenants, multi-process churn, LiteLLM, histograms, one-layer pairs, Redis and PostgreSQL
-variants), so the branches that plot them run too. Those additions are made-up numbers for this test only.
+The experiment notebook (06) runs a real experiment through ``benchmarks.api``: here four jobs of two
+seconds on PostgreSQL, direct and 2 ms away, into a temporary directory (about a minute).
+
+The others read results. They run twice: against the committed sample (``tests/data/sample_results``,
+the default a fresh checkout sees) and against a directory that adds, to copies of the sample, the
+result kinds the sample lacks (many-tenants, multi-process churn, LiteLLM, histograms, one-layer pairs,
+Redis and PostgreSQL variants), so the branches that plot them run too. Those additions are made-up
+numbers for this test only.
 """
 
 from __future__ import annotations
 
 import copy
 import json
+import re
 import shutil
 import subprocess
 import sys
@@ -27,13 +32,15 @@ NOTEBOOKS = REPO / "notebooks"
 SAMPLE = REPO / "tests" / "data" / "sample_results"
 SAMPLE_MICRO = REPO / "tests" / "data" / "sample_micro"
 NAMES = sorted(p.name for p in NOTEBOOKS.glob("[0-9]*.py"))
+EXPERIMENT = "06_experiment.py"
+READERS = [n for n in NAMES if n != EXPERIMENT]  # the notebooks that read result files
 KERNEL = "forge-ref-test-python3"
 TIMEOUT = 120  # seconds per cell; a whole notebook takes a few seconds
 
 
-def test_the_five_notebooks_exist():
+def test_the_six_notebooks_exist():
     assert NAMES == ["01_cache_layers.py", "02_scaling.py", "03_consistency.py", "04_peers_and_clients.py",
-                     "05_backends.py"]
+                     "05_backends.py", "06_experiment.py"]
 
 
 @pytest.mark.parametrize("name", NAMES)
@@ -136,7 +143,7 @@ def _check(nb: nbformat.NotebookNode, name: str) -> str:
     return "\n".join(o["data"].get("text/markdown", "") for o in outputs if "data" in o)
 
 
-@pytest.mark.parametrize("name", NAMES)
+@pytest.mark.parametrize("name", READERS)
 def test_notebook_runs_on_the_sample(name, kernel, monkeypatch):
     nb = _execute(name, SAMPLE, kernel, monkeypatch)
     text = _check(nb, name)
@@ -154,7 +161,7 @@ def test_notebook_runs_on_the_sample(name, kernel, monkeypatch):
         assert "micro result" in text and "No micro results" not in text
 
 
-@pytest.mark.parametrize("name", NAMES)
+@pytest.mark.parametrize("name", READERS)
 def test_notebook_runs_on_fuller_results(name, kernel, extended, monkeypatch):
     nb = _execute(name, extended, kernel, monkeypatch)
     text = _check(nb, name)
@@ -164,3 +171,42 @@ def test_notebook_runs_on_fuller_results(name, kernel, extended, monkeypatch):
     if name == "05_backends.py":
         assert "run on one store and cache backend" not in text  # the per-backend branch ran
         assert "No switch of layers" not in text  # and plotted none → all on two backends
+
+
+def _tree(directory: Path) -> set[Path]:
+    return {p for p in directory.rglob("*")} if directory.exists() else set()
+
+
+def test_experiment_notebook_runs_an_experiment_and_plots_it(kernel, tmp_path, monkeypatch, pg_url):
+    """Sized by the environment (2 users, 2 s per job), written into a temporary directory: four result
+    files (none and all, PostgreSQL direct and 2 ms away), a progress line as each job starts and ends,
+    the files listed and both figures drawn; nothing written under results/."""
+    out = tmp_path / "experiment"
+    for name, value in (("FORGE_EXPERIMENT_USERS", "2"), ("FORGE_EXPERIMENT_DURATION", "2"),
+                        ("FORGE_EXPERIMENT_OUT", str(out)), ("FORGE_BENCH_POSTGRES_URL", pg_url)):
+        monkeypatch.setenv(name, value)  # the kernel inherits this process's environment
+    results_before = _tree(REPO / "results")
+    nb = jupytext.read(NOTEBOOKS / EXPERIMENT)
+    NotebookClient(nb, timeout=300, kernel_name=kernel, resources={"metadata": {"path": str(NOTEBOOKS)}}).execute()
+    assert _tree(REPO / "results") == results_before
+
+    files = sorted(out.glob("*.json"))
+    docs = [json.loads(p.read_text()) for p in files]
+    assert len(docs) == 4
+    assert sorted((d["config"], d["settings"]["db_rtt_ms"]) for d in docs) == [("all", 0), ("all", 2), ("none", 0),
+                                                                                ("none", 2)]
+    for doc in docs:
+        assert (doc["profile"], doc["settings"]["store"], doc["settings"]["users"]) == ("steady", "postgres", 2)
+        assert doc["settings"]["duration_s"] == 2 and doc["requests"] > 0 and doc["locust"]["failures"] == 0
+
+    outputs = _outputs(nb)
+    stdout = "".join(o["text"] for o in outputs if o.get("output_type") == "stream" and o.get("name") == "stdout")
+    assert len(re.findall(r"^\[[1-4]/4\] steady, (none|all) \[postgres[^]]*\]: started$", stdout, re.M)) == 4
+    assert len(re.findall(r"^\[[1-4]/4\] steady, (none|all) \[postgres[^]]*\]: [\d.]+ rps, p50 ", stdout, re.M)) == 4
+    assert f"4 result files in {out}/" in stdout
+    assert not [o for o in outputs if o.get("output_type") == "stream" and o.get("name") == "stderr"]
+    assert sum("image/png" in o.get("data", {}) for o in outputs) == 2  # per configuration, and along the round trip
+    text = "\n".join(str(o.get("data", {}).get("text/markdown", "")) + str(o.get("data", {}).get("text/plain", ""))
+                     for o in outputs)
+    assert all(p.name in text for p in files)  # the result files, listed
+    assert "python -m benchmarks run --profiles steady --configs none all --stores postgres" in text
