@@ -493,7 +493,8 @@ class Turnover:
     counted as a miss, or a background refresh), from ``/_stats`` polled every 50 ms, and the latency of
     the requests in flight at those moments (``near``) against all the others (``away``)."""
 
-    def __init__(self, base: str, token: str) -> None:
+    def __init__(self, base: str, token: str, clock=time.time) -> None:
+        self.clock = clock  # wall-clock time: the polls and the requests' ends share it
         self.request = urllib.request.Request(base.rstrip("/") + "/_stats",
                                               headers={"Authorization": f"Bearer {token}"})
         self.samples: list[tuple[float, int]] = []  # (time, misses + refreshes so far)
@@ -504,7 +505,7 @@ class Turnover:
             try:
                 with urllib.request.urlopen(self.request, timeout=2) as resp:
                     caches = json.load(resp)["caches"]
-                self.samples.append((time.time(), sum(caches[layer]["misses"] + caches[layer]["refreshes"]
+                self.samples.append((self.clock(), sum(caches[layer]["misses"] + caches[layer]["refreshes"]
                                                       for layer in TURNOVER_LAYERS)))
             except (OSError, ValueError, KeyError):
                 pass  # a lost sample widens one interval; it does not invent a turnover
@@ -513,7 +514,7 @@ class Turnover:
     def on_request(self, request_type, name, response_time, **_kw) -> None:
         if request_type in ("TTFT", "CHECK"):
             return
-        end = time.time()
+        end = self.clock()
         self.requests.append((end - response_time / 1000, end, response_time))
 
     def split(self) -> tuple[list[float], list[float]]:
