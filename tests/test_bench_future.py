@@ -155,7 +155,7 @@ def test_targets_are_met_missed_or_not_measured():
     assert (b["saved"], b["batches"], b["inputs_per_batch"], b["mean_wait_ms"]) == (pytest.approx(0.96), 40, 25.0, 3.0)
 
     files = _duplicates(330) + [_doc("cache-hit-c1", timing=_gateway(480, 170))] + _short_ttl(70)
-    files[3]["caches"]["user"]["misses"] = 2  # refresh-ahead on, yet two requests waited for a reload
+    files[4]["caches"]["user"]["misses"] = 2  # refresh-ahead on, yet two requests waited for a reload
     assert [r[3] for r in fw.targets(fw.measured(files))] == ["missed", "missed", "missed", "missed"]
 
     rows = fw.targets(fw.measured([]))
