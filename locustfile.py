@@ -50,6 +50,7 @@ import gevent.event
 import gevent.pool
 from locust import FastHttpUser, LoadTestShape, constant, events, task
 
+from benchmarks.profiles import BURST_COPIES, REPEATED_PROMPTS
 from benchmarks.profiles import LOAD_PROFILES as PROFILES
 from benchmarks.server_timing import Recorder
 from benchmarks.targets import ADMIN
@@ -411,8 +412,6 @@ class ChurnUser(ForgeUser):
 # --- the design's future work: duplicates and short-ttl ----------------------------------------
 
 CACHE_CONTROL = "max-age=600"  # duplicates: every chat opts in to the response cache, longer than any run
-REPEATED_PROMPTS = 8  # the small set that part of the traffic repeats
-BURST_COPIES = 4  # identical requests of one fresh prompt sent at once: one leads, the others are duplicates
 # Request-name tags: which requests are duplicate traffic (benchmarks.future_report counts them).
 REPEAT, UNIQUE, BURST_FIRST, BURST_COPY = "[repeat]", "[unique]", "[burst first]", "[burst copy]"
 

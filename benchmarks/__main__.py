@@ -27,7 +27,7 @@ def main(argv: list[str] | None = None) -> None:
     r.add_argument("--quick", action="store_true", help="a small matrix that finishes in a few minutes")
     r.add_argument("--plan", choices=NAMED_PLANS,
                    help="a named plan instead of the matrix: future-work = duplicates (responses on/off), short-ttl "
-                        "(refresh-ahead off/on, PostgreSQL 2 ms away), embeddings-burst (batching off/on), ~4 min")
+                        "(refresh-ahead off/on, PostgreSQL 2 ms away), embeddings-burst (batching off/on), ~3 min")
     r.add_argument("--profiles", nargs="+", help=" ".join(PROFILES))
     r.add_argument("--configs", nargs="+", help="cache configurations: all, none, or layer lists like user,service")
     r.add_argument("--out", default="results")

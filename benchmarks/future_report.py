@@ -12,7 +12,7 @@ from __future__ import annotations
 
 from typing import Callable
 
-from .profiles import all_but
+from .profiles import BURST_COPIES, REPEATED_PROMPTS, all_but
 from .repeats import Spread, each, merge, repetition, settle
 
 TITLE = "The design's future work, measured"
@@ -180,8 +180,10 @@ def measured(files: list[dict]) -> dict[str, dict | None]:
     out["short_ttl_off"] = over({r: short_ttl(a) for r, (a, _) in ttl.items()}) if ttl else None
     out["short_ttl_on"] = over({r: short_ttl(b) for r, (_, b) in ttl.items()}) if ttl else None
     if ttl:
-        store = "+".join(next(iter(ttl.values()))[1].get("variant", "").split("+")[:-1])
-        out["short_ttl_store"] = store or "sqlite"
+        doc = next(iter(ttl.values()))[1]
+        out["short_ttl_store"] = "+".join(doc.get("variant", "").split("+")[:-1]) or "sqlite"
+        env = (doc.get("settings") or {}).get("server_env") or {}
+        out["short_ttls"] = ", ".join(f"{env.get(f'FORGE_{layer.upper()}_TTL', '?')} s" for layer in RELOAD_LAYERS)
     emb = pairs(files, _is("embeddings-burst", "all", "batch=off"), _is("embeddings-burst", "all", "batch=5ms"))
     out["batching"] = over({r: batching(a, b) for r, (a, b) in emb.items()}) if emb else None
     return out
@@ -254,14 +256,15 @@ def section(files: list[dict]) -> list[str]:
     """The RESULTS.md section, from every result file (raw, not grouped)."""
     m = measured(files)
     lines = [f"## {TITLE}", "",
-             f"Measured by `{COMMAND}` (about 4 minutes): the response cache and in-flight dedup on duplicate "
+             f"Measured by `{COMMAND}` (about 3 minutes): the response cache and in-flight dedup on duplicate "
              "traffic, what a cache hit costs, refresh-ahead on short TTLs, and embeddings batching. Each "
              "comparison is two jobs of one run.", "",
              *_table(["target", "goal", "measured", "verdict"], targets(m)), ""]
     d = m["duplicates"]
     if d:
         lines += ["**Duplicates** (`duplicates`: every chat opts in with `Cache-Control: max-age=600`; part "
-                  "repeats 8 prompts per tenant, part is bursts of 4 identical copies of a fresh prompt sent at "
+                  f"repeats {REPEATED_PROMPTS} prompts per tenant, part is bursts of {BURST_COPIES} identical copies "
+                  "of a fresh prompt sent at "
                   "once, half of them streaming, the rest unique; the response cache bounded to "
                   f"{_n(d['bound'] / 2**20, 0)} MiB). The duplicate share is counted from the requests sent; "
                   "upstream calls from the gateway's counters. Joins are requests that shared a call in flight.", "",
@@ -292,8 +295,9 @@ def section(files: list[dict]) -> list[str]:
                  " / ".join(_n(x[f"{layer}_misses"], 0) for layer in RELOAD_LAYERS), _n(x["coalesced_waits"], 0),
                  _n(x["refreshes"], 0), _n(x["near_requests"], 0), _n(x["near_p99_ms"], 0), _n(x["away_p99_ms"], 0),
                  f"{_n(x['p50_ms'], 0)} / {_n(x['p99_ms'], 0)}"] for label, x in (("off", off), ("on (0.8)", on))]
-        lines += [f"**Short TTLs** (`short-ttl` on `{m['short_ttl_store']}`: user, service and models TTLs of 2, "
-                  "3 and 4 s over 10 hot tenants, chats and model lists). A synchronous reload is a request that "
+        lines += [f"**Short TTLs** (`short-ttl` on `{m['short_ttl_store']}`: user, service and models TTLs of "
+                  f"{m['short_ttls']} over 10 hot tenants, chats and model lists). A synchronous reload is a request "
+                  "that "
                   "found a warm layer's entry expired and waited for its load (a miss: the caches were warm before "
                   "the window). *At turnover* are the requests in flight during a 50 ms poll interval of `/_stats` "
                   "in which entries were reloaded or refreshed; the others are the steady state.", "",
@@ -314,6 +318,6 @@ def section(files: list[dict]) -> list[str]:
                        _n(b["rps_on"], 0), _n(b["p50_on_ms"], 0), _n(b["p99_on_ms"], 0)]]), "",
                   f"Upstream calls saved: {_pct(b['saved'])}; p50 {_n(b['p50_off_ms'], 0)} → "
                   f"{_n(b['p50_on_ms'], 0)} ms, p99 {_n(b['p99_off_ms'], 0)} → {_n(b['p99_on_ms'], 0)} ms.", ""]
-    if not any(v for k, v in m.items() if k != "short_ttl_store"):
+    if not any(v for k, v in m.items() if k not in ("short_ttl_store", "short_ttls")):
         lines += [f"None of these jobs are in these results: run `{COMMAND}`.", ""]
     return lines

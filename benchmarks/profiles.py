@@ -105,8 +105,12 @@ def variants(profile: str, config: str, tenants: int) -> list[tuple[str, dict[st
 # ``cache-hit-c1``: what a response-cache hit costs, at concurrency 1 (``hit_probe``).
 # ``embeddings-burst`` (above) measures batching. ``FUTURE_PLAN`` runs the three in one command.
 
+REPEATED_PROMPTS = 8  # duplicates: the small set of prompts (per tenant) that part of the traffic repeats
+BURST_COPIES = 4  # identical requests of one fresh prompt sent at once: one leads, the others are duplicates
 DUPLICATES_MAX_BYTES = 1 << 20  # far below what the unique answers of a run need: the bound and its evictions show
-SHORT_TTLS = {"FORGE_USER_TTL": "2", "FORGE_SERVICE_TTL": "3", "FORGE_MODELS_TTL": "4"}
+# Longer than the gap between the warm-up and Locust's first request (a few seconds on a loaded machine):
+# an entry that expires unread before the window is not a hot entry, whatever refresh-ahead does.
+SHORT_TTLS = {"FORGE_USER_TTL": "5", "FORGE_SERVICE_TTL": "6", "FORGE_MODELS_TTL": "8"}
 REFRESH_AHEAD = "0.8"
 # The configurations a profile runs with when --configs is not given (the others: the full matrix).
 PROFILE_CONFIGS = {"duplicates": ["all", all_but("responses")], "short-ttl": ["all"], "cache-hit-c1": ["all"]}

@@ -24,7 +24,7 @@ def missing(what: str) -> None:
 # # The design's future work, measured
 #
 # The performance design ends with four improvements; forge-ref builds them and these results measure
-# them (`python -m benchmarks run --plan future-work`, about 4 minutes):
+# them (`python -m benchmarks run --plan future-work`, about 3 minutes):
 #
 # - the **response cache** (the `responses` layer, opt-in with `Cache-Control: max-age`) and **in-flight
 #   dedup** of identical requests, on `duplicates` traffic, with the layer on and off;
@@ -84,8 +84,8 @@ else:
 # %% [markdown]
 # ## Short TTLs: refresh-ahead off and on
 #
-# `short-ttl` gives the user, service and models layers TTLs of 2, 3 and 4 s, so hot entries come to
-# the end of their life many times in a run (on PostgreSQL a 2 ms round trip away in the named plan, so a
+# `short-ttl` gives the user, service and models layers TTLs of 5, 6 and 8 s, so hot entries come to
+# the end of their life several times in a run (on PostgreSQL a 2 ms round trip away in the named plan, so a
 # reload costs what it costs in a deployment). Without refresh-ahead, the request that finds an entry
 # expired waits for its reload (a *synchronous reload*, and the requests that arrive meanwhile wait for
 # the same load). With refresh-ahead (0.8 of the TTL) the entry is reloaded in the background before it

@@ -40,7 +40,7 @@ def test_named_plan_runs_each_part_with_its_own_configurations_store_and_variant
     ]
     env = [dict(j.server_env) for j in jobs]
     assert env[0] == env[1] == {"FORGE_RESPONSES_MAX_BYTES": str(DUPLICATES_MAX_BYTES)}
-    ttls = {"FORGE_USER_TTL": "2", "FORGE_SERVICE_TTL": "3", "FORGE_MODELS_TTL": "4"}
+    ttls = {"FORGE_USER_TTL": "5", "FORGE_SERVICE_TTL": "6", "FORGE_MODELS_TTL": "8"}
     assert env[3] == ttls
     assert env[4] == {**ttls, "FORGE_USER_REFRESH_AHEAD": "0.8", "FORGE_SERVICE_REFRESH_AHEAD": "0.8",
                       "FORGE_MODELS_REFRESH_AHEAD": "0.8"}
