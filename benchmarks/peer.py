@@ -69,6 +69,6 @@ def start_litellm(ctx, port: int, name: str) -> procs.Proc:
            "--num_workers", "1"]
     # LITELLM_LOCAL_MODEL_COST_MAP: use the bundled cost map instead of fetching it from GitHub
     # at start-up (benchmark traffic stays on loopback).
-    env = {"LITELLM_LOG": "ERROR", "LITELLM_TELEMETRY": "False", "LITELLM_LOCAL_MODEL_COST_MAP": "True", "DISABLE_ADMIN_UI": "True",
-           "NO_DOCS": "True", "DATABASE_URL": None, "LITELLM_MODE": "PRODUCTION"}
+    env = {"LITELLM_LOG": "ERROR", "LITELLM_TELEMETRY": "False", "LITELLM_LOCAL_MODEL_COST_MAP": "True",
+           "DISABLE_ADMIN_UI": "True", "NO_DOCS": "True", "DATABASE_URL": None, "LITELLM_MODE": "PRODUCTION"}
     return procs.start(name, cmd, ctx.raw, env=env, cpus=ctx.cpu("server"), cwd=str(ctx.raw))

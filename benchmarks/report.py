@@ -506,15 +506,29 @@ def figures(docs: list[dict], run: str | None, fig_dir: Path) -> list[tuple[str,
 # --- the document -----------------------------------------------------------------------------
 
 
-def _primary_run(docs: list[dict]) -> str | None:
-    """The run that holds the most forge-ref result files (the main matrix; ties: the latest).
+def _main_matrix(docs: list[dict]) -> bool:
+    """Whether one run's docs are a main-matrix run (``--quick`` or full): forge-ref ``steady`` with
+    ``none`` and with ``all``, on SQLite and in-process caches, with no added network distance."""
+    plain = {d["config"] for d in docs
+             if d["target"] == "forge-ref" and d["profile"] == "steady" and not d.get("variant")
+             and store_backend(d) == ("sqlite", "memory") and not (d.get("settings") or {}).get("db_rtt_ms")}
+    return {"none", "all"} <= plain
 
-    Smaller follow-up runs (a peer, the store dimension, multi-node) get their own sections;
-    taking merely the latest run would make one of those the report's main table.
+
+def _primary_run(docs: list[dict]) -> str | None:
+    """The latest main-matrix run; without one, the run holding the most forge-ref result files.
+
+    The report describes the code as it is, so a newer ``--quick`` run wins over an older full
+    matrix (whose other configurations still feed the per-layer tables through ``_pair``).
+    Follow-up runs (a peer, the store dimension, multi-node, production-like conditions) get
+    their own sections; taking merely the latest run would make one of those the main table.
     """
     runs = _runs(docs)  # latest first
     if not runs:
         return None
+    for run in runs:
+        if _main_matrix([d for d in docs if d["run_id"] == run]):
+            return run
     sizes = {run: sum(d["run_id"] == run and d["target"] == "forge-ref" for d in docs) for run in runs}
     return max(runs, key=lambda run: (sizes[run], run))
 

@@ -222,7 +222,8 @@ def run(*, seconds: float, warmup: float = 30.0, tenants: int = 5000, cache_max:
         "statuses": dict(sorted(load.statuses.items())),
         "errors": {"unexpected": load.unexpected},
         "rss": {"samples": samples, "after_warmup_first_mb": warm[:k], "after_warmup_last_mb": warm[-k:],
-                "growth_after_warmup_mb": round(growth, 2), "peak_mb": max((s["rss_mb"] for s in samples), default=None)},
+                "growth_after_warmup_mb": round(growth, 2),
+                "peak_mb": max((s["rss_mb"] for s in samples), default=None)},
         "caches": {"max_size_seen": {layer: max((s["cache_sizes"][layer] for s in samples), default=0)
                                      for layer in LAYERS},
                    "evictions": sum(final["caches"][layer]["evictions"] for layer in LAYERS),

@@ -21,7 +21,8 @@ CHAT_PATH = "/v1/chat/completions"
 
 
 def kind(target: str) -> str:
-    """The request kind of a job's target: ``forge-ref-httpx`` is a ``forge-ref``, ``bare-proxy-curl`` a ``bare-proxy``."""
+    """The request kind of a job's target: ``forge-ref-httpx`` is a ``forge-ref``, ``bare-proxy-curl`` a
+    ``bare-proxy``."""
     if target.startswith("bare-proxy"):
         return "bare-proxy"
     return target if target in TARGETS else "forge-ref"

@@ -82,7 +82,8 @@ async def prepare_storage(settings: Settings) -> list[str]:
     try:
         check = Crypto(keys, Tracer())
     except EncryptionKeyError as exc:
-        where = "FORGE_ENCRYPTION_KEY" if settings.encryption_key else f"the key file {crypto_mod.key_file_for(settings.db)}"
+        where = ("FORGE_ENCRYPTION_KEY" if settings.encryption_key
+                 else f"the key file {crypto_mod.key_file_for(settings.db)}")
         raise StartupError(f"{exc} (read from {where})") from None
     if existing is not None and not check.can_decrypt(existing):
         raise StartupError(

@@ -1,8 +1,8 @@
 """Exact invalidation after writes, in this process and in every other one.
 
 A write names what it made stale: the user entry (by key hash), the user's service, the
-user's model lists, the user's cached answers (the ``responses`` layer). ``Invalidator`` drops exactly those locally at once. With several
-processes, it also appends the events to a small log table in the shared SQLite file, which
+user's model lists, the user's cached answers (the ``responses`` layer). ``Invalidator`` drops
+exactly those locally at once. With several processes, it also appends the events to a small log table in the shared SQLite file, which
 every process polls every ``invalidation_poll`` seconds (100 ms by default) on its own
 connection, counted as ``db_background_queries`` so request costs stay exact. No external
 service is needed; the Redis backend replaces this with pub/sub.

@@ -81,7 +81,8 @@ class ModelLister:
         data = []
         for row, ids in zip(rows, results):
             for model_id in ids or ():
-                data.append({"id": f"{row.provider}/{model_id}", "object": "model", "created": 0, "owned_by": row.provider})
+                data.append({"id": f"{row.provider}/{model_id}", "object": "model", "created": 0,
+                             "owned_by": row.provider})
             for alias in row.model_mapping:
                 data.append({"id": alias, "object": "model", "created": 0, "owned_by": row.provider})
         return data

@@ -2,7 +2,8 @@
 
 Every statement goes through ``_run``, the one place PostgreSQL costs are counted (reads as
 ``db_queries``, the rest as ``db_writes``, and the wait for a pooled connection as
-``db_pool_waits``), over an async connection pool so no query blocks the event loop. Connections are in autocommit mode: each statement is its own transaction, as on SQLite.
+``db_pool_waits``), over an async connection pool so no query blocks the event loop. Connections
+are in autocommit mode: each statement is its own transaction, as on SQLite.
 psycopg is imported when used: a SQLite gateway never pays its import (50-150 ms, measured).
 """
 

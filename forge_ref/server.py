@@ -145,7 +145,8 @@ class Server(HTTPServer):
         self._waiting: set = set()  # connections waiting for a request head
         self._busy: dict = {}  # connection -> its request in flight (head read, response not yet sent)
         self._changed = asyncio.Event()
-        self._at_cap = _Throttled("%d connections open, the cap (FORGE_MAX_CONNECTIONS): accepting paused until one closes")
+        self._at_cap = _Throttled(
+            "%d connections open, the cap (FORGE_MAX_CONNECTIONS): accepting paused until one closes")
         self._accept_failed = _Throttled("accept failed (%s): accepting paused for %.2f s")
         self._refused = _Throttled("%s already has %d connections open (FORGE_MAX_CONNECTIONS_PER_CLIENT): "
                                    "closed a new one")

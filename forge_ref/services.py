@@ -48,9 +48,11 @@ class ProviderService:
                     break
                 return row, row.model_mapping.get(rest, rest)
         if "/" in model:
-            raise NotFound(f"no provider key named {model.split('/', 1)[0]!r} for this user; add one with POST /v1/provider-keys",
+            provider = model.split("/", 1)[0]
+            raise NotFound(f"no provider key named {provider!r} for this user; add one with POST /v1/provider-keys",
                            code="provider_not_found", param="model")
-        raise NotFound(f"model {model!r} is not an alias; use the form provider/model", code="model_not_found", param="model")
+        raise NotFound(f"model {model!r} is not an alias; use the form provider/model",
+                       code="model_not_found", param="model")
 
     def key(self, row: ProviderRow) -> Secret:
         secret = self._keys.get(row.provider)

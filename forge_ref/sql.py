@@ -15,7 +15,8 @@ from typing import Any, Protocol, Sequence
 USER_COLS = "id, name, key_hash, key_prefix"
 FORGE_KEY_COLS = "id, name, key_prefix, providers, created_at, key_hash"
 PROVIDER_COLS = "id, provider, kind, encrypted_key, base_url, model_mapping, updated_at, cache_ttl"
-USAGE_COLS = ("user_id", "provider", "model", "status", "prompt_tokens", "completion_tokens", "latency_ms", "created_at")
+USAGE_COLS = ("user_id", "provider", "model", "status", "prompt_tokens", "completion_tokens", "latency_ms",
+              "created_at")
 
 
 @dataclass(frozen=True, slots=True)
@@ -41,9 +42,11 @@ class Statements:
                             f" RETURNING {FORGE_KEY_COLS}")
     delete_forge_key: str = "DELETE FROM forge_keys WHERE id = ? AND user_id = ? RETURNING key_hash"
     provider_keys: str = f"SELECT {PROVIDER_COLS} FROM provider_keys WHERE user_id = ? ORDER BY provider"
-    add_provider_key: str = ("INSERT INTO provider_keys (user_id, provider, kind, encrypted_key, base_url, model_mapping,"
-                             f" cache_ttl, created_at, updated_at) VALUES (?, ?, ?, ?, ?, ?, ?, ?, ?) RETURNING {PROVIDER_COLS}")
-    update_provider_key: str = f"UPDATE provider_keys SET {{}} WHERE user_id = ? AND provider = ? RETURNING {PROVIDER_COLS}"
+    add_provider_key: str = ("INSERT INTO provider_keys (user_id, provider, kind, encrypted_key, base_url,"
+                             " model_mapping, cache_ttl, created_at, updated_at) VALUES (?, ?, ?, ?, ?, ?, ?, ?, ?)"
+                             f" RETURNING {PROVIDER_COLS}")
+    update_provider_key: str = ("UPDATE provider_keys SET {} WHERE user_id = ? AND provider = ?"
+                                f" RETURNING {PROVIDER_COLS}")
     set_column: str = "{} = ?"
     delete_provider_key: str = "DELETE FROM provider_keys WHERE user_id = ? AND provider = ?"
     swap_encrypted_key: str = "UPDATE provider_keys SET encrypted_key = ? WHERE id = ? AND encrypted_key = ?"
@@ -59,7 +62,8 @@ class Statements:
     usage_stats: str = ("SELECT {dims}, COUNT(*), SUM(CASE WHEN status >= 400 THEN 1 ELSE 0 END),"
                         " COALESCE(SUM(prompt_tokens), 0), COALESCE(SUM(completion_tokens), 0), {p50}"
                         " FROM (SELECT {columns}, status, prompt_tokens, completion_tokens, latency_ms{rank}"
-                        " FROM usage WHERE {who}created_at >= ? AND created_at < ?) AS r GROUP BY {dims} ORDER BY {dims}")
+                        " FROM usage WHERE {who}created_at >= ? AND created_at < ?) AS r"
+                        " GROUP BY {dims} ORDER BY {dims}")
     usage_of_user: str = "user_id = ? AND "
     ping: str = "SELECT 1"
 
@@ -94,7 +98,8 @@ class Driver(Protocol):
 # so whatever creates a user (the API, the CLI, a bulk seed) creates its key in the same statement.
 COPY_USER_KEYS = ("INSERT INTO forge_keys (user_id, name, key_hash, key_prefix, providers, created_at)"
                   " SELECT id, 'default', key_hash, key_prefix, NULL, COALESCE(created_at, 0) FROM users")
-USAGE_DIMS = {"user": "user_id", "provider": "provider", "model": "model", "day": None}  # name -> column (day: the driver's)
+# name -> column (day: the driver's date function)
+USAGE_DIMS = {"user": "user_id", "provider": "provider", "model": "model", "day": None}
 
 DUPLICATE = "this would duplicate an existing entry"  # a driver's Conflict; never the DB's text (it may quote values)
 # A write that names a user who is gone: deleted by another process meanwhile (its caches learn it

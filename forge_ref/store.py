@@ -148,8 +148,9 @@ class Store:
                                model_mapping: dict[str, str], cache_ttl: float | None = None) -> ProviderRow:
         now = time.time()
         try:
-            row = await self._one(self.sql.add_provider_key, (user_id, provider, kind, encrypted_key, base_url,
-                                                              orjson.dumps(model_mapping).decode(), cache_ttl, now, now))
+            mapping = orjson.dumps(model_mapping).decode()
+            row = await self._one(self.sql.add_provider_key,
+                                  (user_id, provider, kind, encrypted_key, base_url, mapping, cache_ttl, now, now))
         except Conflict:
             raise Conflict(f"provider {provider!r} already exists; use PUT to update it") from None
         return _provider(row)
@@ -276,7 +277,8 @@ class SqliteDriver:
     async def ping(self) -> None:
         if self._tracer is not None:
             self._tracer.db_statement(self.sql.ping, background=True)
-        self.db.conn.execute(self.sql.ping).fetchone()  # the raw connection: sqlite-utils' hook would count a request's read
+        # the raw connection: sqlite-utils' hook would count it as a request's read
+        self.db.conn.execute(self.sql.ping).fetchone()
 
     async def close(self) -> None:
         self.db.conn.close()

@@ -72,7 +72,8 @@ CACHE_STATS = ("hits", "misses", "evictions", "expirations", "size",
                "refreshes", "refreshes_stored", "refreshes_discarded", "refresh_failures")
 SIZED_LAYERS = ("responses",)  # bounded by bytes: /_stats shows the bytes held too
 
-_SLOTS = (list(COUNTERS) + list(WAIT_TIMES) + [f"cache.{layer}.{stat}" for layer in CACHE_LAYERS for stat in CACHE_STATS]
+_SLOTS = (list(COUNTERS) + list(WAIT_TIMES)
+          + [f"cache.{layer}.{stat}" for layer in CACHE_LAYERS for stat in CACHE_STATS]
           + [f"cache.{layer}.bytes" for layer in SIZED_LAYERS])
 _INDEX = {name: i for i, name in enumerate(_SLOTS)}
 _WIDTH = 8  # bytes per slot, signed 64-bit

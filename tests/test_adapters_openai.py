@@ -107,7 +107,8 @@ def test_models_response():
 
 # --- errors ---------------------------------------------------------------------------------------
 
-OPENAI_ERROR = b'{"error": {"message": "Rate limit reached for gpt-4o", "type": "requests", "param": null, "code": "rate_limit_exceeded"}}'
+OPENAI_ERROR = (b'{"error": {"message": "Rate limit reached for gpt-4o", "type": "requests", "param": null,'
+                b' "code": "rate_limit_exceeded"}}')
 
 ERROR_CASES = [
     ("429 keeps Retry-After", 429, OPENAI_ERROR, {"retry-after": "20"},

@@ -39,7 +39,8 @@ def completion(message: dict, finish: str, usage: dict | None = None) -> dict:
 
 def message(content: list, stop_reason: str, usage: dict | None = None) -> dict:
     return {"id": "msg_abc123", "type": "message", "role": "assistant", "model": LABEL, "content": content,
-            "stop_reason": stop_reason, "stop_sequence": None, "usage": usage or {"input_tokens": 12, "output_tokens": 5}}
+            "stop_reason": stop_reason, "stop_sequence": None,
+            "usage": usage or {"input_tokens": 12, "output_tokens": 5}}
 
 
 def call(id_: str, name: str, arguments: str) -> dict:
@@ -176,14 +177,16 @@ def message_delta(reason: str, input_tokens: int = 0, output_tokens: int = 0) ->
 
 
 ROLE = chunk({"role": "assistant", "content": ""})
-TEXT = sse(ROLE, chunk({"content": "Bonjour"}), chunk({"content": ", ça va ? 🙂"}), chunk({}, "stop"), usage_chunk(9, 4))
+TEXT = sse(ROLE, chunk({"content": "Bonjour"}), chunk({"content": ", ça va ? 🙂"}), chunk({}, "stop"),
+           usage_chunk(9, 4))
 
 STREAMS = [
     ("text", TEXT, [START, block_start(0, {"type": "text", "text": ""}), text_delta(0, "Bonjour"),
                     text_delta(0, ", ça va ? 🙂"), block_stop(0), message_delta("end_turn", 9, 4), STOP], (9, 4)),
     ("text, then two tool calls streamed OpenAI's way (name first, then argument fragments)", sse(
         ROLE, chunk({"content": "Let me check."}),
-        tool_delta(0, "call_A", "get_weather"), tool_delta(0, arguments='{"city": "Pa'), tool_delta(0, arguments='ris"}'),
+        tool_delta(0, "call_A", "get_weather"),
+        tool_delta(0, arguments='{"city": "Pa'), tool_delta(0, arguments='ris"}'),
         tool_delta(1, "call_B", "ping"), chunk({}, "tool_calls"), usage_chunk(40, 30)), [
         START, block_start(0, {"type": "text", "text": ""}), text_delta(0, "Let me check."), block_stop(0),
         block_start(1, {"type": "tool_use", "id": "call_A", "name": "get_weather", "input": {}}),

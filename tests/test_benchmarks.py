@@ -262,3 +262,30 @@ def test_report_compares_stores_and_backends_only_when_measured():
     assert "| postgres | memory | `all` |" in section and "| sqlite | memory | `none` |" in section
     assert "9.500" in section and "Not measured" not in section
     assert render(docs + pg, "figures", []) == text  # deterministic
+
+
+def test_report_describes_the_latest_main_matrix_not_the_biggest_or_latest_run():
+    from benchmarks.report import _primary_run
+
+    docs = sorted((d for d in load_raw(SAMPLE) if "locust" in d), key=lambda d: d["_file"])
+    (sample_run,) = {d["run_id"] for d in docs}
+
+    def copy_as(run: str, keep) -> list[dict]:
+        out = []
+        for d in docs:
+            if keep(d):
+                d = json.loads(json.dumps(d))
+                d["run_id"], d["_file"] = run, d["_file"].replace(sample_run, run)
+                out.append(d)
+        return out
+
+    # an older, bigger matrix: three copies of every forge-ref job
+    older = [d for i in range(3) for d in copy_as("20200101T000000Z_0000000", lambda d: d["target"] == "forge-ref")]
+    for i, d in enumerate(older):
+        d["variant"] = f"v{i}" if d["profile"] != "steady" else d.get("variant", "")
+    # a later follow-up run: steady on PostgreSQL only, not a main matrix
+    later = copy_as("20991231T000000Z_9999999", lambda d: d["target"] == "forge-ref" and d["profile"] == "steady")
+    for d in later:
+        d["settings"].update(store="postgres", cache_backend="memory")
+    assert _primary_run(older + docs + later) == sample_run
+    assert _primary_run(later) == "20991231T000000Z_9999999"  # no main matrix at all: the biggest run

@@ -81,7 +81,8 @@ def test_streaming_tool_call(gateway, model):
     _, _, client = gateway
     chunks = list(client.chat.completions.create(model=model, tools=TOOLS, stream=True,
                                                  messages=[{"role": "user", "content": "tool time"}]))
-    args = "".join(tc.function.arguments or "" for c in chunks if c.choices for tc in (c.choices[0].delta.tool_calls or []))
+    args = "".join(tc.function.arguments or ""
+                   for c in chunks if c.choices for tc in (c.choices[0].delta.tool_calls or []))
     names = [tc.function.name for c in chunks if c.choices for tc in (c.choices[0].delta.tool_calls or [])
              if tc.function.name]
     assert names == ["lookup"]

@@ -84,7 +84,8 @@ STREAM = events(
     {"type": "ping"},
     {"type": "content_block_delta", "index": 0, "delta": {"type": "text_delta", "text": "Hé 🙂"}},
     {"type": "content_block_stop", "index": 0},
-    {"type": "message_delta", "delta": {"stop_reason": "end_turn", "stop_sequence": None}, "usage": {"output_tokens": 12}},
+    {"type": "message_delta", "delta": {"stop_reason": "end_turn", "stop_sequence": None},
+     "usage": {"output_tokens": 12}},
     {"type": "message_stop"},
 ) + b"event: message_delta\ndata: {not json\n\n"  # not ours to judge: passed on as it came
 
@@ -147,8 +148,9 @@ ERRORS = [
      "'model' is required: a string such as 'openai/gpt-4o-mini'"),
     ("400 a field of the wrong shape", {"json": dict(MESSAGE, model="openai/gpt-4o", tools=[5])}, 400,
      "invalid_request_error", "the request has a field of the wrong type or shape for this provider (AttributeError)"),
-    ("400 no OpenAI place for a document", {"json": dict(MESSAGE, model="gemini/g", messages=[{"role": "user", "content": [
-        {"type": "document", "source": {"type": "text", "media_type": "text/plain", "data": "x"}}]}])}, 400,
+    ("400 no OpenAI place for a document", {"json": dict(MESSAGE, model="gemini/g", messages=[
+        {"role": "user", "content": [
+            {"type": "document", "source": {"type": "text", "media_type": "text/plain", "data": "x"}}]}])}, 400,
      "invalid_request_error", "a 'document' block cannot be translated to OpenAI chat; only anthropic-kind providers "
      "take it"),
     ("400 from the provider keeps its message", {"json": MESSAGE, "headers": {"anthropic-beta": "nope"}}, 400,

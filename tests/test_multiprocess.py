@@ -88,7 +88,8 @@ def test_a_worker_that_exits_is_replaced_and_the_other_loses_nothing(two_process
     pinned = httpx.Client(headers={"Authorization": f"Bearer {key}"})
 
     def answered_by() -> int:
-        return int(pinned.get(server.url + "/_stats", headers={"Authorization": f"Bearer {ADMIN}"}).headers["X-Forge-Pid"])
+        stats = pinned.get(server.url + "/_stats", headers={"Authorization": f"Bearer {ADMIN}"})
+        return int(stats.headers["X-Forge-Pid"])
 
     mine = answered_by()
     (victim,) = workers - {mine}
@@ -131,7 +132,8 @@ def test_sigterm_to_the_parent_drains_every_worker(tmp_path):
         auth = {"Authorization": f"Bearer {key}"}
         for _ in range(50):  # a keep-alive connection to each worker
             c = httpx.Client(headers=auth, timeout=30)
-            pid = int(c.get(server.url + "/_stats", headers={"Authorization": f"Bearer {ADMIN}"}).headers["X-Forge-Pid"])
+            stats = c.get(server.url + "/_stats", headers={"Authorization": f"Bearer {ADMIN}"})
+            pid = int(stats.headers["X-Forge-Pid"])
             if pid in clients or len(clients) == 2:
                 c.close()
             else:

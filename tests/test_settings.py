@@ -13,7 +13,8 @@ def test_every_setting_is_documented_in_readme():
 
 def test_readme_table_is_current():
     readme = (Path(__file__).parents[1] / "README.md").read_text()
-    assert s.markdown_table() in readme, "regenerate with: python -c 'from forge_ref.settings import markdown_table; print(markdown_table())'"
+    assert s.markdown_table() in readme, (
+        "regenerate with: python -c 'from forge_ref.settings import markdown_table; print(markdown_table())'")
 
 
 def test_env_then_overrides():
@@ -24,8 +25,8 @@ def test_env_then_overrides():
 def test_layers():
     assert s.parse_layers("all") == dict.fromkeys(s.LAYERS, True)
     assert s.parse_layers("none") == dict.fromkeys(s.LAYERS, False)
-    assert s.parse_layers("user, models") == {"user": True, "service": False, "keys": False, "models": True, "adapters": False,
-                                              "responses": False}
+    assert s.parse_layers("user, models") == {"user": True, "service": False, "keys": False, "models": True,
+                                              "adapters": False, "responses": False}
     with pytest.raises(ValueError, match="bogus"):
         s.parse_layers("user,bogus")
 
