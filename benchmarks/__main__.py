@@ -79,6 +79,12 @@ def main(argv: list[str] | None = None) -> None:
     elif a.command == "run":
         from .runner import run
 
+        matrix = [f"--{k.replace('_', '-')}" for k in ("quick", "profiles", "configs", "stores", "backends",
+                                                       "multi_node", "peer", "db_rtt_ms", "redis_rtt_ms")
+                  if getattr(a, k)]
+        if a.plan and matrix:
+            p.error(f"--plan {a.plan} names its own jobs: drop {' '.join(matrix)}")
+
         files = run(profiles=a.profiles, configs=a.configs, out=a.out, duration=a.duration, users=a.users,
                     quick=a.quick, baselines=a.baselines, peer=a.peer, processes=a.processes, tenants=a.tenants,
                     warmup=a.warmup, pin=not a.no_pin, mock_latency_ms=a.mock_latency_ms,

@@ -71,6 +71,9 @@ def test_cli_passes_the_named_plan_to_the_runner(monkeypatch, tmp_path):
     assert [(c["named"], c["repeat"]) for c in calls] == [("future-work", 2), (None, 1)]
     with pytest.raises(SystemExit):
         main(["run", "--plan", "nothing"])
+    with pytest.raises(SystemExit):  # the plan names its own profiles, configurations and stores
+        main(["run", "--plan", "future-work", "--profiles", "steady"])
+    assert len(calls) == 2
 
 
 # --- the figures and verdicts -------------------------------------------------------------------------
