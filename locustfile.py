@@ -36,20 +36,24 @@ Example (against a running gateway)::
 
 from __future__ import annotations
 
+import bisect
 import itertools
 import json
 import os
 import random
 import re
 import time
+import urllib.request
 
 import gevent
 import gevent.event
 import gevent.pool
 from locust import FastHttpUser, LoadTestShape, constant, events, task
 
+from benchmarks.profiles import BURST_COPIES, REPEATED_PROMPTS
 from benchmarks.profiles import LOAD_PROFILES as PROFILES
 from benchmarks.server_timing import Recorder
+from benchmarks.targets import ADMIN
 from benchmarks.traffic import CHAT_MODELS, TARGETS, chat_body, embeddings_body
 
 # --- data -------------------------------------------------------------------------------------
@@ -403,6 +407,149 @@ class ChurnUser(ForgeUser):
                 self._verify_chat(old, False, "the old Forge key still worked after a reset")
                 self._verify_chat(self.tenant["headers"], True, "the new Forge key was refused")
             self.tenant = next(self.t.writers)
+
+
+# --- the design's future work: duplicates and short-ttl ----------------------------------------
+
+CACHE_CONTROL = "max-age=600"  # duplicates: every chat opts in to the response cache, longer than any run
+# Request-name tags: which requests are duplicate traffic (benchmarks.future_report counts them).
+REPEAT, UNIQUE, BURST_FIRST, BURST_COPY = "[repeat]", "[unique]", "[burst first]", "[burst copy]"
+
+
+class DuplicatesUser(ForgeUser):
+    """Chats that all opt in to the response cache (``Cache-Control: max-age``), streaming and not: some
+    repeat a small set of prompts, some are bursts of identical copies of a fresh prompt sent at once
+    (in-flight dedup), the rest are unique."""
+
+    concurrency = BURST_COPIES
+    _fresh = itertools.count()
+
+    def on_start(self) -> None:
+        super().on_start()
+        routed = self.t.target["routed"]
+        self.repeated = [chat_body(routed=routed, text=f"repeated prompt {i}") for i in range(REPEATED_PROMPTS)]
+
+    def _fresh_body(self) -> bytes:
+        return chat_body(routed=self.t.target["routed"], text=f"fresh prompt {os.getpid()}-{next(self._fresh)}")
+
+    def _send(self, tenant: dict, body: bytes, stream: bool, tag: str) -> None:
+        name = "/v1/chat/completions" + (" (stream)" if stream else "") + f" {tag}"
+        if stream:
+            body = body[:-1] + b', "stream": true}'
+        started = time.perf_counter()
+        with self.client.post(self.t.prefix + "/v1/chat/completions", data=body, name=name, stream=stream,
+                              headers={**tenant["headers"], "Cache-Control": CACHE_CONTROL},
+                              catch_response=True) as resp:
+            if resp.status_code != 200:
+                resp.failure(f"HTTP {resp.status_code}")
+                return
+            if stream:  # the whole stream is the request's time, as in ForgeUser.stream
+                raw, done = resp._response, False
+                while not done:
+                    frame = raw.readline(b"\n\n")
+                    if not frame:
+                        break
+                    done = frame.startswith(b"data: [DONE]")
+                resp.request_meta["response_time"] = (time.perf_counter() - started) * 1000
+                if not done:
+                    resp.failure("stream ended without [DONE]")
+
+    @task(3)
+    def repeat_task(self) -> None:
+        self._send(self.t.pick(), random.choice(self.repeated), random.random() < 0.4, REPEAT)
+
+    @task(3)
+    def unique_task(self) -> None:
+        self._send(self.t.pick(), self._fresh_body(), random.random() < 0.4, UNIQUE)
+
+    @task(1)
+    def burst_task(self) -> None:
+        tenant, body = self.t.pick(), self._fresh_body()
+        group = gevent.pool.Group()
+        for i in range(BURST_COPIES):  # half of them streaming: a stream and a whole answer share one call
+            group.spawn(self._send, tenant, body, i % 2 == 1, BURST_FIRST if i == 0 else BURST_COPY)
+        group.join()
+
+
+class ShortTtlUser(ForgeUser):
+    """Chats and model lists over a few hot tenants whose cache entries live a few seconds (short-ttl)."""
+
+    @task(4)
+    def chat_task(self) -> None:
+        self.chat()
+
+    @task(1)
+    def models_task(self) -> None:
+        self.models()
+
+
+TURNOVER_LAYERS = ("user", "service", "models")
+TURNOVER_POLL_S = 0.05
+
+
+class Turnover:
+    """short-ttl: when the user, service and models caches turned hot entries over (a synchronous reload,
+    counted as a miss, or a background refresh), from ``/_stats`` polled every 50 ms, and the latency of
+    the requests in flight at those moments (``near``) against all the others (``away``)."""
+
+    def __init__(self, base: str, token: str, clock=time.time) -> None:
+        self.clock = clock  # wall-clock time: the polls and the requests' ends share it
+        self.request = urllib.request.Request(base.rstrip("/") + "/_stats",
+                                              headers={"Authorization": f"Bearer {token}"})
+        self.samples: list[tuple[float, int]] = []  # (time, misses + refreshes so far)
+        self.requests: list[tuple[float, float, float]] = []  # (start, end, latency ms)
+
+    def poll(self) -> None:
+        while True:
+            try:
+                with urllib.request.urlopen(self.request, timeout=2) as resp:
+                    caches = json.load(resp)["caches"]
+                self.samples.append((self.clock(), sum(caches[layer]["misses"] + caches[layer]["refreshes"]
+                                                      for layer in TURNOVER_LAYERS)))
+            except (OSError, ValueError, KeyError):
+                pass  # a lost sample widens one interval; it does not invent a turnover
+            gevent.sleep(TURNOVER_POLL_S)
+
+    def on_request(self, request_type, name, response_time, **_kw) -> None:
+        if request_type in ("TTFT", "CHECK"):
+            return
+        end = self.clock()
+        self.requests.append((end - response_time / 1000, end, response_time))
+
+    def split(self) -> tuple[list[float], list[float]]:
+        """(latencies of requests overlapping a poll interval in which entries turned over, the others),
+        counting only requests within the polled span."""
+        if len(self.samples) < 2:
+            return [], []
+        moved = [(t0, t1) for (t0, n0), (t1, n1) in zip(self.samples, self.samples[1:]) if n1 > n0]
+        ends = [t1 for _, t1 in moved]
+        first, last = self.samples[0][0], self.samples[-1][0]
+        near, away = [], []
+        for start, end, ms in self.requests:
+            if start < first or end > last:
+                continue
+            i = bisect.bisect_left(ends, start)  # the first interval ending after the request started
+            (near if i < len(moved) and moved[i][0] <= end else away).append(ms)
+        return near, away
+
+    def write(self, path: str) -> None:
+        recorder = Recorder()
+        near, away = self.split()
+        for key, values in (("* turnover:near", near), ("* turnover:away", away)):
+            for ms in values:
+                recorder.add_latency(key, ms)
+        recorder.write(path)
+
+
+@events.init.add_listener
+def _record_turnover(environment, **_kw) -> None:
+    opts = environment.parsed_options
+    if not opts or not opts.forge_timing_prefix or opts.forge_profile != "short-ttl":
+        return
+    turnover = Turnover(environment.host or "", ADMIN)
+    events.request.add_listener(turnover.on_request)
+    events.test_start.add_listener(lambda **_: gevent.spawn(turnover.poll))
+    events.quitting.add_listener(lambda **_: turnover.write(f"{opts.forge_timing_prefix}turnover.{os.getpid()}.json"))
 
 
 # Each profile's user classes, named in benchmarks.profiles (an unknown name fails here, at import).

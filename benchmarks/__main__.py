@@ -5,6 +5,7 @@ from __future__ import annotations
 import argparse
 import sys
 
+from .plan import NAMED_PLANS
 from .profiles import PROFILES
 
 
@@ -24,6 +25,9 @@ def main(argv: list[str] | None = None) -> None:
 
     r = sub.add_parser("run", help="run the benchmark matrix; one JSON result per job")
     r.add_argument("--quick", action="store_true", help="a small matrix that finishes in a few minutes")
+    r.add_argument("--plan", choices=NAMED_PLANS,
+                   help="a named plan instead of the matrix: future-work = duplicates (responses on/off), short-ttl "
+                        "(refresh-ahead off/on, PostgreSQL 2 ms away), embeddings-burst (batching off/on), ~3 min")
     r.add_argument("--profiles", nargs="+", help=" ".join(PROFILES))
     r.add_argument("--configs", nargs="+", help="cache configurations: all, none, or layer lists like user,service")
     r.add_argument("--out", default="results")
@@ -75,13 +79,19 @@ def main(argv: list[str] | None = None) -> None:
     elif a.command == "run":
         from .runner import run
 
+        matrix = [f"--{k.replace('_', '-')}" for k in ("quick", "profiles", "configs", "stores", "backends",
+                                                       "multi_node", "peer", "db_rtt_ms", "redis_rtt_ms")
+                  if getattr(a, k)]
+        if a.plan and matrix:
+            p.error(f"--plan {a.plan} names its own jobs: drop {' '.join(matrix)}")
+
         files = run(profiles=a.profiles, configs=a.configs, out=a.out, duration=a.duration, users=a.users,
                     quick=a.quick, baselines=a.baselines, peer=a.peer, processes=a.processes, tenants=a.tenants,
                     warmup=a.warmup, pin=not a.no_pin, mock_latency_ms=a.mock_latency_ms,
                     mock_chunk_delay_ms=a.mock_chunk_delay_ms, stores=a.stores, backends=a.backends,
                     multi_node=a.multi_node, postgres_url=a.postgres_url, redis_url=a.redis_url,
                     db_rtt_ms=a.db_rtt_ms, redis_rtt_ms=a.redis_rtt_ms, net_jitter_ms=a.net_jitter_ms,
-                    repeat=a.repeat)
+                    repeat=a.repeat, named=a.plan)
         if not files:
             raise SystemExit("no result written")
     else:

@@ -14,7 +14,7 @@ import time
 from dataclasses import dataclass, field
 from typing import TYPE_CHECKING
 
-from . import load, procs
+from . import hit_probe, load, procs
 from .infra import Seed
 from .plan import Job
 from .profiles import Profile
@@ -118,7 +118,8 @@ def measure(session: Session, job: Job, target: Target, spec: Profile, *, warm: 
         before, loadavg = _machine_cpu(), os.getloadavg()[0]
         if spec.probe:
             cpu = int(session.cpu("load")) if session.pinning else None
-            summary = load.probe(target.bases[0], job.target, key, min(max(duration / 3, 1.0), 5.0), cpu)
+            probe = hit_probe.probe if job.profile == hit_probe.PROFILE else load.probe
+            summary = probe(target.bases[0], job.target, key, min(max(duration / 3, 1.0), 5.0), cpu)
             load_cpu = None
         else:
             summary, load_cpu = load.run_locust(

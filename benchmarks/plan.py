@@ -18,7 +18,17 @@ from pathlib import Path
 from forge_ref.settings import Settings, parse_layers
 from forge_ref.upstream import CLIENTS
 
-from .profiles import FULL_CONFIGS, LOAD_PROFILES, PROFILES, QUICK_BACKEND_JOBS, QUICK_PLAN, QUICK_TIMING_JOB, variants
+from .profiles import (
+    FULL_CONFIGS,
+    FUTURE_PLAN,
+    LOAD_PROFILES,
+    PROFILE_CONFIGS,
+    PROFILES,
+    QUICK_BACKEND_JOBS,
+    QUICK_PLAN,
+    QUICK_TIMING_JOB,
+    variants,
+)
 
 DEFAULT_CLIENT = Settings.upstream_client
 OTHER_CLIENTS = [c for c in CLIENTS if c != DEFAULT_CLIENT]
@@ -193,7 +203,8 @@ def plan(*, quick: bool = False, profiles: list[str] | None = None, configs: lis
     for profile in profiles:
         if profile not in PROFILES:
             raise SystemExit(f"unknown profile {profile!r}; choose from {', '.join(PROFILES)}")
-        cfgs = configs or (QUICK_PLAN.get(profile, ["none", "all"]) if quick else FULL_CONFIGS)
+        default = QUICK_PLAN.get(profile, ["none", "all"]) if quick else PROFILE_CONFIGS.get(profile, FULL_CONFIGS)
+        cfgs = configs or default
         for config in cfgs:
             for variant, env in variants(profile, config, tenants_of(profile)):
                 jobs += forge("forge-ref", profile, config, variant, env)
@@ -227,4 +238,20 @@ def plan(*, quick: bool = False, profiles: list[str] | None = None, configs: lis
                                          ("--redis-rtt-ms", redis_rtts, "Redis", "--backends redis")):
         if any(rtts) and not any(j.db_rtt_ms if service == "PostgreSQL" else j.redis_rtt_ms for j in jobs):
             raise SystemExit(f"{option} delays {service}, which no job of this plan uses: add {store}")
+    return [replace(j, repeat=i, repeats=repeat) for i in range(1, repeat + 1) for j in jobs]
+
+
+NAMED_PLANS = ("future-work",)
+
+
+def named_plan(name: str, *, repeat: int = 1, tenants_of=None) -> list[Job]:
+    """``--plan future-work``: the design's future work measured in one command (``profiles.FUTURE_PLAN``):
+    duplicates with the response cache on and off, short-ttl with refresh-ahead off and on (on PostgreSQL
+    a 2 ms round trip away), embeddings-burst with batching off and on. No baselines."""
+    if name not in NAMED_PLANS:
+        raise SystemExit(f"unknown plan {name!r}; choose from {', '.join(NAMED_PLANS)}")
+    jobs = []
+    for profile, (configs, store, rtt) in FUTURE_PLAN.items():
+        jobs += plan(profiles=[profile], configs=configs, baselines=False, tenants_of=tenants_of, stores=store,
+                     db_rtt_ms=[rtt] if store == "postgres" else None)
     return [replace(j, repeat=i, repeats=repeat) for i in range(1, repeat + 1) for j in jobs]

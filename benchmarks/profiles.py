@@ -46,6 +46,10 @@ PROFILES = {p.name: p for p in (
             stages=((1.0, 1.0, "all"),)),
     Profile("models-heavy", tenants=50, user_classes=("ModelsHeavyUser",)),
     Profile("embeddings-burst", tenants=1, providers="openai", user_classes=("EmbeddingsBurstUser",)),
+    # The design's future work (see the section at the end of this module).
+    Profile("duplicates", tenants=10, providers="openai", warmup="locust", user_classes=("DuplicatesUser",)),
+    Profile("short-ttl", tenants=10, providers="openai", user_classes=("ShortTtlUser",)),
+    Profile("cache-hit-c1", tenants=1, providers="openai", probe=True),  # benchmarks.hit_probe
     Profile("latency-c1", tenants=1, providers="openai", probe=True),
 )}
 # The profiles Locust runs (the others are measured by the runner's own probe).
@@ -76,6 +80,9 @@ QUICK_TIMING_JOB = ("steady", "all", "timing=off", {"FORGE_SERVER_TIMING": "0"})
 
 def variants(profile: str, config: str, tenants: int) -> list[tuple[str, dict[str, str]]]:
     """(variant label, extra server environment) runs of one profile and configuration."""
+    own = future_variants(profile, config)
+    if own is not None:
+        return own
     on = parse_layers(config)
     if profile == "cold-burst" and (on["user"] or on["service"] or on["models"]):
         return [("coalesce=1", {"FORGE_COALESCE": "1"}), ("coalesce=0", {"FORGE_COALESCE": "0"})]
@@ -88,3 +95,41 @@ def variants(profile: str, config: str, tenants: int) -> list[tuple[str, dict[st
         bound = str(max(50, tenants // 100))
         return [("", {}), ("bounded", {"FORGE_USER_MAX": bound, "FORGE_SERVICE_MAX": bound, "FORGE_MODELS_MAX": bound})]
     return [("", {})]
+
+
+# --- the design's future work, measured (issue 13) ----------------------------------------------
+#
+# ``duplicates``: part of the chat traffic repeats a small set of prompts, part of it is concurrent
+# copies of one fresh prompt, the rest is unique; every request opts in with Cache-Control max-age.
+# ``short-ttl``: TTLs of a few seconds, so hot entries expire (or are refreshed) during the window.
+# ``cache-hit-c1``: what a response-cache hit costs, at concurrency 1 (``hit_probe``).
+# ``embeddings-burst`` (above) measures batching. ``FUTURE_PLAN`` runs the three in one command.
+
+REPEATED_PROMPTS = 8  # duplicates: the small set of prompts (per tenant) that part of the traffic repeats
+BURST_COPIES = 4  # identical requests of one fresh prompt sent at once: one leads, the others are duplicates
+DUPLICATES_MAX_BYTES = 1 << 20  # far below what the unique answers of a run need: the bound and its evictions show
+# Longer than the gap between the warm-up and Locust's first request (a few seconds on a loaded machine):
+# an entry that expires unread before the window is not a hot entry, whatever refresh-ahead does.
+SHORT_TTLS = {"FORGE_USER_TTL": "5", "FORGE_SERVICE_TTL": "6", "FORGE_MODELS_TTL": "8"}
+REFRESH_AHEAD = "0.8"
+# The configurations a profile runs with when --configs is not given (the others: the full matrix).
+PROFILE_CONFIGS = {"duplicates": ["all", all_but("responses")], "short-ttl": ["all"], "cache-hit-c1": ["all"]}
+# ``python -m benchmarks run --plan future-work``: profile -> (configurations, store, round trip to it in ms).
+# short-ttl runs on PostgreSQL a 2 ms round trip away: on local SQLite a reload never suspends the
+# request, so expiry would cost microseconds and refresh-ahead would have nothing to hide.
+FUTURE_PLAN = {
+    "duplicates": (PROFILE_CONFIGS["duplicates"], "sqlite", 0.0),
+    "cache-hit-c1": (["all"], "sqlite", 0.0),
+    "short-ttl": (PROFILE_CONFIGS["short-ttl"], "postgres", 2.0),
+    "embeddings-burst": (["all"], "sqlite", 0.0),
+}
+
+
+def future_variants(profile: str, config: str) -> list[tuple[str, dict[str, str]]] | None:
+    """The runs of the future-work profiles (None: not one of them)."""
+    if profile == "duplicates":
+        return [("", {"FORGE_RESPONSES_MAX_BYTES": str(DUPLICATES_MAX_BYTES)})]
+    if profile == "short-ttl":
+        ahead = {f"FORGE_{layer}_REFRESH_AHEAD": REFRESH_AHEAD for layer in ("USER", "SERVICE", "MODELS")}
+        return [("refresh=off", dict(SHORT_TTLS)), ("refresh=on", {**SHORT_TTLS, **ahead})]
+    return None

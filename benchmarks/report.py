@@ -16,7 +16,7 @@ from pathlib import Path
 
 from forge_ref.settings import LAYERS
 
-from . import phases, plots
+from . import future_report, phases, plots
 from .profiles import FULL_CONFIGS
 from .repeats import Spread, each, group, medians, repetition, settle, spread
 from .results import config_label, frame, is_load_run, load_results, store_backend, summary
@@ -673,6 +673,7 @@ def render(docs: list[dict], fig_rel: str, made: list[tuple[str, str]], micro: d
                   _table(["layer", "profile", "comparison", "Δ DB queries/req", "Δ decryptions/req", "Δ model-list calls/req",
                           "Δ adapters built/req", "Δ CPU ms/req", "req/s ratio"], layer_rows), ""]
     lines += _backends_section(docs) + _multi_node_lines(docs)
+    lines += future_report.section(files)
     lines += ["## All results of this run", "", "Forge-ref by profile and cache configuration; baselines and peers "
               "below. Latency percentiles from Locust are bucketed (1 ms below 100 ms); the `latency-c1` rows "
               "come from a sequential single-connection probe with microsecond timing.", ""]

@@ -38,7 +38,7 @@ from .console import progress_line, summary_table, verdicts
 from .infra import Seeds, check_services
 from .measure import Window, measure
 from .network import address
-from .plan import Job, Options, plan
+from .plan import Job, Options, named_plan, plan
 from .profiles import PROFILES
 from .results import SCHEMA_VERSION, git_commit, machine, stamp, utc, write_result
 from .targets import Target, stale_bound, start_mock, start_target
@@ -260,7 +260,7 @@ def run(*, profiles: list[str] | None = None, configs: list[str] | None = None, 
         pin: bool = True, verbose: bool = True, mock_latency_ms: float = 0.0,
         mock_chunk_delay_ms: float = 0.0, stores=None, backends=None, multi_node: int = 0,
         postgres_url: str | None = None, redis_url: str | None = None, db_rtt_ms=None, redis_rtt_ms=None,
-        net_jitter_ms: float = 0.0, repeat: int = 1) -> list[Path]:
+        net_jitter_ms: float = 0.0, repeat: int = 1, named: str | None = None) -> list[Path]:
     """Run the matrix; return the result files written (one per job).
 
     ``stores`` (``sqlite``, ``postgres``) and ``backends`` (``memory``, ``redis``): lists or comma
@@ -268,16 +268,21 @@ def run(*, profiles: list[str] | None = None, configs: list[str] | None = None, 
     also N forge-ref servers on one PostgreSQL and one Redis (target ``forge-ref-nodes``).
     ``db_rtt_ms`` / ``redis_rtt_ms``: round trips (ms) added by a delay proxy, each job on PostgreSQL /
     Redis once per value (0: direct); ``net_jitter_ms`` ± on each proxy's one-way delay. ``repeat`` N:
-    the whole plan N times, interleaved."""
+    the whole plan N times, interleaved. ``named``: a named plan (``plan.NAMED_PLANS``) instead of the
+    matrix (profiles, configurations, stores, backends and baselines are then the plan's)."""
     opts = Options(out=Path(out), duration=duration, users=users, processes=processes, warmup=warmup, quick=quick,
                    tenants=tenants, pin=pin, mock_latency_ms=mock_latency_ms,
                    mock_chunk_delay_ms=mock_chunk_delay_ms, postgres_url=postgres_url, redis_url=redis_url,
                    net_jitter_ms=net_jitter_ms)
-    jobs = plan(quick=quick, profiles=profiles, configs=configs, baselines=True if baselines is None else baselines,
-                peer=peer, tenants_of=opts.tenants_for, stores=stores, backends=backends, multi_node=multi_node,
-                db_rtt_ms=db_rtt_ms, redis_rtt_ms=redis_rtt_ms, repeat=repeat)
+    if named:
+        jobs = named_plan(named, repeat=repeat, tenants_of=opts.tenants_for)
+    else:
+        jobs = plan(quick=quick, profiles=profiles, configs=configs,
+                    baselines=True if baselines is None else baselines, peer=peer, tenants_of=opts.tenants_for,
+                    stores=stores, backends=backends, multi_node=multi_node, db_rtt_ms=db_rtt_ms,
+                    redis_rtt_ms=redis_rtt_ms, repeat=repeat)
     done = execute(opts, jobs, progress_line if verbose else None, verbose=verbose,
-                   optional=stores is None and backends is None and not multi_node)
+                   optional=stores is None and backends is None and not multi_node and not named)
     if verbose:
         print(summary_table(done.results))
         for line in verdicts(done.results):

@@ -63,6 +63,10 @@ class Recorder:
         b = bucket(value)
         hist[b] = hist.get(b, 0) + 1
 
+    def add_latency(self, key: str, ms: float) -> None:
+        """One client latency under a key of the caller's own (``* turnover:near``), in milliseconds."""
+        self._add(self.layers, key, ms)
+
     def add(self, endpoint: str, header: str, latency_ms: float) -> None:
         for name, desc, dur in parse(header):
             if dur is not None:

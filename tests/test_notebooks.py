@@ -2,7 +2,7 @@
 lint-clean and in the form jupytext writes back, and each one, built into a notebook, runs top to
 bottom (nbclient, a real kernel) and draws at least one figure.
 
-The experiment notebook (06) runs a real experiment through ``benchmarks.api``: here four jobs of two
+The experiment notebook (08) runs a real experiment through ``benchmarks.api``: here four jobs of two
 seconds on PostgreSQL, direct and 2 ms away, into a temporary directory (about a minute).
 
 The others read results. They run twice: against the committed sample (``tests/data/sample_results``,
@@ -32,15 +32,15 @@ NOTEBOOKS = REPO / "notebooks"
 SAMPLE = REPO / "tests" / "data" / "sample_results"
 SAMPLE_MICRO = REPO / "tests" / "data" / "sample_micro"
 NAMES = sorted(p.name for p in NOTEBOOKS.glob("[0-9]*.py"))
-EXPERIMENT = "06_experiment.py"
+EXPERIMENT = "08_experiment.py"
 READERS = [n for n in NAMES if n != EXPERIMENT]  # the notebooks that read result files
 KERNEL = "forge-ref-test-python3"
 TIMEOUT = 120  # seconds per cell; a whole notebook takes a few seconds
 
 
-def test_the_six_notebooks_exist():
+def test_the_notebooks_exist():
     assert NAMES == ["01_cache_layers.py", "02_scaling.py", "03_consistency.py", "04_peers_and_clients.py",
-                     "05_backends.py", "06_experiment.py"]
+                     "05_backends.py", "07_future_work.py", "08_experiment.py"]
 
 
 @pytest.mark.parametrize("name", NAMES)
@@ -159,6 +159,9 @@ def test_notebook_runs_on_the_sample(name, kernel, monkeypatch):
         assert "python -m benchmarks run --profiles many-tenants" in text
     if name == "05_backends.py":  # micro results found (sample_results/ or the sibling sample_micro/)
         assert "micro result" in text and "No micro results" not in text
+    if name == "07_future_work.py":  # the sample holds a tiny run of every part of --plan future-work
+        assert "results in this directory" not in text
+        assert sum("image/png" in o.get("data", {}) for o in _outputs(nb)) == 4
 
 
 @pytest.mark.parametrize("name", READERS)
