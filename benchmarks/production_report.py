@@ -24,8 +24,9 @@ def is_production(doc: dict) -> bool:
     return bool((doc.get("settings") or {}).get("production"))
 
 
-def latest(docs: list[dict]) -> list[dict]:
-    """The result files of the latest production run."""
+def latest(docs) -> list[dict]:
+    """The result files of the latest production run (of any iterable of result documents)."""
+    docs = list(docs)
     runs = sorted({d["run_id"] for d in docs if is_production(d)})
     return [d for d in docs if is_production(d) and d["run_id"] == runs[-1]] if runs else []
 
@@ -267,7 +268,7 @@ def _table(head: list[str], rows: list[list[str]]) -> list[str]:
     return ["| " + " | ".join(head) + " |", "|" + "---|" * len(head), *("| " + " | ".join(r) + " |" for r in rows)]
 
 
-def _where(doc: dict) -> str:
+def where(doc: dict) -> str:
     pin = doc["settings"].get("pinning")
     lg = doc.get("load_generator") or {}
     if not pin:
@@ -289,7 +290,7 @@ def section(all_docs: list[dict]) -> list[str]:
     for phase in ("streams", "db"):
         d = next((d for d in docs if _phase(d) == phase and d["target"] == "forge-ref"), None)
         if d:
-            lines.append(f"- `{phase}`: {d['settings']['production']['conditions']}; {_where(d)}.")
+            lines.append(f"- `{phase}`: {d['settings']['production']['conditions']}; {where(d)}.")
     lines += ["", "### The targets", "", *_table(["target", "conditions", "measured", "verdict"], targets(docs)), "",
               "### The design's claims, re-judged", ""]
     c = claims(docs)

@@ -31,9 +31,9 @@ KERNEL = "forge-ref-test-python3"
 TIMEOUT = 120  # seconds per cell; a whole notebook takes a few seconds
 
 
-def test_the_five_notebooks_exist():
+def test_the_six_notebooks_exist():
     assert NAMES == ["01_cache_layers.py", "02_scaling.py", "03_consistency.py", "04_peers_and_clients.py",
-                     "05_backends.py"]
+                     "05_backends.py", "06_production.py"]
 
 
 @pytest.mark.parametrize("name", NAMES)
@@ -152,6 +152,9 @@ def test_notebook_runs_on_the_sample(name, kernel, monkeypatch):
         assert "python -m benchmarks run --profiles many-tenants" in text
     if name == "05_backends.py":  # micro results found (sample_results/ or the sibling sample_micro/)
         assert "micro result" in text and "No micro results" not in text
+    if name == "06_production.py":  # the tiny real production run in the sibling sample_production/
+        assert "No production results" not in text and "`--quick`: shapes only" in text
+        assert "- `streams`: mock provider: time to first token lognormal" in text
 
 
 @pytest.mark.parametrize("name", NAMES)
