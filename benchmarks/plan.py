@@ -18,7 +18,15 @@ from pathlib import Path
 from forge_ref.settings import Settings, parse_layers
 from forge_ref.upstream import CLIENTS
 
-from .profiles import FULL_CONFIGS, LOAD_PROFILES, PROFILES, QUICK_BACKEND_JOBS, QUICK_PLAN, QUICK_TIMING_JOB, variants
+from .profiles import (
+    FULL_CONFIGS,
+    MATRIX_PROFILES,
+    PROFILES,
+    QUICK_BACKEND_JOBS,
+    QUICK_PLAN,
+    QUICK_TIMING_JOB,
+    variants,
+)
 
 DEFAULT_CLIENT = Settings.upstream_client
 OTHER_CLIENTS = [c for c in CLIENTS if c != DEFAULT_CLIENT]
@@ -184,7 +192,7 @@ def plan(*, quick: bool = False, profiles: list[str] | None = None, configs: lis
     _check_configs(configs)
     chosen = profiles
     if profiles is None:
-        profiles = list(QUICK_PLAN) if quick else list(LOAD_PROFILES)
+        profiles = list(QUICK_PLAN) if quick else list(MATRIX_PROFILES)
     jobs: list[Job] = []
 
     def on(target: str, profile: str, config: str, variant: str, env: dict, store: str, backend: str,

@@ -61,6 +61,10 @@ PROFILES = {p.name: p for p in (
 )}
 # The profiles Locust runs (the others are measured by the runner's own probe).
 LOAD_PROFILES = {name: p for name, p in PROFILES.items() if not p.probe}
+# Measured by ``python -m benchmarks production`` against a slow mock; ``run`` takes them by name only.
+PRODUCTION_PROFILES = ("realistic-chat", "agent-loop", "long-streams")
+# The full matrix's profiles (``run`` without --profiles).
+MATRIX_PROFILES = {name: p for name, p in LOAD_PROFILES.items() if name not in PRODUCTION_PROFILES}
 
 
 def all_but(layer: str) -> str:
