@@ -77,7 +77,8 @@ def main(argv: list[str] | None = None) -> None:
     pr.add_argument("--postgres-url", help="PostgreSQL of the db phase (default $FORGE_BENCH_POSTGRES_URL or "
                                            "postgres@127.0.0.1:5432)")
     pr.add_argument("--load-processes", type=int, metavar="N",
-                    help="Locust processes of the streams phase (default 2: Locust's --processes)")
+                    help="Locust processes of the streams phase (default 1; N > 1: Locust's --processes, a "
+                         "master and N workers; --quick: 2)")
 
     rep = sub.add_parser("report", help="regenerate RESULTS.md and the figures from result files")
     rep.add_argument("--results", default="results")

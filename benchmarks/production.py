@@ -38,7 +38,7 @@ MODELS_OFF = all_but("models")
 
 @dataclass(frozen=True)
 class Size:
-    """How big a production run is: ``DEFAULT`` fits in about 10 minutes on 2 CPUs, ``QUICK`` in about one."""
+    """How big a production run is: ``DEFAULT`` fits in about 10 minutes on 2 CPUs, ``QUICK`` in about two."""
 
     stream_levels: tuple[int, ...]  # concurrent streams of long-streams
     chat_users: int  # realistic-chat users
@@ -49,18 +49,20 @@ class Size:
     load_configs: tuple[str, ...]  # configurations measured under agent-loop's load
     stream_duration: float  # measured seconds of a streams job (streams in flight then finish, up to 30 s)
     db_duration: float  # measured seconds of an agent-loop job (the probe takes a third, 1-5 s)
-    load_processes: int  # Locust processes of the streams phase
+    load_processes: int  # Locust processes of the streams phase (> 1: Locust's own --processes)
     mock: dict = field(default_factory=dict)  # the streams phase's timing model (MockConfig fields)
 
 
 DEFAULT = Size(
     stream_levels=(200, 1000, 2000), chat_users=200, think_s="1-3", agent_users=32, db_rtts=(0.0, 0.5, 2.0),
-    db_configs=tuple(DB_CONFIGS), load_configs=tuple(LOAD_CONFIGS), stream_duration=15.0, db_duration=8.0,
-    load_processes=2,
-    # ~300 ms to the first token, 20-40 tokens/s, 150-300 tokens: a stream lasts 4-15 s, in chunks of 15 tokens
+    db_configs=tuple(DB_CONFIGS), load_configs=tuple(LOAD_CONFIGS), stream_duration=12.0, db_duration=6.0,
+    # One Locust process: 2,000 streams cost it about 0.3 CPU here; some runs with --processes 2 had every stream
+    # after the first ones answered 401 (an open finding: see the README), never a run with one process.
+    load_processes=1,
+    # ~300 ms to the first token, 25-50 tokens/s, 100-200 tokens: a stream lasts 2-8 s, in chunks of 15 tokens
     # (real providers send 1-5 per chunk: fewer, bigger chunks keep the 2-CPU rig's own work in bounds).
     # A model list takes 300-800 ms; each key may list once per 10 s per API.
-    mock={"ttft_ms": 300.0, "ttft_sigma": 0.25, "token_rate": (20, 40), "output_tokens": (150, 300),
+    mock={"ttft_ms": 300.0, "ttft_sigma": 0.25, "token_rate": (25, 50), "output_tokens": (100, 200),
           "tokens_per_chunk": 15, "models_latency_ms": (300, 800), "models_rate_limit": 1,
           "models_rate_window": 10.0, "seed": 1})
 QUICK = Size(
