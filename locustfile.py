@@ -22,11 +22,13 @@ Configuration (options, each also an environment variable; the runner sets them)
                                       i mod N (default: --host alone)
   --forge-timing-prefix FORGE_TIMING_PREFIX  record every response's Server-Timing header
                                       (``benchmarks.server_timing``) into <prefix><pid>.json at exit
+  --forge-think-s   FORGE_THINK_S     realistic-chat's think time between turns, LOW-HIGH seconds (default 1-3)
 
 Custom measurements go through ``events.request`` with their own request types, which the
-runner keeps apart from HTTP totals: ``TTFT ttft`` (time to first token of a stream, ms) and
-``CHECK stale_response`` / ``CHECK fresh_response`` (churn: a response that did / did not
-reflect a write that had completed more than the stale bound earlier).
+runner keeps apart from HTTP totals: ``TTFT ttft`` (time to first token of a stream, ms),
+``ICD inter_chunk`` (a stream's mean gap between chunks after the first, ms; its response length
+is the stream's chunk count) and ``CHECK stale_response`` / ``CHECK fresh_response`` (churn: a
+response that did / did not reflect a write that had completed more than the stale bound earlier).
 
 Example (against a running gateway)::
 
@@ -54,7 +56,7 @@ from benchmarks.profiles import BURST_COPIES, REPEATED_PROMPTS
 from benchmarks.profiles import LOAD_PROFILES as PROFILES
 from benchmarks.server_timing import Recorder
 from benchmarks.targets import ADMIN
-from benchmarks.traffic import CHAT_MODELS, TARGETS, chat_body, embeddings_body
+from benchmarks.traffic import CHAT_MODELS, TARGETS, chat_body, embeddings_body, tool_turns
 
 # --- data -------------------------------------------------------------------------------------
 
@@ -75,6 +77,7 @@ def _options(parser) -> None:
     parser.add_argument("--forge-zipf-s", env_var="FORGE_ZIPF_S", type=float, default=1.1)
     parser.add_argument("--forge-hosts", env_var="FORGE_HOSTS", default="")
     parser.add_argument("--forge-timing-prefix", env_var="FORGE_TIMING_PREFIX", default="")
+    parser.add_argument("--forge-think-s", env_var="FORGE_THINK_S", default="1-3")
 
 
 # --- Server-Timing: where the gateway's time goes ---------------------------------------------
@@ -137,6 +140,7 @@ class Tenants:
             self.chat = {kind: chat_body(kind, routed=routed) for kind in CHAT_MODELS}
         self.stream = {k: v[:-1] + b', "stream": true}' for k, v in self.chat.items()}
         self.embeddings = embeddings_body(routed=routed)
+        self.tool_turns = tool_turns(routed=routed)
         self.prefix = self.target["prefix"]
 
     @staticmethod
@@ -197,7 +201,8 @@ class ForgeUser(FastHttpUser):
         tenant = self.t.pick()
         kind = random.choice(tenant["providers"])
         started = time.perf_counter()
-        first = None
+        first = last = None
+        chunks = 0
         with self.client.post(self.t.prefix + "/v1/chat/completions", data=self.t.stream[kind],
                               headers=tenant["headers"], name="/v1/chat/completions (stream)", stream=True,
                               catch_response=True) as resp:
@@ -211,8 +216,11 @@ class ForgeUser(FastHttpUser):
                 if not frame:
                     break
                 done = frame.startswith(b"data: [DONE]")
-                if first is None and (done or FIRST_TOKEN.search(frame)):
-                    first = time.perf_counter()
+                if not done and FIRST_TOKEN.search(frame):
+                    last = time.perf_counter()
+                    chunks += 1
+                if first is None and (done or last is not None):
+                    first = last or time.perf_counter()
             # The request's time is the whole stream; time to first token is its own metric.
             resp.request_meta["response_time"] = (time.perf_counter() - started) * 1000
             if not done:
@@ -221,6 +229,10 @@ class ForgeUser(FastHttpUser):
         if first is not None:
             events.request.fire(request_type="TTFT", name="ttft", response_time=(first - started) * 1000,
                                 response_length=0, exception=None, context={})
+        if chunks > 1:  # the pace of the stream after its first token: one event per stream, not per chunk
+            gap = (last - first) * 1000 / (chunks - 1)
+            events.request.fire(request_type="ICD", name="inter_chunk", response_time=gap, response_length=chunks,
+                                exception=None, context={})
 
     def models(self) -> None:
         tenant = self.t.pick()
@@ -407,6 +419,56 @@ class ChurnUser(ForgeUser):
                 self._verify_chat(old, False, "the old Forge key still worked after a reset")
                 self._verify_chat(self.tenant["headers"], True, "the new Forge key was refused")
             self.tenant = next(self.t.writers)
+
+def _think(environment) -> tuple[float, float]:
+    low, _, high = environment.parsed_options.forge_think_s.partition("-")
+    return float(low), float(high or low)
+
+
+class RealisticChatUser(ForgeUser):
+    """A person in a chat application: mostly streamed answers, the model list now and then, and
+    think time between turns (``--forge-think-s``), so most users are idle at any moment."""
+
+    def wait_time(self) -> float:
+        return random.uniform(*_think(self.environment))
+
+    @task(8)
+    def stream_task(self) -> None:
+        self.stream()
+
+    @task(1)
+    def chat_task(self) -> None:
+        self.chat()
+
+    @task(1)
+    def models_task(self) -> None:
+        self.models()
+
+
+class AgentLoopUser(ForgeUser):
+    """An agent on one key of its own: short tool-calling turns back to back (the question with the
+    tools, answered by a tool call; then the tool's result, answered by text), no think time."""
+
+    def on_start(self) -> None:
+        super().on_start()
+        self.tenant = self.t.pick()
+
+    @task
+    def step(self) -> None:
+        for body in self.t.tool_turns:
+            self.client.post(self.t.prefix + "/v1/chat/completions", data=body, headers=self.tenant["headers"],
+                             name="/v1/chat/completions (tool turn)")
+
+
+class LongStreamUser(ForgeUser):
+    """One stream open at all times: the next starts as soon as one ends (``long-streams`` starts
+    every user at once, so ``-u`` is the number of concurrent streams)."""
+
+    network_timeout = 120.0  # a stream of the timing model lasts seconds; under load, longer
+
+    @task
+    def stream_task(self) -> None:
+        self.stream()
 
 
 # --- the design's future work: duplicates and short-ttl ----------------------------------------

@@ -1,10 +1,11 @@
-"""``python -m benchmarks seed | run | report``."""
+"""``python -m benchmarks seed | run | production | report``."""
 
 from __future__ import annotations
 
 import argparse
 import sys
 
+from . import mock_timing
 from .plan import NAMED_PLANS
 from .profiles import PROFILES
 
@@ -64,6 +65,24 @@ def main(argv: list[str] | None = None) -> None:
     r.add_argument("--repeat", type=int, default=1, metavar="N",
                    help="run the whole plan N times, interleaved (A B C A B C), one result file per repetition; "
                         "the report gives the median and range of each figure")
+    r.add_argument("--load-processes", type=int, default=1, metavar="N",
+                   help="Locust processes (N > 1: Locust's own --processes, a master and N workers, all on the load "
+                        "CPU; default 1)")
+    r.add_argument("--think-s", metavar="LOW-HIGH", help="realistic-chat's think time between turns (default 1-3)")
+    mock_timing.add_arguments(r)
+
+    pr = sub.add_parser("production", help="the gateway under production-like conditions: its own plan (slow "
+                                           "provider, thousands of streams, DB round trips, rate-limited model lists)")
+    pr.add_argument("--quick", action="store_true", help="a tiny plan (about a minute; what the tests run)")
+    pr.add_argument("--phases", help="comma list: streams, db (default both)")
+    pr.add_argument("--peer", choices=["litellm"], help="also run LiteLLM where it supports the profile (streams)")
+    pr.add_argument("--out", default="results")
+    pr.add_argument("--no-pin", action="store_true", help="do not pin processes to CPUs with taskset")
+    pr.add_argument("--postgres-url", help="PostgreSQL of the db phase (default $FORGE_BENCH_POSTGRES_URL or "
+                                           "postgres@127.0.0.1:5432)")
+    pr.add_argument("--load-processes", type=int, metavar="N",
+                    help="Locust processes of the streams phase (default 1; N > 1: Locust's --processes, a "
+                         "master and N workers; --quick: 2)")
 
     rep = sub.add_parser("report", help="regenerate RESULTS.md and the figures from result files")
     rep.add_argument("--results", default="results")
@@ -91,7 +110,16 @@ def main(argv: list[str] | None = None) -> None:
                     mock_chunk_delay_ms=a.mock_chunk_delay_ms, stores=a.stores, backends=a.backends,
                     multi_node=a.multi_node, postgres_url=a.postgres_url, redis_url=a.redis_url,
                     db_rtt_ms=a.db_rtt_ms, redis_rtt_ms=a.redis_rtt_ms, net_jitter_ms=a.net_jitter_ms,
-                    repeat=a.repeat, named=a.plan)
+                    repeat=a.repeat, mock_timing=mock_timing.from_args(a), load_processes=a.load_processes,
+                    think_s=a.think_s, named=a.plan)
+        if not files:
+            raise SystemExit("no result written")
+    elif a.command == "production":
+        from .production import run_production
+
+        files = run_production(quick=a.quick, peer=a.peer, phases=a.phases.split(",") if a.phases else None,
+                               out=a.out, pin=not a.no_pin, postgres_url=a.postgres_url,
+                               load_processes=a.load_processes)
         if not files:
             raise SystemExit("no result written")
     else:

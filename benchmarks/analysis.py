@@ -29,6 +29,7 @@ from forge_ref.settings import LAYERS, parse_layers
 
 from . import results
 from .plots import config_name
+from .production_report import is_production
 from .repeats import job_key, repetition
 from .report import BACKENDS_COMMAND, COMBOS, TARGET_ORDER, _config_key, _noise_line
 from .results import METRICS, is_load_run, load_results, result_files, summary
@@ -38,6 +39,7 @@ ENV_VAR = "FORGE_RESULTS_DIR"
 DEFAULT_DIR = REPO / "results"
 SAMPLE_DIR = REPO / "tests" / "data" / "sample_results"
 MICRO_SIBLING = "sample_micro"
+PRODUCTION_SIBLING = "sample_production"
 
 PERCENTILES = ["p50_ms", "p90_ms", "p99_ms", "max_ms"]
 
@@ -148,6 +150,18 @@ def start(directory: str | os.PathLike) -> pd.DataFrame:
     return df
 
 
+def load_production(directory: str | os.PathLike) -> list[dict]:
+    """The production results (``python -m benchmarks production``) of ``directory``, else of a sibling
+    ``sample_production/`` (where the committed sample keeps a tiny real run): raw documents, oldest first."""
+    directory = Path(directory).resolve()
+    for where in (directory, directory.parent / PRODUCTION_SIBLING):
+        if where.is_dir():
+            docs = [d for d in results.load_raw(where) if is_load_run(d) and is_production(d)]
+            if docs:
+                return sorted(docs, key=lambda d: d["_file"])
+    return []
+
+
 def micro_dirs(directory: str | os.PathLike) -> list[Path]:
     """Where micro results are looked for: the directory itself and a sibling ``sample_micro/``."""
     directory = Path(directory).resolve()
@@ -183,7 +197,10 @@ def load(directory: str | os.PathLike) -> pd.DataFrame:
     df = load_results(directory)
     if df.empty:
         return df
-    df["kind"] = ["load" if is_load_run(d) else d.get("profile") for d in df["raw"]]
+    # production's results (python -m benchmarks production) are their own kind, read by notebook 06 and its
+    # report section only: the other notebooks' selections (the fullest run per profile) never see them
+    df["kind"] = ["production" if is_production(d) else "load" if is_load_run(d) else d.get("profile")
+                  for d in df["raw"]]
     loads = [(d, lab) if k == "load" else (None, None) for d, lab, k in zip(df["raw"], df["label"], df["kind"])]
     forge = [d is not None and d["target"].startswith("forge-ref") for d, _ in loads]
     df["long_label"] = [long_label(d, lab) if d else None for d, lab in loads]

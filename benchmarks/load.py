@@ -22,8 +22,9 @@ REPO = Path(__file__).resolve().parents[1]
 LOCUSTFILE = REPO / "locustfile.py"
 
 
-def touch(base: str, doc: dict, cap: int = 2000) -> None:
-    """One request of each kind per tenant (up to ``cap``): fills every cache the profile uses."""
+def touch(base: str, doc: dict, cap: int = 2000, workers: int = 8) -> None:
+    """One request of each kind per tenant (up to ``cap``), ``workers`` at a time: fills every cache the
+    profile uses."""
     reqs = []
     embeddings = traffic.embeddings_body(text="warm")
     for t in doc["tenants"][:cap]:
@@ -35,7 +36,7 @@ def touch(base: str, doc: dict, cap: int = 2000) -> None:
     def one(r) -> int:
         return procs.http(r[0], base + r[1], token=r[3], body=r[2], timeout=30)[0]
 
-    with ThreadPoolExecutor(8) as pool:
+    with ThreadPoolExecutor(workers) as pool:
         list(pool.map(one, reqs))
 
 
@@ -87,27 +88,48 @@ def probe(base: str, target: str, key: str, seconds: float, cpu: int | None) -> 
             "endpoints": [{"method": "POST", "name": path, **stats}], "ttft": None, "checks": None, "errors": []}
 
 
+def _wait_sampling(proc: procs.Proc, timeout: float, every: float = 0.25) -> float:
+    """Wait for ``proc`` to exit; return the largest CPU seconds its process tree was seen to hold (the
+    workers of ``--processes`` are its children, and may not be reaped by it before it exits)."""
+    deadline, seen = time.monotonic() + timeout, 0.0
+    while proc.popen.poll() is None:
+        if time.monotonic() > deadline:
+            raise TimeoutError(f"{proc.name} still running after {timeout:.0f}s")
+        seen = max(seen, procs.cpu_seconds(proc.pid))
+        try:
+            proc.popen.wait(every)
+        except Exception:  # noqa: BLE001 (subprocess.TimeoutExpired: poll again)
+            pass
+    return seen
+
+
 def run_locust(target: str, profile: str, *, bases: list[str], keys: Path, users: int, duration: float, name: str,
-               raw: Path, cpus: str | None, stale_bound: float, static_key: str = "") -> tuple[dict, float]:
+               raw: Path, cpus: str | None, stale_bound: float, static_key: str = "", processes: int = 1,
+               think_s: str | None = None, stop_timeout: float = 2.0) -> tuple[dict, float]:
     """Locust headless for ``duration`` seconds against ``bases`` (users spread over several nodes):
-    (its summary, its CPU seconds). Its JSON, CSV and log stay in ``raw`` under ``name``."""
+    (its summary, its CPU seconds, summed over its processes). ``processes`` > 1 runs Locust's own
+    distributed mode (``--processes N``: a master and N forked workers, on the same ``cpus``). Its JSON,
+    CSV and log stay in ``raw`` under ``name``."""
     prefix = raw / name
     timing = f"{prefix}.timing."
     env = {"FORGE_PROFILE": profile, "FORGE_KEYS_FILE": str(keys), "FORGE_TARGET": traffic.kind(target),
            "FORGE_STATIC_KEY": static_key, "FORGE_STALE_BOUND_S": str(stale_bound),
-           "FORGE_HOSTS": ",".join(bases) if len(bases) > 1 else None, "FORGE_TIMING_PREFIX": timing}
+           "FORGE_HOSTS": ",".join(bases) if len(bases) > 1 else None, "FORGE_TIMING_PREFIX": timing,
+           "FORGE_THINK_S": think_s}
     cmd = [sys.executable, "-m", "locust", "-f", str(LOCUSTFILE), "--headless", "-u", str(users), "-r", str(users),
            "-t", f"{max(1, round(duration))}s", "--host", bases[0], "--json-file", str(prefix), "--csv", str(prefix),
            "--only-summary", "--loglevel", "WARNING", "--logfile", str(raw / f"{name}.locust.log"),
-           "--exit-code-on-error", "0", "--stop-timeout", "2"]
+           "--exit-code-on-error", "0", "--stop-timeout", f"{stop_timeout:g}"]
+    if processes > 1:
+        cmd += ["--processes", str(processes)]
     before = resource.getrusage(resource.RUSAGE_CHILDREN)
     proc = procs.start(name, cmd, raw, env=env, cpus=cpus, cwd=str(REPO))
     try:
-        proc.popen.wait(timeout=duration + 90)
+        seen = _wait_sampling(proc, duration + stop_timeout + 90)
     finally:
         proc.stop()
     after = resource.getrusage(resource.RUSAGE_CHILDREN)
-    load_cpu = (after.ru_utime - before.ru_utime) + (after.ru_stime - before.ru_stime)
+    load_cpu = max(seen, (after.ru_utime - before.ru_utime) + (after.ru_stime - before.ru_stime))
     path = Path(f"{prefix}.json")
     if not path.exists():
         raise RuntimeError(f"Locust wrote no {path}:\n{proc.tail()}")

@@ -11,7 +11,7 @@ from __future__ import annotations
 import csv
 from pathlib import Path
 
-CUSTOM_TYPES = ("TTFT", "CHECK")
+CUSTOM_TYPES = ("TTFT", "ICD", "CHECK")
 
 
 def _hist(entries: list[dict]) -> dict[float, int]:
@@ -81,6 +81,10 @@ def summarize_locust(entries: list[dict], failures_csv: Path | None = None) -> d
     ]
     ttft = [e for e in entries if e["method"] == "TTFT"]
     summary["ttft"] = _entry_stats(ttft) if ttft else None
+    # a stream's mean gap between chunks (ms), one sample per stream; its response length is the chunk count
+    icd = [e for e in entries if e["method"] == "ICD"]
+    summary["inter_chunk"] = {**_entry_stats(icd), "chunks": sum(e.get("total_content_length", 0) for e in icd)} \
+        if icd else None
     checks = {e["name"]: e["num_requests"] for e in entries if e["method"] == "CHECK"}
     summary["checks"] = {"stale_responses": checks.get("stale_response", 0),
                          "fresh_responses": checks.get("fresh_response", 0)} if checks else None

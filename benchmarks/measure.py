@@ -79,18 +79,28 @@ def _noise(before, after, ours: float, wall: float, loadavg: float) -> dict:
             "window_s": round(wall, 3), "tcp": {k: tcp1[k] - tcp0.get(k, 0) for k in sorted(tcp1)}}
 
 
+def stop_timeout(spec: Profile, opts) -> float:
+    """Seconds Locust lets the requests in flight finish at the end: streams of the timing model last
+    seconds, and a stream cut short would count as a failure."""
+    return 30.0 if spec.streams and opts.mock_timing else 2.0
+
+
 def _warm_up(session: Session, job: Job, target: Target, warm: str, *, users: int, seed: Seed, name: str) -> None:
     opts = session.opts
+    # With the mock's timing model an answer takes seconds: the warm-up runs wider and shorter (it is there to
+    # fill caches and open connections, which one answer does as well as a hundred).
+    slow = bool(opts.mock_timing)
     if warm == "touch":
         for base in target.bases:
-            load.touch(base, seed.doc)
+            load.touch(base, seed.doc, workers=32 if slow else 8)
     elif warm == "locust":
         load.run_locust(job.target, job.profile, bases=target.bases, keys=seed.keys, users=users,
                         duration=opts.warmup, name=f"{name}.warmup", raw=session.raw,
                         cpus=session.cpu("load"), stale_bound=stale_bound(opts.processes, job.nodes),
-                        static_key=target.static_key)
+                        static_key=target.static_key, processes=opts.load_processes, think_s=opts.think_s)
     elif warm == "sequential":
-        load.sequential(target.bases[0], job.target, target.static_key or seed.doc["tenants"][0]["key"])
+        load.sequential(target.bases[0], job.target, target.static_key or seed.doc["tenants"][0]["key"],
+                        n=2 if slow else 100)
 
 
 def measure(session: Session, job: Job, target: Target, spec: Profile, *, warm: str, users: int,
@@ -107,6 +117,7 @@ def measure(session: Session, job: Job, target: Target, spec: Profile, *, warm: 
     rss_start = sum(procs.rss_bytes(pid) for pid in pids)
     per_node: list[dict] = []
     with procs.Sampler(pids[0], pids=tuple(pids[1:])) as sampler:
+        procs.http_json("DELETE", session.mock_url + "/_mock/stats")  # and its rate limits: the last job's calls
         _warm_up(session, job, target, warm, users=users, seed=seed, name=name)
         if job.is_forge:
             for b in target.bases:
@@ -125,7 +136,8 @@ def measure(session: Session, job: Job, target: Target, spec: Profile, *, warm: 
             summary, load_cpu = load.run_locust(
                 job.target, job.profile, bases=target.bases, keys=seed.keys, users=users, duration=duration,
                 name=name, raw=session.raw, cpus=session.cpu("load"),
-                stale_bound=stale_bound(opts.processes, job.nodes), static_key=target.static_key)
+                stale_bound=stale_bound(opts.processes, job.nodes), static_key=target.static_key,
+                processes=opts.load_processes, think_s=opts.think_s, stop_timeout=stop_timeout(spec, opts))
         wall = time.monotonic() - t0
         node_cpu1 = [procs.cpu_seconds(pid) for pid in pids]
         mock1 = procs.cpu_seconds(session.mock.pid)

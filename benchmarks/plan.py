@@ -12,7 +12,7 @@ from __future__ import annotations
 
 import math
 import os
-from dataclasses import dataclass, replace
+from dataclasses import dataclass, field, replace
 from pathlib import Path
 
 from forge_ref.settings import Settings, parse_layers
@@ -21,7 +21,7 @@ from forge_ref.upstream import CLIENTS
 from .profiles import (
     FULL_CONFIGS,
     FUTURE_PLAN,
-    LOAD_PROFILES,
+    MATRIX_PROFILES,
     PROFILE_CONFIGS,
     PROFILES,
     QUICK_BACKEND_JOBS,
@@ -55,6 +55,7 @@ class Job:
     redis_rtt_ms: float = 0.0  # likewise to Redis
     repeat: int = 1  # which repetition of the plan this is, 1..repeats
     repeats: int = 1
+    users: int = 0  # Locust users of this job (0: the profile's, else --users); production's concurrency steps
 
     @property
     def is_forge(self) -> bool:
@@ -99,6 +100,12 @@ class Options:
     postgres_url: str | None = None  # $FORGE_BENCH_POSTGRES_URL, else DEFAULT_POSTGRES_URL
     redis_url: str | None = None  # $FORGE_BENCH_REDIS_URL, else DEFAULT_REDIS_URL
     net_jitter_ms: float = 0.0  # ± jitter of every delay proxy's one-way delay
+    # The mock's timing model: MockConfig fields (ttft_ms, ttft_sigma, token_rate, output_tokens, tokens_per_chunk,
+    # models_latency_ms, models_rate_limit, models_rate_window, seed), given as flags; unset: the mock's defaults.
+    mock_timing: dict = field(default_factory=dict)
+    load_processes: int = 1  # Locust processes (>1: Locust's own --processes, a master and forked workers)
+    think_s: str | None = None  # realistic-chat's think time, LOW-HIGH seconds (None: the locustfile's 1-3)
+    production: dict | None = None  # python -m benchmarks production: {"phase", "conditions"}, kept in settings
 
     def __post_init__(self) -> None:
         self.out = Path(self.out).resolve()
@@ -107,6 +114,8 @@ class Options:
         self.warmup = self.warmup if self.warmup is not None else (2.0 if self.quick else 5.0)
         self.postgres_url = self.postgres_url or os.environ.get("FORGE_BENCH_POSTGRES_URL") or DEFAULT_POSTGRES_URL
         self.redis_url = self.redis_url or os.environ.get("FORGE_BENCH_REDIS_URL") or DEFAULT_REDIS_URL
+        if self.load_processes < 1:
+            raise SystemExit(f"--load-processes {self.load_processes}: at least 1")
 
     def tenants_for(self, profile: str) -> int:
         spec = PROFILES[profile]
@@ -185,7 +194,7 @@ def plan(*, quick: bool = False, profiles: list[str] | None = None, configs: lis
     _check_configs(configs)
     chosen = profiles
     if profiles is None:
-        profiles = list(QUICK_PLAN) if quick else list(LOAD_PROFILES)
+        profiles = list(QUICK_PLAN) if quick else list(MATRIX_PROFILES)
     jobs: list[Job] = []
 
     def on(target: str, profile: str, config: str, variant: str, env: dict, store: str, backend: str,

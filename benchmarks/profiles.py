@@ -33,6 +33,7 @@ class Profile:
     quick_tenants: int | None = None
     user_classes: tuple[str, ...] = ()  # locustfile user classes, by name
     stages: tuple[Stage, ...] = STEADY
+    streams: bool = False  # mostly streamed answers: with the mock's timing model, each lasts seconds
 
 
 PROFILES = {p.name: p for p in (
@@ -51,9 +52,23 @@ PROFILES = {p.name: p for p in (
     Profile("short-ttl", tenants=10, providers="openai", user_classes=("ShortTtlUser",)),
     Profile("cache-hit-c1", tenants=1, providers="openai", probe=True),  # benchmarks.hit_probe
     Profile("latency-c1", tenants=1, providers="openai", probe=True),
+    # The production-like profiles (``python -m benchmarks production``): openai-kind models only, so the
+    # same traffic also runs against mock-direct and LiteLLM. Their timing comes from the mock's model.
+    # A chat application: mostly streamed answers, a model list now and then, think time between turns. Few
+    # tenants, many users each: every tenant's provider key lists models often enough to meet a rate limit.
+    Profile("realistic-chat", tenants=10, providers="openai", user_classes=("RealisticChatUser",), streams=True),
+    # An agent: short tool-calling turns back to back, each user on one key of its own.
+    Profile("agent-loop", tenants=20, providers="openai", user_classes=("AgentLoopUser",)),
+    # Thousands of streams held open at once: every user reopens one as soon as it ends; all start together.
+    Profile("long-streams", tenants=10, providers="openai", user_classes=("LongStreamUser",),
+            stages=((1.0, 1.0, "all"),), streams=True),
 )}
 # The profiles Locust runs (the others are measured by the runner's own probe).
 LOAD_PROFILES = {name: p for name, p in PROFILES.items() if not p.probe}
+# Measured by ``python -m benchmarks production`` against a slow mock; ``run`` takes them by name only.
+PRODUCTION_PROFILES = ("realistic-chat", "agent-loop", "long-streams")
+# The full matrix's profiles (``run`` without --profiles).
+MATRIX_PROFILES = {name: p for name, p in LOAD_PROFILES.items() if name not in PRODUCTION_PROFILES}
 
 
 def all_but(layer: str) -> str:

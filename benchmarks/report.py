@@ -16,7 +16,7 @@ from pathlib import Path
 
 from forge_ref.settings import LAYERS
 
-from . import future_report, phases, plots
+from . import future_report, phases, plots, production_report
 from .profiles import FULL_CONFIGS
 from .repeats import Spread, each, group, medians, repetition, settle, spread
 from .results import config_label, frame, is_load_run, load_results, store_backend, summary
@@ -706,7 +706,9 @@ def report(results_dir: str | os.PathLike = "results", out: str | os.PathLike = 
            figures_dir: str | os.PathLike = "docs/figures") -> Path:
     df = load_results(results_dir)
     every = sorted(df.attrs["raw"], key=lambda d: d["_file"])
-    docs = [d for d in every if is_load_run(d)]
+    # production's results have their own section (production_report): kept out of the main tables' selections
+    production = [d for d in every if is_load_run(d) and production_report.is_production(d)]
+    docs = [d for d in every if is_load_run(d) and not production_report.is_production(d)]
     micro = [d for d in every if d.get("profile") == "micro" and isinstance(d.get("micro"), dict)]
     soaks = [d for d in every if d.get("profile") == "soak" and isinstance(d.get("rss"), dict)]
     out, fig_dir = Path(out), Path(figures_dir)
@@ -717,6 +719,7 @@ def report(results_dir: str | os.PathLike = "results", out: str | os.PathLike = 
     text = render(docs, fig_rel, made, micro[-1] if micro else None)
     if soaks:
         text = text.rstrip("\n") + "\n\n" + soak_section(soaks[-1])
+    text = text.rstrip("\n") + "\n\n" + "\n".join(production_report.section(production))
     out.write_text(text)
     return out
 

@@ -44,7 +44,7 @@ from .results import SCHEMA_VERSION, git_commit, machine, stamp, utc, write_resu
 from .targets import Target, stale_bound, start_mock, start_target
 
 WARMUPS = {"touch": "one request of each kind per tenant", "locust": "{warmup:g}s of the profile",
-           "sequential": "100 sequential chats", "none": "none (cold caches)"}
+           "sequential": "{sequential} sequential chats", "none": "none (cold caches)"}
 
 
 class Session:
@@ -52,11 +52,12 @@ class Session:
     one encryption key, the mock provider every target talks to, and the seeded tenants. Entering
     starts the mock; leaving stops it and removes the seeded files."""
 
-    def __init__(self, opts: Options) -> None:
+    def __init__(self, opts: Options, run_id: str | None = None) -> None:
         self.opts = opts
         self.commit, self.dirty = git_commit()
         self.started = time.time()
-        self.run_id = f"{stamp(self.started)}_{self.commit}"
+        # ``run_id``: several sessions of one command (production's, one per mock configuration) share one
+        self.run_id = run_id or f"{stamp(self.started)}_{self.commit}"
         self.raw = opts.out / "raw" / self.run_id
         self.machine = machine()
         self.pinning = procs.pinning_plan() if opts.pin else None
@@ -67,9 +68,12 @@ class Session:
         self._work = tempfile.TemporaryDirectory(prefix="forge-bench-")
         self.work = Path(self._work.name)
         self.mock, self.mock_url = start_mock(self.raw, latency_ms=self.opts.mock_latency_ms,
-                                              chunk_delay_ms=self.opts.mock_chunk_delay_ms, cpus=self.cpu("mock"))
+                                              chunk_delay_ms=self.opts.mock_chunk_delay_ms, cpus=self.cpu("mock"),
+                                              timing=self.opts.mock_timing)
         try:
             procs.wait_ready(self.mock, self.mock_url + "/_mock/stats")
+            # the mock's effective configuration, as it reports it: recorded in every result file
+            self.mock_config = procs.http_json("GET", self.mock_url + "/_mock/config")
         except BaseException:
             self.__exit__()
             raise
@@ -94,7 +98,7 @@ class Session:
         opts, spec = self.opts, PROFILES[job.profile]
         if spec.probe and job.nodes > 1:
             raise ValueError("the concurrency-1 probe measures one server: no multi-node latency-c1")
-        users = spec.users or opts.users
+        users = job.users or spec.users or opts.users
         duration = spec.duration or opts.duration
         warm = spec.warmup if job.is_forge else "sequential"
         name = f"{index:03d}_{job.label()}"
@@ -103,7 +107,7 @@ class Session:
             window = measure(self, job, target, spec, warm=warm, users=users, duration=duration, name=name)
         finally:
             target.stop()
-        warm_desc = WARMUPS[warm].format(warmup=opts.warmup)
+        warm_desc = WARMUPS[warm].format(warmup=opts.warmup, sequential=2 if opts.mock_timing else 100)
         if job.nodes > 1 and warm == "touch":
             warm_desc += f", on each of the {job.nodes} nodes"
         settings = {
@@ -143,8 +147,7 @@ class Session:
             "server_timing": w.load.get("server_timing"), "server": server,
             "mock_calls": w.mock_stats.get("calls", {}),
             "mock": {"total_calls": w.mock_stats.get("total"), "cpu_seconds": round(w.mock_cpu, 3)},
-            "load_generator": {"cpu_seconds": round(w.load_cpu, 3) if w.load_cpu is not None else None,
-                               "cpu_utilisation": round(w.load_cpu / span, 3) if w.load_cpu and span > 0 else None},
+            "load_generator": self._load_side(job, w, span),
             "noise": w.noise, "machine": self.machine, "commit": self.commit, "commit_dirty": self.dirty,
             # per service the server used: the round trip asked and measured, the delay proxy and its CPU
             "network": {svc: next((h.record(w.proxy_cpu.get(svc), requests) for h in target.hops if h.service == svc),
@@ -156,7 +159,7 @@ class Session:
                 "stale_bound_s": stale_bound(opts.processes, job.nodes) if job.is_forge else None,
                 "server_env": dict(job.server_env), "quick": opts.quick,
                 "server_timing": dict(job.server_env).get("FORGE_SERVER_TIMING", "1") == "1" if job.is_forge else None,
-                "mock": {"latency_ms": opts.mock_latency_ms, "chunk_delay_ms": opts.mock_chunk_delay_ms},
+                "mock": self.mock_config,  # GET /_mock/config: latency_ms, chunk_delay_ms and the timing model
                 # what the forge-ref server stored in and cached with (always recorded; n/a for other targets)
                 "store": job.store if job.is_forge else None,
                 "cache_backend": job.backend if job.is_forge else None,
@@ -164,9 +167,21 @@ class Session:
                 "db_rtt_ms": job.db_rtt_ms, "redis_rtt_ms": job.redis_rtt_ms,
                 "net_jitter_ms": opts.net_jitter_ms if job.db_rtt_ms or job.redis_rtt_ms else 0.0,
                 "repeat": job.repeat, "repeats": job.repeats,
+                "production": opts.production,  # its phase and the simulated conditions, in one line
             },
             "started_at": utc(started), "finished_at": utc(time.time()),
         }
+
+    def _load_side(self, job: Job, w: Window, span: float) -> dict:
+        """Locust's CPU, and whether it was saturated (>= 90% of the CPUs it was pinned to): a saturated
+        generator measures itself, not the server."""
+        probe = PROFILES[job.profile].probe
+        util = round(w.load_cpu / span, 3) if w.load_cpu and span > 0 else None
+        cpus = len(self.cpu("load").split(",")) if self.pinning else os.cpu_count() or 1
+        return {"cpu_seconds": round(w.load_cpu, 3) if w.load_cpu is not None else None, "cpu_utilisation": util,
+                "tool": "probe (in the runner)" if probe else "locust",
+                "processes": None if probe else self.opts.load_processes, "cpus": cpus,
+                "saturated": None if util is None else util >= 0.9 * cpus}
 
     def _pinning(self, job: Job) -> dict | None:
         """The pinning this job really had (a multi-process server is left unpinned)."""
@@ -180,6 +195,8 @@ class Session:
                            f"CPU {pin['load']}; PostgreSQL and Redis unpinned")
         if job.target == "mock-direct":
             pin["server"] = pin["mock"]  # the process under test is the mock itself
+        if job.db_rtt_ms or job.redis_rtt_ms:
+            pin["delay_proxies"] = pin["load"]  # network.open_hop pins them with the load side
         return pin
 
 
@@ -260,7 +277,8 @@ def run(*, profiles: list[str] | None = None, configs: list[str] | None = None, 
         pin: bool = True, verbose: bool = True, mock_latency_ms: float = 0.0,
         mock_chunk_delay_ms: float = 0.0, stores=None, backends=None, multi_node: int = 0,
         postgres_url: str | None = None, redis_url: str | None = None, db_rtt_ms=None, redis_rtt_ms=None,
-        net_jitter_ms: float = 0.0, repeat: int = 1, named: str | None = None) -> list[Path]:
+        net_jitter_ms: float = 0.0, repeat: int = 1, named: str | None = None, mock_timing: dict | None = None,
+        load_processes: int = 1, think_s: str | None = None) -> list[Path]:
     """Run the matrix; return the result files written (one per job).
 
     ``stores`` (``sqlite``, ``postgres``) and ``backends`` (``memory``, ``redis``): lists or comma
@@ -269,11 +287,14 @@ def run(*, profiles: list[str] | None = None, configs: list[str] | None = None, 
     ``db_rtt_ms`` / ``redis_rtt_ms``: round trips (ms) added by a delay proxy, each job on PostgreSQL /
     Redis once per value (0: direct); ``net_jitter_ms`` ± on each proxy's one-way delay. ``repeat`` N:
     the whole plan N times, interleaved. ``named``: a named plan (``plan.NAMED_PLANS``) instead of the
-    matrix (profiles, configurations, stores, backends and baselines are then the plan's)."""
+    matrix (profiles, configurations, stores, backends and baselines are then the plan's). ``mock_timing``:
+    the mock's timing model (``mock_timing`` fields); ``load_processes`` N > 1: Locust's distributed mode;
+    ``think_s``: realistic-chat's think time."""
     opts = Options(out=Path(out), duration=duration, users=users, processes=processes, warmup=warmup, quick=quick,
                    tenants=tenants, pin=pin, mock_latency_ms=mock_latency_ms,
                    mock_chunk_delay_ms=mock_chunk_delay_ms, postgres_url=postgres_url, redis_url=redis_url,
-                   net_jitter_ms=net_jitter_ms)
+                   net_jitter_ms=net_jitter_ms, mock_timing=mock_timing or {}, load_processes=load_processes,
+                   think_s=think_s)
     if named:
         jobs = named_plan(named, repeat=repeat, tenants_of=opts.tenants_for)
     else:

@@ -52,11 +52,26 @@ class Target:
                 sys.stderr.write(f"benchmark clean-up failed: {exc}\n")
 
 
-def start_mock(raw: Path, *, latency_ms: float, chunk_delay_ms: float, cpus: str | None) -> tuple[procs.Proc, str]:
-    """The mock provider every target of a run talks to: (its process, its base URL)."""
+def mock_flags(timing: dict) -> list[str]:
+    """``MockConfig`` fields as ``forge-ref mock-provider`` flags: ``{"token_rate": (50, 100)}`` ->
+    ``--token-rate 50-100`` (a pair is a uniform range; a number or a string is passed as it is)."""
+    out = []
+    for name, value in timing.items():
+        if value is None:
+            continue
+        text = f"{value[0]:g}-{value[1]:g}" if isinstance(value, (tuple, list)) else \
+            f"{value:g}" if isinstance(value, float) else str(value)
+        out += ["--" + name.replace("_", "-"), text]
+    return out
+
+
+def start_mock(raw: Path, *, latency_ms: float, chunk_delay_ms: float, cpus: str | None,
+               timing: dict | None = None) -> tuple[procs.Proc, str]:
+    """The mock provider every target of a run talks to: (its process, its base URL). ``timing``: the
+    timing model's ``MockConfig`` fields (``mock_flags``)."""
     port = procs.free_port()
     cmd = [sys.executable, "-m", "forge_ref.cli", "mock-provider", "--host", procs.HOST, "--port", str(port),
-           "--latency-ms", str(latency_ms), "--chunk-delay-ms", str(chunk_delay_ms)]
+           "--latency-ms", str(latency_ms), "--chunk-delay-ms", str(chunk_delay_ms), *mock_flags(timing or {})]
     return procs.start("mock", cmd, raw, cpus=cpus, cwd=str(REPO)), f"http://{procs.HOST}:{port}"
 
 

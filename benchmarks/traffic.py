@@ -48,3 +48,21 @@ def chat_request(target: str) -> tuple[str, bytes]:
     """Path and body of one non-streaming chat as a job's target spells it."""
     spec = TARGETS[kind(target)]
     return spec["prefix"] + CHAT_PATH, chat_body(routed=spec["routed"])
+
+
+# One function tool: what an agent's turns declare (the gateway passes it through; the mock calls it when asked).
+TOOLS = [{"type": "function", "function": {
+    "name": "lookup", "description": "Look a fact up", "parameters": {
+        "type": "object", "properties": {"query": {"type": "string"}}, "required": ["query"]}}}]
+
+
+def tool_turns(provider: str = "openai", *, routed: bool = True) -> tuple[bytes, bytes]:
+    """The two short turns of one agent step: the question with the tools (the mock answers with a
+    tool call), then the tool's result (the mock answers with text). Small ``max_tokens`` both."""
+    model = _model(provider, CHAT_MODELS[provider], routed)
+    ask = [{"role": "user", "content": "Find the answer with the lookup tool"}]
+    call = {"id": "call_1", "type": "function", "function": {"name": "lookup", "arguments": '{"query": "answer"}'}}
+    result = [*ask, {"role": "assistant", "content": None, "tool_calls": [call]},
+              {"role": "tool", "tool_call_id": "call_1", "content": "the answer is 42"}]
+    return tuple(json.dumps({"model": model, "max_tokens": 16, "messages": m, "tools": TOOLS}).encode()
+                 for m in (ask, result))

@@ -18,7 +18,8 @@ from .config import ConfigError, MockConfig, add_arguments, options
 
 
 class Stats(tornado.web.RequestHandler):
-    """``GET``: calls per endpoint since the start or the last ``DELETE``, which resets them."""
+    """``GET``: calls per endpoint since the start or the last ``DELETE``, which resets them, and the
+    model-list rate limit's windows (so one benchmark job's calls do not limit the next one's)."""
 
     application: MockApp
 
@@ -31,6 +32,8 @@ class Stats(tornado.web.RequestHandler):
         calls = self.application.calls
         for k in calls:
             calls[k] = 0
+        if self.application.models_limit is not None:
+            self.application.models_limit.reset()
         self.set_header("Content-Type", JSON_CT)
         self.finish(orjson.dumps({"calls": calls, "total": 0}))
 

@@ -30,3 +30,7 @@ class SlidingWindow:
             calls.append(now)
             return 0
         return max(1, math.ceil(calls[0] + self.window - now))
+
+    def reset(self) -> None:
+        """Forget every call: each key starts a fresh window (``DELETE /_mock/stats``, between benchmark jobs)."""
+        self._calls.clear()

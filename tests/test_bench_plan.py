@@ -7,7 +7,15 @@ from pathlib import Path
 import pytest
 
 from benchmarks.plan import BACKENDS, DEFAULT_POSTGRES_URL, STORES, Job, Options, plan, store_variant
-from benchmarks.profiles import FULL_CONFIGS, LOAD_PROFILES, PROFILE_CONFIGS, PROFILES, QUICK_PLAN
+from benchmarks.profiles import (
+    FULL_CONFIGS,
+    LOAD_PROFILES,
+    MATRIX_PROFILES,
+    PRODUCTION_PROFILES,
+    PROFILE_CONFIGS,
+    PROFILES,
+    QUICK_PLAN,
+)
 
 
 def test_quick_plan_is_small_and_full_plan_covers_the_matrix():
@@ -42,8 +50,11 @@ def test_store_and_backend_dimensions_multiply_forge_jobs_with_distinct_labels()
 
 def test_full_plan_is_every_load_profile_by_every_configuration_plus_variants_and_baselines():
     jobs = plan(baselines=False)
-    assert {j.profile for j in jobs} == set(LOAD_PROFILES)
-    for profile in LOAD_PROFILES:  # the future-work profiles run with their own configurations only
+    assert {j.profile for j in jobs} == set(MATRIX_PROFILES) == set(LOAD_PROFILES) - set(PRODUCTION_PROFILES)
+    # production's profiles run by name (their own command measures them against a slow mock)
+    assert {j.profile for j in plan(profiles=["long-streams", "agent-loop"], configs=["all"], baselines=False)} == {
+        "long-streams", "agent-loop"}
+    for profile in MATRIX_PROFILES:  # the future-work profiles run with their own configurations only
         assert {j.config for j in jobs if j.profile == profile} == set(PROFILE_CONFIGS.get(profile, FULL_CONFIGS))
     # cold-burst: with a layer that loads on a miss, coalescing on and off; many-tenants: default and bounded
     assert {j.variant for j in jobs if j.profile == "cold-burst" and j.config == "all"} == {"coalesce=1", "coalesce=0"}

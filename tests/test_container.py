@@ -199,8 +199,6 @@ def test_compose_load_generator_sets_only_real_options():
     assert f"127.0.0.1:{config.port}/" in mock["healthcheck"]["test"][1]
 
 
-@pytest.mark.xfail("realistic-chat" not in LOAD_PROFILES, strict=True,
-                   reason="benchmarks/profiles.py gains realistic-chat in other work")
 def test_compose_runs_a_load_profile_that_exists():
     env = compose()["locust-master"]["environment"]
     assert env["FORGE_PROFILE"] == "realistic-chat"

@@ -222,6 +222,24 @@ def test_model_listing_is_rate_limited_per_key_and_api_in_each_api_shape():
     assert stats["total"] == 14 and t.sleeps == []      # refused calls are not requests twice
 
 
+def test_deleting_the_stats_also_frees_the_rate_limit():
+    """Between benchmark jobs: the calls of one must not rate-limit the next."""
+    app = make_app(MockConfig(models_rate_limit=1, models_rate_window=60))
+
+    async def calls(c: httpx.AsyncClient):
+        def models():
+            return c.get("/openai/v1/models", headers={"Authorization": "Bearer k1"})
+
+        before = [(await models()).status_code for _ in range(2)]
+        await c.delete("/_mock/stats")
+        after = [(await models()).status_code for _ in range(2)]
+        return before, after, (await c.get("/_mock/stats")).json()["calls"]
+
+    before, after, stats = in_process(app, calls)
+    assert before == [200, 429] and after == [200, 429]
+    assert (stats["openai.models"], stats["openai.models.429"]) == (2, 1)
+
+
 def test_model_list_latency_is_drawn_per_answered_call():
     t = FakeTime()
     app = make_app(MockConfig(models_latency_ms=(300, 800), seed=5), clock=t.clock, sleep=t.sleep)

@@ -38,3 +38,11 @@ def test_the_window_slides_call_by_call():
     clock.now += 30                                     # the first call is 60 s old: gone
     assert w.hit("k") == 0
     assert w.hit("k") == 30                             # the second (at +30) still holds a slot
+
+
+def test_reset_forgets_every_key():
+    clock = Clock()
+    w = SlidingWindow(1, 60.0, clock)
+    assert (w.hit("a"), w.hit("b"), w.hit("a")) == (0, 0, 60)
+    w.reset()
+    assert (w.hit("a"), w.hit("b"), w.hit("a")) == (0, 0, 60)

@@ -8,8 +8,8 @@ seconds on PostgreSQL, direct and 2 ms away, into a temporary directory (about a
 The others read results. They run twice: against the committed sample (``tests/data/sample_results``,
 the default a fresh checkout sees) and against a directory that adds, to copies of the sample, the
 result kinds the sample lacks (many-tenants, multi-process churn, LiteLLM, histograms, one-layer pairs,
-Redis and PostgreSQL variants), so the branches that plot them run too. Those additions are made-up
-numbers for this test only.
+Redis and PostgreSQL variants, production runs from ``tests/data/sample_production``), so the branches
+that plot them run too. Those additions are made-up numbers for this test only.
 """
 
 from __future__ import annotations
@@ -31,6 +31,7 @@ REPO = Path(__file__).resolve().parents[1]
 NOTEBOOKS = REPO / "notebooks"
 SAMPLE = REPO / "tests" / "data" / "sample_results"
 SAMPLE_MICRO = REPO / "tests" / "data" / "sample_micro"
+SAMPLE_PRODUCTION = REPO / "tests" / "data" / "sample_production"
 NAMES = sorted(p.name for p in NOTEBOOKS.glob("[0-9]*.py"))
 EXPERIMENT = "08_experiment.py"
 READERS = [n for n in NAMES if n != EXPERIMENT]  # the notebooks that read result files
@@ -40,7 +41,7 @@ TIMEOUT = 120  # seconds per cell; a whole notebook takes a few seconds
 
 def test_the_notebooks_exist():
     assert NAMES == ["01_cache_layers.py", "02_scaling.py", "03_consistency.py", "04_peers_and_clients.py",
-                     "05_backends.py", "07_future_work.py", "08_experiment.py"]
+                     "05_backends.py", "06_production.py", "07_future_work.py", "08_experiment.py"]
 
 
 @pytest.mark.parametrize("name", NAMES)
@@ -120,6 +121,17 @@ def extended(tmp_path_factory) -> Path:
     variant(docs[("churn", "forge-ref", "all", "")], settings__processes=2, settings__stale_bound_s=0.3,
             settings__pinning__server=None)
     variant(docs[("steady", "bare-proxy-curl", "n/a", "")], target="litellm")
+    # production: the tiny real run, plus LiteLLM and two more concurrency levels of long-streams
+    prod = {}
+    for path in sorted(SAMPLE_PRODUCTION.glob("*.json")):
+        shutil.copy(path, out / path.name)
+        doc = json.loads(path.read_text())
+        prod[(doc["profile"], doc["target"])] = doc
+    streams = prod[("long-streams", "forge-ref")]
+    variant(streams, target="litellm", config="n/a")
+    for n in (200, 2000):
+        for doc in (prod[("long-streams", "mock-direct")], streams):
+            variant(doc, variant=f"c{n}", settings__users=n)
     return out
 
 
@@ -159,9 +171,14 @@ def test_notebook_runs_on_the_sample(name, kernel, monkeypatch):
         assert "python -m benchmarks run --profiles many-tenants" in text
     if name == "05_backends.py":  # micro results found (sample_results/ or the sibling sample_micro/)
         assert "micro result" in text and "No micro results" not in text
-    if name == "07_future_work.py":  # the sample holds a tiny run of every part of --plan future-work
-        assert "results in this directory" not in text
-        assert sum("image/png" in o.get("data", {}) for o in _outputs(nb)) == 4
+The experiment notebook (08) runs a real experiment through ``benchmarks.api``: here four jobs of two
+seconds on PostgreSQL, direct and 2 ms away, into a temporary directory (about a minute).
+
+The others read results. They run twice: against the committed sample (``tests/data/sample_results``,
+the default a fresh checkout sees) and against a directory that adds, to copies of the sample, the
+result kinds the sample lacks (many-tenants, multi-process churn, LiteLLM, histograms, one-layer pairs,
+Redis and PostgreSQL variants, production runs from ``tests/data/sample_production``), so the branches
+that plot them run too. Those additions are made-up numbers for this test only.
 
 
 @pytest.mark.parametrize("name", READERS)
@@ -171,6 +188,8 @@ def test_notebook_runs_on_fuller_results(name, kernel, extended, monkeypatch):
     assert "No many-tenants" not in text and "No multi-process churn" not in text and "No LiteLLM" not in text
     if name == "01_cache_layers.py":
         assert "No per-request latency histograms" not in text  # the CDF branch ran
+    if name == "06_production.py":
+        assert "No production results" not in text and "Streams held before" in text
     if name == "05_backends.py":
         assert "run on one store and cache backend" not in text  # the per-backend branch ran
         assert "No switch of layers" not in text  # and plotted none → all on two backends
