@@ -171,14 +171,12 @@ def test_notebook_runs_on_the_sample(name, kernel, monkeypatch):
         assert "python -m benchmarks run --profiles many-tenants" in text
     if name == "05_backends.py":  # micro results found (sample_results/ or the sibling sample_micro/)
         assert "micro result" in text and "No micro results" not in text
-The experiment notebook (08) runs a real experiment through ``benchmarks.api``: here four jobs of two
-seconds on PostgreSQL, direct and 2 ms away, into a temporary directory (about a minute).
-
-The others read results. They run twice: against the committed sample (``tests/data/sample_results``,
-the default a fresh checkout sees) and against a directory that adds, to copies of the sample, the
-result kinds the sample lacks (many-tenants, multi-process churn, LiteLLM, histograms, one-layer pairs,
-Redis and PostgreSQL variants, production runs from ``tests/data/sample_production``), so the branches
-that plot them run too. Those additions are made-up numbers for this test only.
+    if name == "06_production.py":  # the tiny real production run in the sibling sample_production/
+        assert "No production results" not in text and "`--quick`: shapes only" in text
+        assert "- `streams`: mock provider: time to first token lognormal" in text
+    if name == "07_future_work.py":  # the sample holds a tiny run of every part of --plan future-work
+        assert "results in this directory" not in text
+        assert sum("image/png" in o.get("data", {}) for o in _outputs(nb)) == 4
 
 
 @pytest.mark.parametrize("name", READERS)
