@@ -69,6 +69,14 @@ class Proc:
 
     def stop(self, timeout: float = 5.0) -> None:
         if self.popen.poll() is not None:
+            # The leader is gone, but its group may not be: Locust's master quits half a second after
+            # telling its --processes workers to stop, and a worker left running would go on sending
+            # the old job's keys to the next job's server on the same port (401s that were not the
+            # gateway's). Nothing of a finished job may outlive it.
+            try:
+                os.killpg(self.popen.pid, signal.SIGKILL)
+            except ProcessLookupError:
+                pass
             return
         try:
             os.killpg(self.popen.pid, signal.SIGTERM)
