@@ -236,8 +236,8 @@ def test_a_quick_streams_phase_end_to_end(tmp_path):
         assert mock["timing_model"] is True and mock["tokens_per_chunk"] == QUICK.mock["tokens_per_chunk"]
         assert mock["models_rate_limit"]["calls"] == 1
         assert d["load_generator"]["processes"] == 2 and d["load_generator"]["cpu_seconds"] > 0
-        # every failure is accounted for in the errors (the README's open finding: some distributed runs get 401s)
-        assert d["locust"]["failures"] == sum(e["occurrences"] for e in d["locust"]["errors"])
+        # distributed, nothing fails (a previous job's Locust worker left running once sent its old keys: 401s)
+        assert d["locust"]["failures"] == 0 and d["locust"]["requests"] > 0
     streams = docs[1]
     assert streams["settings"]["users"] == QUICK.stream_levels[0] and streams["locust"]["inter_chunk"]["chunks"] > 0
     assert streams["locust"]["ttft"]["requests"] > 0
