@@ -10,6 +10,8 @@ from __future__ import annotations
 
 import statistics
 
+from .repeats import Spread, medians
+
 # The gateway's own phases in the order a request runs them (benchmarks.server_timing records more:
 # ``total`` and ``gateway``, which sum them up, and ``upstream``, the provider's time).
 OWN_PHASES = ("body", "parse", "user", "service", "key", "models", "translate", "pool", "respond")
@@ -55,6 +57,22 @@ def layer_rows(docs: list[dict], endpoint: str = "/v1/chat/completions") -> list
     return rows
 
 
+def _by_repetition(value) -> dict:
+    """A figure by repetition index: a ``Spread`` (a job's repetitions merged); a plain value (one
+    repetition, or repetitions that agreed, which ``spread`` keeps as one number) under ``None``."""
+    return dict(value.values) if isinstance(value, Spread) else {None: value}
+
+
+def _paired(a: dict, b: dict) -> list[tuple]:
+    """Same-index pairs of two ``_by_repetition`` figures; a plain value pairs with every index."""
+    if None in a and None in b:
+        return [(a[None], b[None])]
+    if None in a or None in b:
+        indices = sorted(b if None in a else a)
+        return [(a.get(i, a.get(None)), b.get(i, b.get(None))) for i in indices]
+    return [(a[i], b[i]) for i in sorted(set(a) & set(b))]
+
+
 def trace_cost(docs: list[dict]) -> dict | None:
     """Server CPU per request of ``steady``/``all`` with Server-Timing on against off: one ratio per
     pair measured in the same run (repetitions paired in order), their median and range."""
@@ -63,12 +81,13 @@ def trace_cost(docs: list[dict]) -> dict | None:
         of_run = sorted((d for d in docs if d.get("run_id") == run and d["target"] == "forge-ref"
                          and d["profile"] == "steady" and d["config"] == "all"
                          and d["per_request"].get("cpu_ms")), key=lambda d: d.get("repeat") or 0)
-        on = [d["per_request"]["cpu_ms"] for d in of_run if not d.get("variant")]
-        off = [d["per_request"]["cpu_ms"] for d in of_run if d.get("variant") == "timing=off"]
-        for a, b in zip(on, off):
-            ratios.append(a / b)
-            on_all.append(a)
-            off_all.append(b)
+        on = [_by_repetition(d["per_request"]["cpu_ms"]) for d in of_run if not d.get("variant")]
+        off = [_by_repetition(d["per_request"]["cpu_ms"]) for d in of_run if d.get("variant") == "timing=off"]
+        for a_reps, b_reps in zip(on, off):  # a job's repetitions (``--repeat N``) pair with the same index
+            for a, b in _paired(a_reps, b_reps):
+                ratios.append(a / b)
+                on_all.append(a)
+                off_all.append(b)
     if not ratios:
         return None
     ratios.sort()
@@ -122,9 +141,11 @@ def section(docs: list[dict], micro: dict | None, run: str | None) -> list[str]:
     """RESULTS.md's "Where a request's time goes": phases of `steady`/`all`, hits against misses, and
     what the trace costs."""
     primary = [d for d in docs if d.get("run_id") == run and d["target"] == "forge-ref" and d["profile"] == "steady"]
-    steady_all = [d for d in primary if d["config"] == "all" and not d.get("variant")]
+    # Repetitions of a job (``--repeat N``) are read at their medians here: a phase's share of the
+    # total is a ratio of one repetition's figures, not of two ranges.
+    steady_all = [medians(d) for d in primary if d["config"] == "all" and not d.get("variant")]
     phases = phase_rows(steady_all)
-    hits = layer_rows([d for d in primary if d["config"] in ("all", "none") and not d.get("variant")])
+    hits = layer_rows([medians(d) for d in primary if d["config"] in ("all", "none") and not d.get("variant")])
     costs = trace_cost_rows(docs, micro)
     if not (phases or hits or costs):
         return []

@@ -48,3 +48,22 @@ def test_section_needs_something_to_say():
     lines = phases.section([doc(), doc(config="none")], None, "r1")
     assert lines[0] == "## Where a request's time goes"
     assert any(line.startswith("| `user` | 4 | 6 | 9 | 1.2% |") for line in lines)
+
+
+def test_repetitions_merged_by_the_report_are_read_repetition_by_repetition():
+    # `run --repeat N`: the report groups a job's files into one document whose figures are Spreads
+    from benchmarks.repeats import group
+
+    files = []
+    for i, (on, off) in enumerate(((0.42, 0.40), (0.40, 0.40), (0.44, 0.40)), start=1):
+        for variant, cpu in (("", on), ("timing=off", off)):
+            d = doc(variant=variant, cpu=cpu)
+            d.update(settings={"repeat": i, "repeats": 3}, _file=f"f{variant}{i}.json")
+            d["server_timing"]["phases_us"]["user"]["mean"] = 4.0 + i  # varies: a Spread after grouping
+            files.append(d)
+    merged = group(files)
+    assert len(merged) == 2
+    cost = phases.trace_cost(merged)
+    assert cost == {"on_cpu_ms": 0.42, "off_cpu_ms": 0.4, "ratio": 1.05, "low": 1.0, "high": 1.1, "pairs": 3}
+    lines = phases.section(merged, None, "r1")  # phases at their medians
+    assert any(line.startswith("| `user` | 4 | 6 | 9 | 1.5% |") for line in lines)
