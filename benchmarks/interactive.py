@@ -11,6 +11,7 @@ from __future__ import annotations
 
 import argparse
 import os
+import signal
 import subprocess
 import sys
 import tempfile
@@ -52,9 +53,19 @@ def run(profile: str, locust_args: list[str], *, caches: str = "all", web_port: 
             if "--headless" not in locust_args:
                 print(f"forge-ref ({caches}) at {base}, mock at {mock_url}, {n} tenants seeded for {profile}; "
                       f"Locust's web UI: http://127.0.0.1:{web_port} (Ctrl-C stops everything)", file=sys.stderr)
+            locust = subprocess.Popen(cmd, env=env, cwd=str(REPO))
             try:
-                return subprocess.call(cmd, env=env, cwd=str(REPO))
+                return locust.wait()
             except KeyboardInterrupt:
+                # A terminal's Ctrl-C reaches Locust too, a SIGINT sent to this process alone does not: pass
+                # it on, so Locust stops first (writing its reports) and the gateway it was loading drains
+                # at once instead of serving a swarm nobody stops until its shutdown timeout.
+                locust.send_signal(signal.SIGINT)
+                try:
+                    locust.wait(10)
+                except subprocess.TimeoutExpired:
+                    locust.kill()
+                    locust.wait()
                 return 0
         finally:
             if server is not None:

@@ -237,7 +237,13 @@ def test_a_quick_streams_phase_end_to_end(tmp_path):
         assert mock["models_rate_limit"]["calls"] == 1
         assert d["load_generator"]["processes"] == 2 and d["load_generator"]["cpu_seconds"] > 0
         # distributed, nothing fails (a previous job's Locust worker left running once sent its old keys: 401s)
-        assert d["locust"]["failures"] == 0 and d["locust"]["requests"] > 0
+        # except what the mock's model-list limit refuses where the gateway's models layer is not in front of it
+        assert d["locust"]["requests"] > 0
+        refused = sum(e["occurrences"] for e in d["locust"]["errors"]
+                      if e["name"] == "/v1/models" and e["error"] == "LocustBadStatusCode(code=429)")
+        assert d["locust"]["failures"] == refused
+        if d["profile"] == "long-streams" or d["config"] == "all":
+            assert refused == 0
     streams = docs[1]
     assert streams["settings"]["users"] == QUICK.stream_levels[0] and streams["locust"]["inter_chunk"]["chunks"] > 0
     assert streams["locust"]["ttft"]["requests"] > 0
